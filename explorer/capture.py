@@ -1,0 +1,109 @@
+"""The capture: ONE forward with the target layer recorded and ONE gradient of the target scores
+with respect to it. Every gradient-based CAM method is a few tensor operations on this.
+
+Hooks live for one call and are always removed. The captured activation is turned into a leaf
+tensor inside the hook, so the gradient is taken with `torch.autograd.grad` w.r.t. that leaf only:
+no parameter `.grad` is written, no requires_grad flag or train/eval state is touched, and it
+works when the caller sits inside `torch.no_grad()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from explorer.backbones import Backbone
+
+
+class CaptureError(RuntimeError):
+    """The target layer could not be captured as asked."""
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What one forward (+ one gradient) yields for a batch.
+
+    activations: A, B x K x h x w; gradients: dy_c/dA (same shape) or None when no gradient was
+    asked for; logits: B x classes; targets: B class indices (c per image). All detached, on the
+    model's device.
+    """
+
+    activations: torch.Tensor
+    gradients: torch.Tensor | None
+    logits: torch.Tensor
+    targets: torch.Tensor
+    layer: str
+
+
+@contextmanager
+def recording(module: nn.Module, requires_grad: bool) -> Iterator[list[torch.Tensor]]:
+    """Record `module`'s output during the block, as a leaf tensor, for this thread only.
+
+    The hook hands a *clone* of the leaf downstream: later in-place ops (VGG's ReLU(inplace=True)
+    after conv5_3, say) then act on the clone and leave the recorded A intact. Forwards run by
+    other threads through the same shared model (several app sessions) pass through untouched,
+    so concurrent captures never see each other's tensors.
+    """
+    owner = threading.get_ident()
+    recorded: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        if threading.get_ident() != owner:
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise CaptureError("The target layer does not output a single tensor; choose another layer.")
+        if not requires_grad:
+            recorded.append(output.detach().clone())
+            return None
+        leaf = output.detach().requires_grad_(True)
+        recorded.append(leaf)
+        return leaf.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield recorded
+    finally:
+        handle.remove()
+
+
+def _single(recorded: list[torch.Tensor], layer: str) -> torch.Tensor:
+    if len(recorded) != 1:
+        raise CaptureError(
+            f"Layer '{layer}' ran {len(recorded)} times in one forward pass; a CAM needs a layer "
+            f"that runs exactly once. Choose another target layer."
+        )
+    return recorded[0]
+
+
+def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | list[int],
+            layer: str | None = None, gradient: bool = True) -> Capture:
+    """One forward of `images` recording `layer`, and (if `gradient`) one
+    torch.autograd.grad of sum_b y_{c_b} w.r.t. the recorded A.
+
+    Summing the per-image target scores gives each image its own dy_c/dA in a single backward,
+    because images in an eval-mode batch do not interact.
+    """
+    layer = backbone.resolve_layer(layer)
+    module = backbone.module(layer)
+    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
+    if targets.numel() != images.shape[0]:
+        raise CaptureError(f"Got {images.shape[0]} images but {targets.numel()} targets; give one class per image.")
+    with recording(module, requires_grad=gradient) as recorded, torch.enable_grad() if gradient else torch.no_grad():
+        logits = backbone.model(images)
+        activations = _single(recorded, layer)
+        grads = None
+        if gradient:
+            scores = logits.gather(1, targets[:, None]).sum()
+            (grads,) = torch.autograd.grad(scores, activations)
+    return Capture(
+        activations=activations.detach().float(),
+        gradients=None if grads is None else grads.detach().float(),
+        logits=logits.detach().float(),
+        targets=targets,
+        layer=layer,
+    )

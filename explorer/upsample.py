@@ -1,0 +1,126 @@
+"""Upsamplers (grid map -> pixel map) and normalisers, batched on the maps' device.
+
+Gaussian upsampling is Extended-CAM eq. 4: every grid cell (i, j) sprays a 2D Gaussian whose
+sigma is the effective receptive field's, and every pixel sums the sprays of ALL cells:
+
+    L_xy = sum_ij L_ij exp(-(x - cx_j)^2 / (2 sx^2) - (y - cy_i)^2 / (2 sy^2)).
+
+The kernel is separable, so with Gy[y, i] = exp(-(y - cy_i)^2 / (2 sy^2)) and Gx likewise, the
+double sum is exactly the matrix product Gy @ L @ Gx^T: two small products per map, no
+truncation. Cell centres follow the convention of bilinear interpolation with
+align_corners=False: cy_i = (i + 0.5) * H / h - 0.5, cx_j = (j + 0.5) * W / w - 0.5 (the paper
+writes x - (w/u) i, which shifts every centre by half a cell). The kernel's mass is not divided
+out: scaling is the normaliser's job.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+UPSAMPLERS = ("nearest", "bilinear", "bicubic", "gaussian")
+NORMALISERS = ("none", "minmax", "max")
+
+# Bounds that keep every Gaussian finite and meaningful: below 0.05 px the kernel underflows
+# between pixel centres; far beyond any image the map is one constant.
+SIGMA_MIN = 0.05
+SIGMA_MAX = 100_000.0
+
+
+class UpsampleError(ValueError):
+    """Bad upsampling or normalisation arguments; the message says what is allowed."""
+
+
+def _size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def cell_centres(n_cells: int, n_pixels: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Pixel coordinate of each cell's centre: (i + 0.5) * n_pixels / n_cells - 0.5."""
+    i = torch.arange(n_cells, device=device, dtype=torch.float64)
+    return ((i + 0.5) * n_pixels / n_cells - 0.5).to(dtype)
+
+
+def gaussian_matrix(n_cells: int, n_pixels: int, sigma: float, device=None,
+                    dtype=torch.float32) -> torch.Tensor:
+    """G (n_pixels x n_cells), G[p, i] = exp(-(p - c_i)^2 / (2 sigma^2))."""
+    p = torch.arange(n_pixels, device=device, dtype=torch.float64)[:, None]
+    c = cell_centres(n_cells, n_pixels, device=device, dtype=torch.float64)[None, :]
+    return torch.exp(-((p - c) ** 2) / (2.0 * float(sigma) ** 2)).to(dtype)
+
+
+def check_sigma(sigma) -> tuple[float, float]:
+    """sigma as (sigma_x, sigma_y) in input pixels, bounded to [SIGMA_MIN, SIGMA_MAX]."""
+    if sigma is None:
+        raise UpsampleError("Gaussian upsampling needs sigma (in input pixels), e.g. the fitted ERF's.")
+    if isinstance(sigma, (int, float)):
+        sx = sy = float(sigma)
+    else:
+        sx, sy = (float(s) for s in sigma)
+    for s in (sx, sy):
+        if not (SIGMA_MIN <= s <= SIGMA_MAX):  # also rejects NaN
+            raise UpsampleError(f"sigma must lie between {SIGMA_MIN} and {SIGMA_MAX:g} pixels; got {s}.")
+    return sx, sy
+
+
+def gaussian_upsample(maps: torch.Tensor, size: int | Sequence[int], sigma) -> torch.Tensor:
+    """Extended-CAM eq. 4, exactly, as Gy @ L @ Gx^T for a batch B x h x w -> B x H x W.
+
+    sigma: one number or (sigma_x, sigma_y), in input pixels.
+    """
+    H, W = _size(size)
+    sx, sy = check_sigma(sigma)
+    h, w = maps.shape[-2:]
+    dtype = maps.dtype if maps.is_floating_point() else torch.float32
+    gy = gaussian_matrix(h, H, sy, device=maps.device, dtype=dtype)
+    gx = gaussian_matrix(w, W, sx, device=maps.device, dtype=dtype)
+    return gy @ maps.to(dtype) @ gx.T
+
+
+def upsample(maps: torch.Tensor, size: int | Sequence[int], method: str = "bilinear",
+             sigma=None) -> torch.Tensor:
+    """Grid maps B x h x w -> pixel maps B x H x W.
+
+    nearest / bilinear / bicubic: torch interpolation with align_corners=False (the convention
+    of the WSOL protocol's resize). gaussian: `gaussian_upsample` with sigma (x, y) in pixels.
+    """
+    if maps.dim() != 3:
+        raise UpsampleError(f"Expected maps of shape B x h x w, got {tuple(maps.shape)}.")
+    H, W = _size(size)
+    if method == "gaussian":
+        return gaussian_upsample(maps, (H, W), sigma)
+    if method not in UPSAMPLERS:
+        raise UpsampleError(f"Unknown upsampler '{method}'; use one of {', '.join(UPSAMPLERS)}.")
+    kwargs = {} if method == "nearest" else {"align_corners": False}
+    return F.interpolate(maps[:, None].float(), size=(H, W), mode=method, **kwargs)[:, 0]
+
+
+def normalise(maps: torch.Tensor, method: str = "minmax") -> torch.Tensor:
+    """Per-map scaling, a separate stage after upsampling.
+
+    "none": unchanged; "minmax": (m - min) / (max - min), in [0, 1]; "max": m / max|m|, in
+    [-1, 1] and sign-preserving (for signed maps). A constant (in particular all-zero) map
+    carries no spatial information and becomes zeros under every normaliser but "none", and a
+    map with any NaN or infinity becomes zeros (as the WSOL reference does), never NaN.
+    """
+    if method not in NORMALISERS:
+        raise UpsampleError(f"Unknown normaliser '{method}'; use one of {', '.join(NORMALISERS)}.")
+    flat = maps.flatten(1).float()
+    finite = torch.isfinite(flat).all(dim=1, keepdim=True)
+    flat = torch.where(finite, flat, torch.zeros_like(flat))
+    if method == "none":
+        return flat.view_as(maps)
+    if method == "minmax":
+        lo = flat.min(dim=1, keepdim=True).values
+        span = flat.max(dim=1, keepdim=True).values - lo
+        out = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
+        return torch.where(span > 0, out, torch.zeros_like(out)).view_as(maps)
+    span = flat.max(dim=1, keepdim=True).values - flat.min(dim=1, keepdim=True).values
+    peak = flat.abs().max(dim=1, keepdim=True).values
+    out = flat / torch.where(peak > 0, peak, torch.ones_like(peak))
+    return torch.where(span > 0, out, torch.zeros_like(out)).view_as(maps)
