@@ -20,7 +20,7 @@ from explorer.methods import METHODS, MethodError
 from explorer.upsample import UPSAMPLERS, UpsampleError
 
 USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError)
-PAPER_SIGMA = (31.78, 33.36)  # Extended-CAM Table 1: the fitted ERF of VGG16
+from explorer.presets import PAPER_SIGMA
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
