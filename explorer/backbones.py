@@ -379,9 +379,11 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
     spec = REGISTRY.get(name)
     if spec is None:
         raise BackboneError(f"Unknown backbone '{name}'. Choose one of: {', '.join(REGISTRY)}.")
+    # Find the weight file before building: a missing file is reported at once.
+    pretrained = isinstance(weights, str) and weights == "pretrained"
+    path = spec.pretrained_file() if pretrained else None
     model = spec.build()
-    if isinstance(weights, str) and weights == "pretrained":
-        path = spec.pretrained_file()
+    if pretrained:
         _load_weights(model, path, name)
         kind, label = "pretrained", spec.pretrained_label
     elif isinstance(weights, str) and weights == "random":

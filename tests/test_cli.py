@@ -1,0 +1,62 @@
+"""The command line, run as a user runs it: a subprocess, its output and its files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from explorer.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "explorer", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_help_lists_every_command_and_each_has_help():
+    top = run("--help")
+    assert top.returncode == 0
+    for name in COMMANDS:
+        assert name in top.stdout
+        sub = run(name, "--help")
+        assert sub.returncode == 0 and "usage" in sub.stdout, name
+
+
+def test_cam_writes_a_labelled_grid_and_prints_top5(tmp_path):
+    out = tmp_path / "grid.png"
+    npy = tmp_path / "raw.npy"
+    result = run("cam", "--image", "gallery:chelsea", "--backbone", "efficientnet_lite0",
+                 "--methods", "gradcam,extendedcam", "--upsampler", "bilinear,gaussian",
+                 "--sigma", "31.8,33.4", "--out", str(out), "--npy", str(npy))
+    assert result.returncode == 0, result.stderr
+    assert "1. " in result.stdout and "cat" in result.stdout.split("2. ")[0]
+    sheet = Image.open(out)
+    assert sheet.width > 2 * 224 and sheet.height > 2 * 224
+    raw = np.load(npy)
+    assert raw.shape == (2, 7, 7) and raw.dtype == np.float32
+    assert (raw[1] < 0).any() or (raw[1] > 0).all()  # signed Extended-CAM kept raw
+
+
+def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, capsys):
+    """In-process (main() is what `python -m explorer` calls) to skip five torch imports;
+    the subprocess test above covers the real entry point."""
+    bad = tmp_path / "photo.png"
+    bad.write_text("<html>not a picture</html>")
+    cases = [
+        ("--image", str(bad)),
+        ("--image", "gallery:chelsea", "--methods", "magic"),
+        ("--image", "gallery:chelsea", "--backbone", "vgg16"),
+        ("--image", "gallery:chelsea", "--layer", "fc7"),
+        ("--image", "gallery:chelsea", "--upsampler", "gaussian", "--sigma", "0"),
+    ]
+    for case in cases:
+        code = main(["cam", *case, "--out", str(tmp_path / "x.png")])
+        err = capsys.readouterr().err
+        assert code == 2, (case, err)
+        assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) == 1, err
