@@ -238,3 +238,32 @@ def comparison_sheet(image: Image.Image, table: dict, row_labels: dict[str, str]
     base = np.asarray(image.convert("RGB"))
     tiles = [[overlay(base, arrays[(m, u)], common or colour_scale(arrays[(m, u)])) for u in ups] for m in methods]
     return labelled_grid(tiles, [row_labels.get(m, m) for m in methods], [col_labels.get(u, u) for u in ups], title)
+
+
+def mark_row(image: np.ndarray, row: int, colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """A copy of an H x W x 3 uint8 image with pixel row `row` drawn in `colour`, so a profile
+    plot can be matched to the place in the image it was taken from."""
+    marked = np.array(image, dtype=np.uint8, copy=True)
+    marked[int(np.clip(row, 0, marked.shape[0] - 1))] = colour
+    return marked
+
+
+def sigma_curve_figure(sigmas: np.ndarray, correlations: np.ndarray, best: float, current: float,
+                       title: str = "", y_title: str = "Pearson r"):
+    """Correlation against Gaussian sigma, with dashed markers at the best and the current sigma."""
+    fig = curve_figure(sigmas, {y_title: correlations}, title, "sigma (pixels)", y_title, marker_x=best)
+    fig.add_annotation(x=best, y=1, yref="paper", text=f"best {best:g}", showarrow=False, xanchor="left",
+                       xshift=4, yshift=8)
+    fig.add_vline(x=current, line_color="crimson")
+    fig.update_layout(showlegend=False, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def profile_pair_figure(profiles: dict[str, np.ndarray], title: str = "",
+                        colours: Sequence[str] = ("crimson", "royalblue")):
+    """`profile_figure` with one clearly different colour per trace (themes often pick shades of
+    one hue, which makes two overlapping profiles hard to tell apart)."""
+    fig = profile_figure(profiles, title)
+    for trace, colour in zip(fig.data, colours):
+        trace.line.color = colour
+    return fig

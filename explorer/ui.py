@@ -1,0 +1,674 @@
+"""Streamlit glue shared by every page of CAM Explorer: the only Streamlit import in `explorer/`.
+
+Three jobs live here so that `app.py` and `pages/` stay pure layout:
+
+* Cached work keyed on short strings (image digests, backbone, layer and method names), never on
+  arrays or tensors: Streamlit hashes large arrays by sampling (two different images can share a
+  key) and cannot hash tensors. Arrays the work needs travel in `_`-prefixed, unhashed arguments.
+* The shared sidebar (image, backbone, weights, layer, target class). Streamlit forgets a widget's
+  value as soon as a page stops rendering that widget, so every choice is also kept in a plain
+  (non-widget) `st.session_state` entry and each widget is re-seeded from it: choices survive page
+  switches, and an invalid choice falls back to the last valid one.
+* Friendly errors: problems a user can cause (a broken file, missing weights, an impossible
+  method) become `st.error(message)`; anything else is logged with its traceback and shown as one
+  short line, and the app stays usable.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
+import streamlit as st
+import torch
+from PIL import Image
+
+from explorer import views
+from explorer.backbones import REGISTRY, Backbone, BackboneError, backbone_names, load_backbone
+from explorer.capture import CaptureError
+from explorer.checkpoints import CheckpointError
+from explorer.images import GALLERY, GALLERY_PREFIX, ImageError, gallery_image, gallery_names, image_digest, load_image
+from explorer.methods import METHODS, MethodError, method_label
+from explorer.pipeline import grid_maps, pixel_maps
+from explorer.presets import MANUAL_LABEL, PAPER_LABEL, PAPER_SIGMA, CardError, sigma_presets
+from explorer.upsample import UpsampleError
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError, CardError)
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_GALLERY = "chelsea"
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif"]
+MAX_UPLOAD_MB = 25
+WEIGHT_LABELS = {"pretrained": "pretrained (ImageNet)", "random": "RANDOM (untrained)"}
+RANDOM_BADGE = "RANDOM (untrained) weights: a baseline, not an explanation."
+RANDOM_WARNING = ("RANDOM (untrained) weights: this network has learnt nothing, so its predictions "
+                  "and maps are a baseline to compare against, not an explanation.")
+TOP1 = -1  # target option: "whatever the network predicts first", following image and backbone
+
+RELU_LABELS = {
+    "published": "published (per method)",
+    "none": "none (signed maps)",
+    "after": "after the channel sum",
+    "before": "before the channel sum",
+}
+DEFAULT_METHODS = ("cam", "gradcam", "gradcampp", "extendedcam")
+# Methods with more extra passes than this wait for an explicit click: Score-CAM's one forward per
+# channel is minutes on a CPU for a 1280-channel layer.
+SLOW_EXTRA_PASSES = 16
+
+TILES_PER_LINE = 4
+
+SIGMA_MIN, SIGMA_MAX, SIGMA_STEP = 1.0, 150.0, 0.5
+SIGMA_SWEEP = np.arange(1.0, 80.0 + SIGMA_STEP, SIGMA_STEP)
+
+_STATE = "cam."
+_WIDGET = "cam.widget."
+
+# Network work (forwards with hooks on a model shared by every session) runs one call at a time:
+# hooks added by one session must never fire inside another session's forward pass.
+_NETWORK_LOCK = threading.Lock()
+
+
+# ------------------------------------------------------------------------------ errors
+
+def attempt(doing: str, action: Callable[[], T]) -> T | None:
+    """Run `action`; on failure show a friendly `st.error` and return None.
+
+    `doing` completes "Something went wrong while ..." for errors nobody anticipated; those are
+    logged with their traceback (never shown on screen).
+    """
+    try:
+        return action()
+    except USER_ERRORS as exc:
+        st.error(str(exc))
+    except Exception:
+        logger.exception("Unexpected error while %s", doing)
+        st.error(f"Something went wrong while {doing}; the details are in the server log. "
+                 f"Try another choice.")
+    return None
+
+
+# ----------------------------------------------------------------- choices that persist
+
+def remembered(name: str, default: T) -> T:
+    """The last valid value of choice `name` (kept across pages), or `default`."""
+    return st.session_state.setdefault(_STATE + name, default)
+
+
+def remember(name: str, value: Any) -> None:
+    st.session_state[_STATE + name] = value
+
+
+def persistent(widget: Callable[..., T], label: str, name: str, default: T, *args: Any,
+               coerce: Callable[[Any], T] = lambda value: value,
+               on_change: Callable[[], None] | None = None, **kwargs: Any) -> T:
+    """Render `widget(label, *args, **kwargs)` with its value remembered under `name`.
+
+    Streamlit ties a widget's value to the page that rendered it (element ids include the page),
+    so on another page a widget with the same key starts afresh. Hence the remembered value is the
+    source of truth: it seeds the widget's key before every render (repaired by `coerce` when it
+    is no longer valid, e.g. the options changed) and a change callback stores the user's new
+    value before the rerun that follows. Seeding through session state instead of
+    `value=`/`index=` means Streamlit never sees two competing defaults.
+    """
+    key = _WIDGET + name
+    st.session_state[key] = coerce(remembered(name, default))
+    value = widget(label, *args, key=key, on_change=_keep, args=(name, on_change), **kwargs)
+    remember(name, value)
+    return value
+
+
+def _keep(name: str, then: Callable[[], None] | None) -> None:
+    """Change callback: remember the widget's new value, then run the caller's own callback."""
+    remember(name, st.session_state[_WIDGET + name])
+    if then is not None:
+        then()
+
+
+def _one_of(options: Sequence[T], default: T | None) -> tuple[list[T], T]:
+    choices = list(options)
+    return choices, default if default in choices else choices[0]
+
+
+def selectbox(label: str, name: str, options: Sequence[T], default: T | None = None, **kwargs: Any) -> T:
+    """A persistent `st.selectbox`; a remembered value that is no longer offered becomes `default`."""
+    choices, fallback = _one_of(options, default)
+    return persistent(st.selectbox, label, name, fallback, choices,
+                      coerce=lambda v: v if v in choices else fallback, **kwargs)
+
+
+def radio(label: str, name: str, options: Sequence[T], default: T | None = None, **kwargs: Any) -> T:
+    """A persistent `st.radio`."""
+    choices, fallback = _one_of(options, default)
+    return persistent(st.radio, label, name, fallback, choices,
+                      coerce=lambda v: v if v in choices else fallback, **kwargs)
+
+
+def multiselect(label: str, name: str, options: Sequence[T], default: Sequence[T], **kwargs: Any) -> list[T]:
+    """A persistent `st.multiselect`; remembered values no longer offered are dropped."""
+    choices = list(options)
+    return persistent(st.multiselect, label, name, [d for d in default if d in choices], choices,
+                      coerce=lambda v: [x for x in v if x in choices], **kwargs)
+
+
+def toggle(label: str, name: str, default: bool, **kwargs: Any) -> bool:
+    """A persistent `st.toggle`."""
+    return persistent(st.toggle, label, name, default, coerce=bool, **kwargs)
+
+
+def slider(label: str, name: str, low: T, high: T, default: T, **kwargs: Any) -> T:
+    """A persistent `st.slider` whose remembered value is clamped into [low, high]."""
+    kind = type(default)
+    return persistent(st.slider, label, name, default, low, high,
+                      coerce=lambda v: kind(min(max(v, low), high)), **kwargs)
+
+
+def _set_widget(name: str, value: Any) -> None:
+    """Set a persistent widget's value (before it renders in this run, or from a callback)."""
+    remember(name, value)
+    st.session_state[_WIDGET + name] = value
+
+
+# ----------------------------------------------------------------------- cached loading
+
+def load_cached_backbone(name: str, weights: str) -> Backbone:
+    """The shared, cached backbone. Missing pretrained weights are reported before the (slow)
+    architecture is built, so an unavailable choice costs nothing on every rerun."""
+    if weights == "pretrained" and name in REGISTRY:
+        REGISTRY[name].pretrained_file()
+    return _load_backbone(name, weights)
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the network…")
+def _load_backbone(name: str, weights: str) -> Backbone:
+    """Shared by all sessions and never modified: callers only run forwards through it."""
+    return load_backbone(name, weights)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _decode_upload(digest: str, _data: bytes) -> Image.Image:
+    """Uploaded bytes -> RGB image, keyed on the bytes' SHA-256 (ImageError is not cached)."""
+    return load_image(_data)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _layer_shapes(backbone_name: str, weights: str, _backbone: Backbone) -> dict[str, tuple[int, int, int]]:
+    with _NETWORK_LOCK:
+        return {layer: _backbone.layer_shape(layer) for layer in _backbone.layers}
+
+
+@st.cache_data(max_entries=32, show_spinner="Classifying the image…")
+def _top5(image_key: str, backbone_name: str, weights: str, _backbone: Backbone,
+          _image: Image.Image) -> list[tuple[int, str, float]]:
+    with _NETWORK_LOCK:
+        return _backbone.top_k(_backbone.preprocess(_image), 5)[0]
+
+
+# --------------------------------------------------------------------------- the sidebar
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """An image the user chose: a gallery photo or an uploaded file (kept, so it survives page
+    switches even though the uploader widget is emptied)."""
+
+    key: str  # cache key: "gallery:<name>" or the SHA-256 of the uploaded bytes
+    label: str
+    data: bytes | None = None
+
+    def load(self) -> Image.Image:
+        if self.data is None:
+            return gallery_image(self.key.removeprefix(GALLERY_PREFIX))
+        return _decode_upload(self.key, self.data)
+
+
+DEFAULT_IMAGE = ImageChoice(GALLERY_PREFIX + DEFAULT_GALLERY, DEFAULT_GALLERY)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Everything the sidebar decided, as every page reads it."""
+
+    image_choice: ImageChoice
+    image: Image.Image  # as decoded: upright RGB at its own size
+    seen: Image.Image  # as the network sees it (squashed to its input size)
+    backbone: Backbone
+    layer: str
+    layer_shape: tuple[int, int, int]  # (channels, h, w)
+    target: int
+    predictions: list[tuple[int, str, float]]  # top-5 (index, name, probability)
+
+    @property
+    def target_name(self) -> str:
+        return self.backbone.class_names[self.target]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.backbone.input_size
+
+
+def sidebar() -> Selection:
+    """The shared sidebar every page calls first; returns the current (valid) choices."""
+    with st.sidebar:
+        st.header("Image and network")
+        selection = attempt("reading your choices", _choose)
+    if selection is None:
+        st.stop()
+    return selection
+
+
+def _choose() -> Selection:
+    choice, image = _choose_image()
+    backbone = _choose_backbone()
+    shapes = _layer_shapes(backbone.name, backbone.weights, backbone)
+    layer = _choose_layer(backbone, shapes)
+    predictions = _top5(choice.key, backbone.name, backbone.weights, backbone, image)
+    target = _choose_target(backbone, predictions)
+    return Selection(choice, image, backbone.resize(image), backbone, layer, shapes[layer], target, predictions)
+
+
+def _choose_image() -> tuple[ImageChoice, Image.Image]:
+    """The asked image when it decodes; otherwise an error and the last valid image."""
+    source = radio("Image source", "image_source", ("gallery", "upload"), horizontal=True,
+                   format_func={"gallery": "sample photo", "upload": "upload"}.get)
+    asked = _asked_image(source)
+    previous = remembered("image", DEFAULT_IMAGE)
+    if asked is not None and asked.key != previous.key:
+        try:
+            image = asked.load()
+        except ImageError as exc:
+            st.error(str(exc))
+            st.caption(f"Still showing **{previous.label}**.")
+        else:
+            remember("image", asked)
+            return asked, image
+    return previous, previous.load()
+
+
+def _asked_image(source: str) -> ImageChoice | None:
+    if source == "gallery":
+        name = selectbox("Sample photo", "gallery_name", gallery_names(), DEFAULT_GALLERY,
+                         format_func=lambda n: n.replace("_", " "))
+        st.caption(GALLERY[name])
+        return ImageChoice(GALLERY_PREFIX + name, name)
+    upload = st.file_uploader("Your image", type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB,
+                              key=_WIDGET + "upload", help=f"PNG, JPEG, WebP, BMP or TIFF, at most {MAX_UPLOAD_MB} MB.")
+    if upload is None:
+        current = remembered("image", DEFAULT_IMAGE)
+        st.caption(f"Showing **{current.label}** until you upload a file.")
+        return None
+    data = upload.getvalue()
+    return ImageChoice(image_digest(data), upload.name, data)
+
+
+def _choose_backbone() -> Backbone:
+    """The asked backbone when it loads; otherwise its error and the last backbone that loaded."""
+    name = selectbox("Backbone", "backbone", backbone_names(), DEFAULT_BACKBONE)
+    weights = radio("Weights", "weights", tuple(WEIGHT_LABELS), horizontal=True, format_func=WEIGHT_LABELS.get)
+    previous = remembered("active_backbone", (DEFAULT_BACKBONE, "pretrained"))
+    try:
+        backbone = load_cached_backbone(name, weights)
+    except USER_ERRORS as exc:
+        st.error(str(exc))
+        st.caption(f"Still showing **{previous[0]}** with {WEIGHT_LABELS[previous[1]]} weights.")
+        backbone = load_cached_backbone(*previous)
+    else:
+        remember("active_backbone", (name, weights))
+    if backbone.is_random:
+        st.warning(RANDOM_BADGE)
+    return backbone
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(n) for n in shape)
+
+
+def _choose_layer(backbone: Backbone, shapes: dict[str, tuple[int, int, int]]) -> str:
+    """Remembered per backbone, so coming back to a backbone restores its layer."""
+    layer = selectbox("Target layer", f"layer.{backbone.name}", list(backbone.layers), backbone.default_layer,
+                      format_func=lambda name: f"{name} ({shape_text(shapes[name])})",
+                      help="The feature map A (channels × rows × columns) that the CAM methods read.")
+    note = backbone.layer_notes.get(layer)
+    if note:
+        st.caption(note)
+    return layer
+
+
+def _choose_target(backbone: Backbone, predictions: list[tuple[int, str, float]]) -> int:
+    top = [index for index, _, _ in predictions]
+    top_set = set(top)
+    others = [i for i in range(len(backbone.class_names)) if i not in top_set]
+    probability = {index: p for index, _, p in predictions}
+    names = backbone.class_names
+
+    def label(option: int) -> str:
+        if option == TOP1:
+            return f"top-1: {names[top[0]]}"
+        if option in probability:
+            return f"#{top.index(option) + 1} {names[option]} ({probability[option]:.1%})"
+        return f"{names[option]} (class {option})"
+
+    choice = selectbox("Target class", "target", [TOP1, *top, *others], TOP1, format_func=label,
+                       help="The class whose score the maps explain: one of the top-5 predictions, "
+                            "or type to search all ImageNet classes.")
+    return top[0] if choice == TOP1 else choice
+
+
+def context_banner(state: Selection) -> None:
+    """One line naming what every map on the page explains, plus the RANDOM warning."""
+    backbone = state.backbone
+    st.markdown(f"Image **{state.image_choice.label}** · `{backbone.name}` with {backbone.weights_label} · "
+                f"layer `{state.layer}` ({shape_text(state.layer_shape)}) · "
+                f"target **{state.target_name}** (class {state.target})")
+    if backbone.is_random:
+        st.warning(RANDOM_WARNING)
+
+
+# ------------------------------------------------------------------------------- methods
+
+def method_name(method: str) -> str:
+    return METHODS[method].label
+
+
+def cam_unavailable_reason(state: Selection) -> str | None:
+    """Why plain CAM cannot run here (it reads the final linear layer), or None when it can."""
+    backbone = state.backbone
+    if not backbone.has_gap_linear_head:
+        return (f"Plain CAM needs a global-average-pooling + linear head; {backbone.name} has none. "
+                f"Use Grad-CAM or Extended-CAM instead.")
+    if state.layer != backbone.cam_layer:
+        return (f"Plain CAM reads the final linear layer, so it only applies to layer "
+                f"'{backbone.cam_layer}' of {backbone.name}, not '{state.layer}'.")
+    return None
+
+
+def available_methods(state: Selection) -> list[str]:
+    unavailable = cam_unavailable_reason(state) is not None
+    return [m for m in METHODS if not (m == "cam" and unavailable)]
+
+
+def method_cost(state: Selection, method: str) -> str:
+    return METHODS[method].describe_cost(state.layer_shape[0])
+
+
+def is_slow(state: Selection, method: str) -> bool:
+    return METHODS[method].extra_passes(state.layer_shape[0], {}) > SLOW_EXTRA_PASSES
+
+
+def cost_notes(state: Selection, methods: Sequence[str]) -> list[str]:
+    """What the affordable extra-pass methods (Smooth Grad-CAM++) add to the shared capture."""
+    return [f"{method_name(m)}: {method_cost(state, m)}." for m in methods
+            if METHODS[m].extra_passes(state.layer_shape[0], {}) and not is_slow(state, m)]
+
+
+def _approval_key(state: Selection, method: str, relu: str) -> str:
+    return "|".join(map(str, (state.image_choice.key, state.backbone.name, state.backbone.weights,
+                              state.layer, state.target, method, relu)))
+
+
+def approve_slow_methods(state: Selection, methods: Sequence[str], relu: str) -> list[str]:
+    """The methods to compute now: every cheap one, and each slow one the user has asked for
+    (by a click on its button) for exactly these inputs; a warning and a button for the rest."""
+    approved: set[str] = remembered("approved_slow", set())
+    runnable = []
+    for method in methods:
+        key = _approval_key(state, method, relu)
+        if is_slow(state, method) and key not in approved:
+            device = "a CPU" if state.backbone.device.type == "cpu" else "a GPU"
+            st.warning(f"{method_name(method)} needs {method_cost(state, method)} "
+                       f"(this can take minutes on {device}); it runs when you ask.")
+            if not st.button(f"Compute {method_name(method)}", key=f"compute.{method}"):
+                continue
+            approved.add(key)
+        runnable.append(method)
+    return runnable
+
+
+# ------------------------------------------------------------------------------ grid maps
+
+@dataclass(frozen=True)
+class GridResult:
+    """Raw grid-level maps (numpy, after the ReLU policy) with what they took to compute.
+
+    `seconds` holds "capture" (the forward + gradient shared by the gradient methods), one entry
+    per method, and "capture:<method>" for a slow method computed on its own.
+    """
+
+    key: str  # identifies the inputs: derived caches (the sigma curve) key on it
+    maps: dict[str, np.ndarray]  # method -> h x w
+    relu: dict[str, str]  # method -> ReLU policy applied
+    seconds: dict[str, float]
+
+    def label(self, method: str) -> str:
+        return method_label(method, self.relu[method])
+
+
+def grid(state: Selection, methods: Sequence[str], relu: str) -> GridResult:
+    """Grid maps of `methods`: the cheap ones from one shared capture, each slow one alone, so
+    adding or removing a cheap method never recomputes a slow one."""
+    slow = [m for m in methods if is_slow(state, m)]
+    fast = [m for m in methods if m not in slow]
+    parts = [_grid(*_grid_key(state, fast, relu), _backbone=state.backbone, _image=state.image)] if fast else []
+    for method in slow:
+        part = _grid(*_grid_key(state, [method], relu), _backbone=state.backbone, _image=state.image)
+        seconds = {(f"capture:{method}" if stage == "capture" else stage): s for stage, s in part.seconds.items()}
+        parts.append(replace(part, seconds=seconds))
+    return _merge(parts, methods)
+
+
+def _grid_key(state: Selection, methods: Sequence[str], relu: str) -> tuple:
+    return (state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer,
+            state.target, tuple(methods), relu)
+
+
+@st.cache_data(max_entries=24, show_spinner="Computing class activation maps…")
+def _grid(image_key: str, backbone_name: str, weights: str, layer: str, target: int,
+          methods: tuple[str, ...], relu: str, *, _backbone: Backbone, _image: Image.Image) -> GridResult:
+    with _NETWORK_LOCK:
+        batch = _backbone.preprocess(_image)
+        result = grid_maps(_backbone, batch, [target], methods, layer, relu=relu)
+    key = hashlib.sha256(repr((image_key, backbone_name, weights, layer, target, methods, relu)).encode()).hexdigest()
+    return GridResult(key, {m: result.maps[m][0].cpu().numpy() for m in methods}, dict(result.relu),
+                      dict(result.seconds))
+
+
+def _merge(parts: list[GridResult], order: Sequence[str]) -> GridResult:
+    if len(parts) == 1:
+        return parts[0]
+    maps = {k: v for part in parts for k, v in part.maps.items()}
+    relu = {k: v for part in parts for k, v in part.relu.items()}
+    seconds = {k: v for part in parts for k, v in part.seconds.items()}
+    key = hashlib.sha256("+".join(part.key for part in parts).encode()).hexdigest()
+    return GridResult(key, {m: maps[m] for m in order}, {m: relu[m] for m in order}, seconds)
+
+
+def timing_rows(result: GridResult, state: Selection) -> list[dict[str, Any]]:
+    """The computation's stages as table rows: the shared capture, then each method."""
+    rows = []
+    for stage, seconds in result.seconds.items():
+        if stage == "capture":
+            what = "shared capture: one forward + one gradient for all gradient methods"
+        elif stage.startswith("capture:"):
+            what = f"{method_name(stage.split(':', 1)[1])}: its own forward"
+        else:
+            what = f"{result.label(stage)}: {method_cost(state, stage)}"
+        rows.append({"stage": what, "milliseconds": round(1000 * seconds, 1)})
+    rows.append({"stage": "total", "milliseconds": round(1000 * sum(result.seconds.values()), 1)})
+    return rows
+
+
+def histograms(result: GridResult) -> dict[str, views.Histogram]:
+    """Pre-binned raw grid values per method (about two cells per bin, 10 to 60 bins)."""
+    return {result.label(m): views.histogram(values, bins=int(np.clip(values.size // 2, 10, 60)))
+            for m, values in result.maps.items()}
+
+
+# ---------------------------------------------------------------------------- pixel maps
+
+def pixel_table(result: GridResult, size: tuple[int, int], upsamplers: Sequence[str],
+                sigma: tuple[float, float], normaliser: str) -> dict[tuple[str, str], np.ndarray]:
+    """(method, upsampler) -> H x W normalised map: the cheap half of the pipeline, all that a
+    sigma, upsampler or normaliser change reruns."""
+    methods = list(result.maps)
+    stacked = torch.from_numpy(np.stack([result.maps[m] for m in methods]))
+    per_upsampler = {up: pixel_maps(stacked, size, up, sigma, normaliser).numpy() for up in upsamplers}
+    return {(m, up): per_upsampler[up][i] for i, m in enumerate(methods) for up in upsamplers}
+
+
+def pixel_map(result: GridResult, method: str, size: tuple[int, int], upsampler: str,
+              sigma: tuple[float, float] | None, normaliser: str) -> np.ndarray:
+    grid_map = torch.from_numpy(result.maps[method])[None]
+    return pixel_maps(grid_map, size, upsampler, sigma, normaliser)[0].numpy()
+
+
+def scale_text(scale: views.ColourScale) -> str:
+    if scale.signed:
+        return f"diverging ±{scale.hi:.3g}"
+    return f"{scale.lo:.3g} to {scale.hi:.3g}"
+
+
+def upsampler_label(upsampler: str, sigma: tuple[float, float]) -> str:
+    if upsampler == "gaussian":
+        return f"gaussian σ=({sigma[0]:.4g}, {sigma[1]:.4g})"
+    return upsampler
+
+
+def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
+                      col_labels: dict[str, str], shared_scale: bool) -> None:
+    """One bordered block per method (a row of its upsamplers), blocks packed so each line holds
+    about four tiles: a fixed four-column grid would leave half the page empty with two upsamplers.
+    Each tile is an overlay PNG captioned with its upsampler and colour range."""
+    methods = list(dict.fromkeys(m for m, _ in table))
+    upsamplers = list(dict.fromkeys(u for _, u in table))
+    blocks_per_line = max(1, TILES_PER_LINE // len(upsamplers))
+    common = views.colour_scale(*table.values()) if shared_scale else None
+    base = np.asarray(seen)
+    for start in range(0, len(methods), blocks_per_line):
+        line = methods[start:start + blocks_per_line]
+        for block, method in zip(st.columns(blocks_per_line), line):
+            with block.container(border=True):
+                st.markdown(f"**{row_labels[method]}**")
+                for column, up in zip(st.columns(len(upsamplers)), upsamplers):
+                    scale = common or views.colour_scale(table[(method, up)])
+                    column.image(views.overlay(base, table[(method, up)], scale), output_format="PNG",
+                                 width="stretch", caption=f"{col_labels[up]} · {scale_text(scale)}")
+
+
+def sheet_png(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
+              col_labels: dict[str, str], shared_scale: bool, title: str) -> Callable[[], bytes]:
+    """The comparison sheet as PNG bytes, made only when a download button is clicked."""
+    return functools.partial(_sheet_bytes, seen, table, row_labels, col_labels, shared_scale, title)
+
+
+def _sheet_bytes(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
+                 col_labels: dict[str, str], shared_scale: bool, title: str) -> bytes:
+    return views.png_bytes(views.comparison_sheet(seen, table, row_labels, col_labels, shared_scale, title))
+
+
+def grid_npy(result: GridResult) -> Callable[[], bytes]:
+    """The raw grid maps as one .npy (rows in the order of `result.maps`), made on click."""
+    return functools.partial(views.npy_bytes, dict(result.maps))
+
+
+# --------------------------------------------------------------------------------- sigma
+
+def presets(state: Selection) -> dict[str, tuple[float, float] | None]:
+    """Sigma presets for this backbone/layer; a damaged ERF card is reported and skipped."""
+    try:
+        return sigma_presets(state.backbone.name, state.layer)
+    except CardError as exc:
+        st.warning(str(exc))
+        return {PAPER_LABEL: PAPER_SIGMA, MANUAL_LABEL: None}
+
+
+def _to_manual() -> None:
+    remember("sigma_preset", MANUAL_LABEL)
+
+
+def use_sigma(sigma: float) -> None:
+    """Callback: make `sigma` (both axes) the shared manual sigma."""
+    _to_manual()
+    _set_widget("sigma_x", float(sigma))
+    _set_widget("sigma_y", float(sigma))
+
+
+def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, float]:
+    """The shared Gaussian sigma (pixels, per axis), the same on every page.
+
+    With `with_presets` a preset select leads and the sliders only move under "manual"; without
+    it (the Smoothing Lab) the sliders are always live and moving one switches to "manual".
+    """
+    options = presets(state)
+    labels = list(options)
+    widths = [3.5, 1.6, 2, 2] if with_presets else [1.6, 2, 2]
+    columns = st.columns(widths, vertical_alignment="bottom")
+    if with_presets:
+        with columns[0]:
+            preset = selectbox("Gaussian σ preset", "sigma_preset", labels, labels[0],
+                               help="A fitted effective receptive field of this layer when one is stored, "
+                                    "the Extended-CAM paper's VGG16 values, or your own.")
+        columns = columns[1:]
+    else:
+        preset = remembered("sigma_preset", labels[0])
+        preset = preset if preset in labels else labels[0]
+        if options[preset] is not None:
+            st.caption(f"σ comes from the Compare page's preset '{preset}'; moving a slider switches to manual.")
+    fixed = options[preset]
+    if fixed is not None:
+        for name, value in zip(("sigma_x", "sigma_y"), fixed):
+            _set_widget(name, float(np.clip(value, SIGMA_MIN, SIGMA_MAX)))
+    locked = with_presets and fixed is not None
+    on_change = None if with_presets else _to_manual
+    with columns[0]:
+        linked = toggle("Link x and y", "sigma_linked", True)
+    default = float(np.clip((fixed or PAPER_SIGMA)[0], SIGMA_MIN, SIGMA_MAX))
+    with columns[1]:
+        sigma_x = slider("σx (pixels)", "sigma_x", SIGMA_MIN, SIGMA_MAX, default, step=SIGMA_STEP,
+                         disabled=locked, on_change=on_change)
+    if linked and fixed is None:
+        _set_widget("sigma_y", sigma_x)
+    with columns[2]:
+        sigma_y = slider("σy (pixels)", "sigma_y", SIGMA_MIN, SIGMA_MAX, default, step=SIGMA_STEP,
+                         disabled=locked or linked, on_change=on_change)
+    return fixed if fixed is not None else (sigma_x, sigma_y)
+
+
+@dataclass(frozen=True)
+class SigmaCurve:
+    """Pearson r between two maps at each sigma of a sweep, and where it peaks."""
+
+    sigmas: np.ndarray
+    correlations: np.ndarray
+
+    @property
+    def best(self) -> float:
+        return float(self.sigmas[int(np.argmax(self.correlations))])
+
+    @property
+    def best_correlation(self) -> float:
+        return float(np.max(self.correlations))
+
+
+def sigma_correlation(result: GridResult, size: tuple[int, int]) -> SigmaCurve:
+    """r between Extended-CAM Gaussian-upsampled at each sigma of SIGMA_SWEEP (both axes) and
+    Grad-CAM bilinear-upsampled: upsampling only, from the cached grid maps."""
+    return _sigma_curve(result.key, tuple(size), _explicit=result.maps["extendedcam"],
+                        _implicit=result.maps["gradcam"])
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _sigma_curve(result_key: str, size: tuple[int, int], *, _explicit: np.ndarray,
+                 _implicit: np.ndarray) -> SigmaCurve:
+    implicit = pixel_maps(torch.from_numpy(_implicit)[None], size, "bilinear", None, "minmax")[0].numpy()
+    explicit = torch.from_numpy(_explicit)[None]
+    correlations = [views.pearson(pixel_maps(explicit, size, "gaussian", (s, s), "minmax")[0].numpy(), implicit)
+                    for s in SIGMA_SWEEP]
+    return SigmaCurve(SIGMA_SWEEP.copy(), np.asarray(correlations))

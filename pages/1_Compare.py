@@ -1,0 +1,98 @@
+"""Compare CAM methods: rows of methods, columns of upsamplers, on the sidebar's image and layer.
+
+The grid maps (the network's forward + gradient) are computed in a cached call outside the
+fragment below, once per choice of methods and ReLU policy; sigma, upsampler, normaliser and
+colour-scale changes rerun only the fragment, which upsamples those cached maps.
+"""
+
+import streamlit as st
+
+from explorer import NORMALISERS, UPSAMPLERS, ui, views
+
+NORMALISER_LABELS = {
+    "minmax": "min-max (0 to 1)",
+    "max": "max (divide by max |value|, keeps the sign)",
+    "none": "none (raw values)",
+}
+
+st.set_page_config(page_title="Compare · CAM Explorer", layout="wide")
+state = ui.sidebar()
+
+st.title("Compare CAM methods")
+ui.context_banner(state)
+
+methods_column, relu_column = st.columns([3, 1])
+with methods_column:
+    methods = ui.multiselect("Methods", "methods", ui.available_methods(state), ui.DEFAULT_METHODS,
+                             format_func=ui.method_name)
+with relu_column:
+    relu = ui.selectbox("ReLU policy", "relu", tuple(ui.RELU_LABELS), "published", format_func=ui.RELU_LABELS.get,
+                        help="Each method's published choice; none (signed maps); after the channel sum "
+                             "(Grad-CAM's, and with Extended-CAM it is HiResCAM); or before it (element-wise).")
+reason = ui.cam_unavailable_reason(state)
+if reason:
+    st.caption(f"CAM is not offered here. {reason}")
+for note in ui.cost_notes(state, methods):
+    st.caption(note)
+
+runnable = ui.approve_slow_methods(state, methods, relu)
+if not methods:
+    st.info("Choose at least one method.")
+if not runnable:
+    st.stop()
+result = ui.attempt("computing the maps", lambda: ui.grid(state, runnable, relu))
+if result is None:
+    st.stop()
+
+
+@st.fragment
+def overlays() -> None:
+    """Everything that only re-upsamples the cached grid maps."""
+    upsampler_column, normaliser_column, scale_column = st.columns([3, 2, 1.5], vertical_alignment="bottom")
+    with upsampler_column:
+        upsamplers = ui.multiselect("Upsamplers", "upsamplers", UPSAMPLERS, ("bilinear", "gaussian"))
+    with normaliser_column:
+        normaliser = ui.selectbox("Normaliser", "normaliser", NORMALISERS, "minmax", format_func=NORMALISER_LABELS.get,
+                                  help="With 'none' or 'max' a signed map stays signed and is drawn with a "
+                                       "diverging colour map centred on zero.")
+    with scale_column:
+        shared = ui.toggle("Shared colour scale", "shared_scale", False,
+                           help="One colour range for every cell, so magnitudes compare across cells.")
+    sigma = ui.sigma_controls(state, with_presets=True)
+    if not upsamplers:
+        st.info("Choose at least one upsampler.")
+        return
+    table = ui.attempt("upsampling the maps", lambda: ui.pixel_table(result, state.size, upsamplers, sigma, normaliser))
+    if table is None:
+        return
+    rows = {method: result.label(method) for method in result.maps}
+    columns = {up: ui.upsampler_label(up, sigma) for up in upsamplers}
+    ui.show_overlay_grid(state.seen, table, rows, columns, shared)
+    title = f"{state.backbone.name} / {state.layer} / {state.target_name} (class {state.target})"
+    downloads = st.container(horizontal=True)
+    downloads.download_button("Download the grid (PNG)", ui.sheet_png(state.seen, table, rows, columns, shared, title),
+                                 file_name="cam-grid.png", mime="image/png", on_click="ignore")
+    downloads.download_button("Download the raw grid maps (.npy)", ui.grid_npy(result), file_name="cam-grid-maps.npy",
+                               mime="application/octet-stream", on_click="ignore",
+                               help=f"One array, methods × rows × columns, methods in the order {', '.join(result.maps)}.")
+
+
+overlays()
+
+st.subheader("Inside the grid")
+heatmap_column, histogram_column = st.columns(2, gap="large")
+with heatmap_column:
+    shown = ui.selectbox("Heatmap of", "heatmap_method", list(result.maps), format_func=result.label)
+    _, grid_rows, grid_cols = state.layer_shape
+    st.plotly_chart(views.heatmap_figure(result.maps[shown], title=f"{result.label(shown)}: raw grid ({grid_rows}×{grid_cols})",
+                                         class_name=state.target_name))
+    st.caption("Hover a cell for its raw value, before any upsampling or normalisation.")
+with histogram_column:
+    histograms = ui.histograms(result)
+    for tab, (label, histogram) in zip(st.tabs(list(histograms)), histograms.items()):
+        tab.plotly_chart(views.histogram_figure({label: histogram}, title=f"{label}: raw grid values"))
+
+st.subheader("Time taken")
+st.dataframe(ui.timing_rows(result, state), hide_index=True)
+st.caption("Measured when these maps were first computed; changing the sigma, upsampler or normaliser reuses "
+           "them without running the network again.")

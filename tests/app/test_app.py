@@ -1,0 +1,255 @@
+"""AppTest checks of every page: they render, every control reruns cleanly, and user errors
+(broken uploads, missing weights) become friendly messages while the app keeps working.
+
+AppTest runs one page file per instance and reruns the whole script for every interaction
+(fragments included), so these tests cover behaviour, not fragment latency: that is measured in
+tests/browser. Models come from `st.cache_resource`, shared by every AppTest in this process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer import ui
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 180
+
+
+def widget(name: str) -> str:
+    """The session-state key of a persistent widget (see explorer.ui.persistent)."""
+    return f"cam.widget.{name}"
+
+
+def open_page(path: str) -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / path), default_timeout=TIMEOUT_S)
+    return run(at)
+
+
+def run(at: AppTest) -> AppTest:
+    """Rerun and insist on a clean run: no uncaught exception reached the page."""
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+def image_captions(at: AppTest) -> str:
+    return "\n".join(caption for image in at.image for caption in image.captions)
+
+
+def top5_classes(at: AppTest) -> list[str]:
+    return list(at.dataframe[0].value["class"])
+
+
+def test_landing_page_shows_image_and_top5() -> None:
+    at = open_page("app.py")
+    assert at.title[0].value == "CAM Explorer"
+    assert top5_classes(at)[0] == "Egyptian cat"
+    assert len(at.image) == 1
+    assert not at.error
+
+
+def test_compare_page_every_control_reruns_cleanly() -> None:
+    at = open_page("pages/1_Compare.py")
+    assert len(at.image) == 4 * 2  # CAM, Grad-CAM, Grad-CAM++, Extended-CAM x bilinear, gaussian
+
+    at.multiselect(key=widget("methods")).set_value(["gradcam", "extendedcam", "layercam"])
+    run(at)
+    assert len(at.image) == 3 * 2
+
+    at.multiselect(key=widget("upsamplers")).set_value(["bilinear", "gaussian", "nearest"])
+    run(at)
+    assert len(at.image) == 3 * 3
+
+    at.selectbox(key=widget("sigma_preset")).set_value("manual")
+    run(at)
+    assert not at.slider(key=widget("sigma_x")).disabled
+    at.slider(key=widget("sigma_x")).set_value(40.0)
+    run(at)
+    assert "gaussian σ=(40, 40)" in image_captions(at)  # linked: y follows x
+
+    at.toggle(key=widget("sigma_linked")).set_value(False)
+    run(at)
+    at.slider(key=widget("sigma_y")).set_value(12.5)
+    run(at)
+    assert "gaussian σ=(40, 12.5)" in image_captions(at)
+
+    at.selectbox(key=widget("normaliser")).set_value("none")
+    run(at)
+    at.selectbox(key=widget("target")).set_value(504)  # coffee mug: a class the cat argues against
+    at.selectbox(key=widget("relu")).set_value("none")
+    run(at)
+    assert "diverging" in image_captions(at)  # signed maps, not min-max normalised: diverging colours
+    assert "Extended-CAM" in texts(at.markdown)
+
+    at.selectbox(key=widget("relu")).set_value("after")
+    run(at)
+    assert "HiResCAM" in texts(at.markdown)
+
+    at.toggle(key=widget("shared_scale")).set_value(True)
+    run(at)
+    assert len(at.image) == 3 * 3
+    assert not at.error
+    assert len(at.download_button) == 2
+
+
+def test_sigma_and_normaliser_changes_never_rerun_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real_grid_maps = ui.grid_maps
+
+    def counting_grid_maps(*args, **kwargs):
+        calls.append(kwargs.get("relu"))
+        return real_grid_maps(*args, **kwargs)
+
+    monkeypatch.setattr(ui, "grid_maps", counting_grid_maps)
+    at = open_page("pages/1_Compare.py")
+    at.multiselect(key=widget("methods")).set_value(["xgradcam", "gradcam"])
+    at.selectbox(key=widget("relu")).set_value("before")  # a combination no other test computes
+    run(at)
+    assert len(calls) == 1
+
+    at.selectbox(key=widget("sigma_preset")).set_value("manual")
+    run(at)
+    for sigma in (5.0, 20.5, 90.0):
+        at.slider(key=widget("sigma_x")).set_value(sigma)
+        run(at)
+    at.selectbox(key=widget("normaliser")).set_value("max")
+    at.multiselect(key=widget("upsamplers")).set_value(["gaussian", "bicubic"])
+    run(at)
+    assert "gaussian σ=(90, 90)" in image_captions(at)
+    assert len(calls) == 1
+
+
+def test_an_unexpected_failure_is_logged_and_shown_briefly(monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    def broken_grid_maps(*args, **kwargs):
+        raise RuntimeError("simulated internal failure")
+
+    at = open_page("pages/1_Compare.py")
+    monkeypatch.setattr(ui, "grid_maps", broken_grid_maps)
+    at.multiselect(key=widget("methods")).set_value(["gradcampp", "layercam"])
+    at.selectbox(key=widget("relu")).set_value("before")  # not cached by any other test
+    run(at)
+    assert "Something went wrong while computing the maps" in texts(at.error)
+    assert "simulated internal failure" not in texts(at.error)
+    assert "simulated internal failure" in caplog.text  # the traceback went to the log
+
+    monkeypatch.undo()
+    at.selectbox(key=widget("relu")).set_value("published")
+    run(at)
+    assert not at.error
+    assert len(at.image) == 2 * 2
+
+
+def test_compare_offers_cam_only_at_its_layer_and_gates_slow_methods() -> None:
+    at = open_page("pages/1_Compare.py")
+    assert "CAM" in at.multiselect(key=widget("methods")).options  # options are shown by label
+    assert "cam" in at.multiselect(key=widget("methods")).value
+
+    at.selectbox(key=widget("layer.efficientnet_lite0")).set_value("blocks.2")
+    run(at)
+    assert "CAM is not offered here" in texts(at.caption)
+    assert "CAM" not in at.multiselect(key=widget("methods")).options
+
+    at.multiselect(key=widget("methods")).set_value(["gradcam", "scorecam"])
+    run(at)
+    assert "Score-CAM needs 24 extra forward passes" in texts(at.warning)
+    assert len(at.image) == 2  # Grad-CAM only until Score-CAM is asked for
+
+    at.button(key="compute.scorecam").click()
+    run(at)
+    assert len(at.image) == 2 * 2
+    assert "Score-CAM: its own forward" in str(at.dataframe[0].value)
+
+
+def test_smoothing_lab_follows_sigma() -> None:
+    at = open_page("pages/2_Smoothing_Lab.py")
+    correlation = at.metric[0].value
+    assert at.metric[0].label.startswith("Pearson correlation")
+    assert len(at.image) == 2
+
+    at.slider(key=widget("sigma_x")).set_value(4.0)
+    run(at)
+    assert at.metric[0].value != correlation
+    assert "Gaussian σ=(4, 4)" in image_captions(at)
+
+    at.slider(key=widget("profile_row")).set_value(30)
+    run(at)
+    best = at.metric[1].value.removesuffix(" px")
+    at.button[0].click()
+    run(at)
+    assert at.slider(key=widget("sigma_x")).value == pytest.approx(float(best))
+
+
+def test_broken_upload_is_reported_and_the_previous_image_kept() -> None:
+    at = open_page("app.py")
+    at.radio(key=widget("image_source")).set_value("upload")
+    run(at)
+    at.file_uploader(key=widget("upload")).set_value(("x.png", b"not an image", "image/png"))
+    run(at)
+    assert "could not be read as an image" in texts(at.error)
+    assert "Still showing **chelsea**" in texts(at.caption)
+    assert top5_classes(at)[0] == "Egyptian cat"
+
+    at.radio(key=widget("image_source")).set_value("gallery")
+    run(at)
+    at.selectbox(key=widget("gallery_name")).set_value("coffee")
+    run(at)
+    assert not at.error
+    assert top5_classes(at)[0] == "espresso"
+    assert "target **espresso**" in texts(at.markdown)  # the top-1 target follows the image
+
+
+def test_missing_weights_are_named_and_random_weights_labelled() -> None:
+    at = open_page("app.py")
+    at.selectbox(key=widget("backbone")).set_value("vgg16")
+    run(at)
+    assert "vgg16-397923af.pth" in texts(at.error)
+    assert "efficientnet_lite0" in texts(at.markdown)  # still showing the last backbone that loaded
+
+    at.radio(key=widget("weights")).set_value("random")
+    run(at)
+    assert not at.error
+    assert "RANDOM (untrained)" in texts(at.warning)
+    assert "`vgg16` with RANDOM (untrained) weights" in texts(at.markdown)
+    assert at.selectbox(key=widget("layer.vgg16")).value == "conv5_3"
+
+
+def test_target_class_can_be_any_imagenet_class() -> None:
+    at = open_page("app.py")
+    at.selectbox(key=widget("target")).set_value(281)
+    run(at)
+    assert "target **tabby** (class 281)" in texts(at.markdown)
+
+
+def test_choices_survive_a_page_switch() -> None:
+    at = open_page("app.py")
+    at.switch_page("pages/1_Compare.py")
+    run(at)
+    at.selectbox(key=widget("layer.efficientnet_lite0")).set_value("blocks.15")
+    at.selectbox(key=widget("sigma_preset")).set_value("manual")
+    run(at)
+    at.slider(key=widget("sigma_x")).set_value(55.0)
+    run(at)
+
+    at.switch_page("pages/2_Smoothing_Lab.py")
+    run(at)
+    assert "layer `blocks.15`" in texts(at.markdown)
+    assert at.slider(key=widget("sigma_x")).value == 55.0
+
+    at.switch_page("pages/1_Compare.py")
+    run(at)
+    assert at.selectbox(key=widget("sigma_preset")).value == "manual"
+    assert at.slider(key=widget("sigma_x")).value == 55.0
+    assert at.selectbox(key=widget("layer.efficientnet_lite0")).value == "blocks.15"
+
+    at.switch_page("app.py")
+    run(at)
+    assert "layer `blocks.15`" in texts(at.markdown)

@@ -1,0 +1,116 @@
+"""The app in a real Chromium: the landing page classifies, the Compare page's sigma slider reruns
+only its fragment and redraws the grid, and sidebar and sigma choices survive page switches.
+
+Screenshots of every step land in test-artifacts/screenshots/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.browser
+
+READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+SIGMA_PRESS_COUNT = 6
+
+
+def settle(page: Page, marker: str) -> None:
+    """Wait until `marker` is on the page and no script (or fragment) run is in progress.
+
+    The marker comes first: before the first run starts the app also reads "notRunning".
+    """
+    page.wait_for_selector(marker)
+    page.wait_for_selector(READY, state="attached")
+    page.wait_for_timeout(300)  # let the last deltas paint
+    page.wait_for_selector(READY, state="attached")
+
+
+def shoot(page: Page, directory: Path, name: str) -> None:
+    page.screenshot(path=str(directory / f"{name}.png"))
+
+
+def open_page_from_nav(page: Page, label: str, title: str) -> None:
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=label).click()
+    settle(page, f'h1:has-text("{title}")')
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label` and wait for the rerun."""
+    page.locator(f'input[aria-label="{label}"]').click()
+    page.locator('[role="option"]', has_text=option).first.click()
+    expect(page.locator(f'input[aria-label="{label}"]')).to_have_value(option)
+    settle(page, '[data-testid="stImage"]')
+
+
+def slider_value(page: Page, label: str) -> str:
+    slider = page.locator('[data-testid="stSlider"]', has_text=label)
+    return slider.locator('[data-testid="stSliderThumbValue"]').inner_text().strip()
+
+
+def image_sources(page: Page) -> list[str]:
+    return page.locator('[data-testid="stImage"] img').evaluate_all("images => images.map(i => i.src)")
+
+
+def gaussian_captions(page: Page) -> list[str]:
+    captions = page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+    return [caption for caption in captions if caption.startswith("gaussian")]
+
+
+def test_sigma_moves_redraw_the_grid_and_choices_survive_page_switches(page: Page, app_url: str,
+                                                                       screenshot_dir: Path) -> None:
+    page.goto(app_url)
+    settle(page, '[data-testid="stDataFrame"]')
+    expect(page.locator('[data-testid="stDataFrame"]')).to_contain_text("Egyptian cat")
+    shoot(page, screenshot_dir, "01-landing")
+
+    open_page_from_nav(page, "Compare", "Compare CAM methods")
+    page.wait_for_selector('[data-testid="stImage"] img')
+    shoot(page, screenshot_dir, "02-compare")
+
+    choose(page, "Target layer", "blocks.15 (320×7×7)")
+    choose(page, "Gaussian σ preset", "manual")
+    before_sigma = slider_value(page, "σx (pixels)")
+    before_images = image_sources(page)
+    before_captions = gaussian_captions(page)
+
+    slider = page.locator('input[type="range"][aria-label="σx (pixels)"]')
+    first_gaussian_caption = page.locator('[data-testid="stImageCaption"]', has_text="gaussian").first
+    started = time.monotonic()
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    expect(first_gaussian_caption).not_to_have_text(before_captions[0])
+    one_step_seconds = time.monotonic() - started
+    one_step_caption = first_gaussian_caption.inner_text()
+    for _ in range(SIGMA_PRESS_COUNT - 1):
+        page.keyboard.press("ArrowRight")
+    expect(first_gaussian_caption).not_to_have_text(one_step_caption)
+    settle(page, '[data-testid="stImage"] img')
+    after_sigma = slider_value(page, "σx (pixels)")
+    assert float(after_sigma) > float(before_sigma)
+    assert gaussian_captions(page) != before_captions
+    assert f"({float(after_sigma):.4g}, {float(after_sigma):.4g})" in gaussian_captions(page)[0]  # linked
+    assert set(image_sources(page)) != set(before_images), "the grid was not re-rendered"
+    print(f"sigma {before_sigma} -> {after_sigma}; one step redrew the grid in {one_step_seconds:.2f} s")
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the grid (PNG)").click()
+    assert Path(download.value.path()).read_bytes().startswith(b"\x89PNG")
+    shoot(page, screenshot_dir, "03-compare-sigma-moved")
+
+    open_page_from_nav(page, "Smoothing Lab", "Smoothing Lab")
+    page.wait_for_selector('[data-testid="stMetric"]')
+    assert slider_value(page, "σx (pixels)") == after_sigma
+    expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="layer blocks.15").first).to_be_visible()
+    shoot(page, screenshot_dir, "04-smoothing-lab")
+
+    open_page_from_nav(page, "Compare", "Compare CAM methods")
+    page.wait_for_selector('[data-testid="stImage"] img')
+    assert slider_value(page, "σx (pixels)") == after_sigma
+    expect(page.locator('input[aria-label="Gaussian σ preset"]')).to_have_value("manual")
+    expect(page.locator('input[aria-label="Target layer"]')).to_have_value("blocks.15 (320×7×7)")
+    assert page.locator('[data-testid="stAlert"]').count() == 0
+    shoot(page, screenshot_dir, "05-compare-after-switching-back")
