@@ -15,6 +15,7 @@ out: scaling is the normaliser's job.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -46,9 +47,15 @@ def cell_centres(n_cells: int, n_pixels: int, device=None, dtype=torch.float32) 
     return ((i + 0.5) * n_pixels / n_cells - 0.5).to(dtype)
 
 
+@functools.lru_cache(maxsize=64)
 def gaussian_matrix(n_cells: int, n_pixels: int, sigma: float, device=None,
                     dtype=torch.float32) -> torch.Tensor:
-    """G (n_pixels x n_cells), G[p, i] = exp(-(p - c_i)^2 / (2 sigma^2))."""
+    """G (n_pixels x n_cells), G[p, i] = exp(-(p - c_i)^2 / (2 sigma^2)).
+
+    Cached: a slider move or a dataset loop reuses the same few matrices (a 224 x 14 one is
+    12 KB), and rebuilding them was two thirds of a batch-1 upsampling. Callers must not modify
+    the returned tensor.
+    """
     p = torch.arange(n_pixels, device=device, dtype=torch.float64)[:, None]
     c = cell_centres(n_cells, n_pixels, device=device, dtype=torch.float64)[None, :]
     return torch.exp(-((p - c) ** 2) / (2.0 * float(sigma) ** 2)).to(dtype)
@@ -77,8 +84,8 @@ def gaussian_upsample(maps: torch.Tensor, size: int | Sequence[int], sigma) -> t
     sx, sy = check_sigma(sigma)
     h, w = maps.shape[-2:]
     dtype = maps.dtype if maps.is_floating_point() else torch.float32
-    gy = gaussian_matrix(h, H, sy, device=maps.device, dtype=dtype)
-    gx = gaussian_matrix(w, W, sx, device=maps.device, dtype=dtype)
+    gy = gaussian_matrix(int(h), H, sy, device=maps.device, dtype=dtype)
+    gx = gaussian_matrix(int(w), W, sx, device=maps.device, dtype=dtype)
     return gy @ maps.to(dtype) @ gx.T
 
 
