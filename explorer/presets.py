@@ -58,12 +58,21 @@ def fitted_sigma(backbone: str, layer: str, directory: Path = ERF_DIR) -> Fitted
     return FittedSigma(sx, sy, r2, weights, path)
 
 
-def sigma_presets(backbone: str, layer: str, directory: Path = ERF_DIR) -> dict[str, tuple[float, float] | None]:
-    """label -> (sigma_x, sigma_y); the first entry is the default; "manual" maps to None."""
+def sigma_presets(backbone: str, layer: str, directory: Path = ERF_DIR,
+                  weights: str | None = None) -> dict[str, tuple[float, float] | None]:
+    """label -> (sigma_x, sigma_y); the first entry is the default; "manual" maps to None.
+
+    A stored fit is the default only for the weights it was measured on: an ERF fitted on a
+    randomly initialised VGG16 is still offered for the pretrained one (its label says so), but
+    the paper's measurement on pretrained weights comes first there. `weights` None skips the check.
+    """
     presets: dict[str, tuple[float, float] | None] = {}
     fit = fitted_sigma(backbone, layer, directory)
-    if fit is not None:
+    matches = fit is not None and (weights is None or fit.weights == weights)
+    if matches:
         presets[fit.label] = (fit.sigma_x, fit.sigma_y)
     presets[PAPER_LABEL] = PAPER_SIGMA
+    if fit is not None and not matches:
+        presets[fit.label] = (fit.sigma_x, fit.sigma_y)
     presets[MANUAL_LABEL] = None
     return presets
