@@ -15,12 +15,16 @@ from typing import Callable
 from explorer.backbones import BackboneError
 from explorer.capture import CaptureError
 from explorer.checkpoints import CheckpointError
+from explorer.datasets.errors import DatasetError
+from explorer.erf import MODES as ERF_MODES
+from explorer.erf import ErfError, ErfFitError
 from explorer.images import ImageError
 from explorer.methods import METHODS, MethodError
+from explorer.presets import CardError, sigma_presets
 from explorer.upsample import UPSAMPLERS, UpsampleError
 
-USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError)
-from explorer.presets import PAPER_SIGMA
+USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError,
+               ErfError, ErfFitError, CardError, DatasetError)
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -79,7 +83,9 @@ def _configure_cam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upsampler", type=csv_list, default=["bilinear", "gaussian"],
                    help=f"comma-separated, from: {','.join(UPSAMPLERS)}")
     p.add_argument("--sigma", type=parse_sigma, default=None,
-                   help="Gaussian sigma in pixels, x,y or one value (default: the Extended-CAM paper's 31.78,33.36)")
+                   help="Gaussian sigma in pixels, x,y or one value (default: the first sigma preset of the "
+                        "backbone/layer: its fitted ERF card when there is one, else the Extended-CAM paper's "
+                        "31.78,33.36)")
     p.add_argument("--relu", default="published",
                    help="published (each method's own) | none (signed) | after | before")
     p.add_argument("--normaliser", default="minmax", choices=["none", "minmax", "max"])
@@ -102,9 +108,15 @@ def run_cam(args: argparse.Namespace) -> int:
     for up in args.upsampler:
         if up not in UPSAMPLERS:
             raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(UPSAMPLERS)}.")
-    sigma = args.sigma or PAPER_SIGMA
     image = load_image(args.image)
     backbone = load_backbone(args.backbone, args.weights, device=args.device)
+    sigma = args.sigma
+    if sigma is None and "gaussian" in args.upsampler:
+        label, sigma = next((label, value) for label, value in
+                            sigma_presets(backbone.name, backbone.resolve_layer(args.layer),
+                                          weights=backbone.weights).items()
+                            if value is not None)
+        print(f"sigma preset: {label}")
     batch = backbone.preprocess(image)
     top5 = backbone.top_k(batch, 5)[0]
     print(f"{backbone.name} ({backbone.weights_label}) top-5 for {args.image}:")
@@ -129,6 +141,147 @@ def run_cam(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- erf
+
+def _configure_erf(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--weights", default="pretrained", help="pretrained | random | path to a state_dict")
+    p.add_argument("--layer", default=None, help="target layer (default: the backbone's)")
+    p.add_argument("--images", type=int, default=64, help="number of images to average (default 64)")
+    p.add_argument("--source", default="gallery",
+                   help="noise (N(0,1) in the normalised input space) | gallery (random crops of the "
+                        "sample photos) | folder:<dir> (random crops of your images); default gallery")
+    p.add_argument("--mode", default="abs", choices=ERF_MODES,
+                   help="how the input gradient is turned into the map: abs (|g|, default), relu, square, signed")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="seeds the images (and random weights)")
+    p.add_argument("--offset", action="store_true", help="fit a constant offset too")
+    p.add_argument("--rotation", action="store_true", help="fit a rotated Gaussian")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON card to write (default: checkpoints/erf/<backbone>__<layer>.json, the card "
+                        "the Gaussian upsampler's presets read)")
+    p.add_argument("--png", type=Path, default=None, help="figure to write (default: --out with .png)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+
+
+@command("erf", "estimate a layer's effective receptive field, fit a 2D Gaussian (lmfit), write its card + PNG",
+         _configure_erf)
+def run_erf(args: argparse.Namespace) -> int:
+    import shlex
+
+    from tqdm import tqdm
+
+    from explorer import erf
+    from explorer.backbones import load_backbone
+    from explorer.presets import erf_card_path
+
+    if args.weights == "random":
+        import torch
+
+        torch.manual_seed(args.seed)  # random weights are part of what the card must reproduce
+    backbone = load_backbone(args.backbone, args.weights, device=args.device)
+    layer = backbone.resolve_layer(args.layer)
+    if args.source == "noise":
+        source = erf.noise_batches(args.images, args.batch_size, backbone.input_size, args.seed)
+    elif args.source == "gallery":
+        source = erf.gallery_batches(backbone, args.images, args.batch_size, args.seed)
+    elif args.source.startswith("folder:"):
+        source = erf.folder_batches(backbone, args.source[len("folder:"):], args.images, args.batch_size, args.seed)
+    else:
+        raise erf.ErfError(f"Unknown --source '{args.source}'; use noise, gallery or folder:<dir>.")
+    if source.note:
+        print(f"source {source.name}: {source.note}")
+    out = args.out or erf_card_path(backbone.name, layer)
+    png = args.png or out.with_suffix(".png")
+    print(f"ERF of {backbone.name} ({backbone.weights_label}) / {layer}, {args.mode} gradient, "
+          f"{source.total} {source.name} images, batch {args.batch_size}")
+
+    bar = tqdm(total=source.total, unit="img", desc="ERF", dynamic_ncols=True)
+
+    def progress(done: int, _total: int | None, _map) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        # interruptible: Ctrl-C keeps what was accumulated; it is fitted and written, marked.
+        estimate = erf.estimate_erf(backbone, layer, source, mode=args.mode, batch_size=args.batch_size,
+                                    progress=progress, interruptible=True)
+    finally:
+        bar.close()
+    if estimate.interrupted:
+        print(f"interrupted after {estimate.n_images} of {source.total} images: fitting and writing what "
+              f"was accumulated (the card says interrupted: true)")
+    fit = erf.fit_erf(estimate.map, offset=args.offset, rotation=args.rotation)
+    argv = getattr(args, "argv", None)
+    command_line = "python -m explorer " + shlex.join(argv if argv is not None else sys.argv[1:])
+    erf.save_erf_card(estimate, fit, out, command_line)
+    erf.erf_figure_png(estimate, fit, png)
+
+    def pm(name: str) -> str:
+        err = fit.stderr.get(name)
+        return f"{getattr(fit, name):.2f} ± {err:.2f}" if err is not None else f"{getattr(fit, name):.2f} (no stderr)"
+
+    print(f"fit ({'+'.join(k for k, v in fit.options.items() if v) or 'plain'}): R² {fit.r2:.4f}, "
+          f"sigma_x {pm('sigma_x')}, sigma_y {pm('sigma_y')} px, centre ({pm('centre_x')}, {pm('centre_y')}) "
+          f"vs centre cell {estimate.centre_cell} of {estimate.grid[0]}x{estimate.grid[1]} at "
+          f"({estimate.centre_px[0]:g}, {estimate.centre_px[1]:g})"
+          + (f", offset {fit.offset:.3g}" if fit.offset is not None else "")
+          + (f", rotation {fit.rotation:.3f} rad" if fit.rotation is not None else ""))
+    if fit.stderr_note:
+        print(f"note: {fit.stderr_note}")
+    print(f"{estimate.n_images} images in {estimate.seconds:.1f} s, fit {fit.seconds:.2f} s; wrote {out} and {png}"
+          + (" (INTERRUPTED)" if estimate.interrupted else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------- make-synthetic
+
+def image_count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'")
+    return int(text)
+
+
+def _configure_make_synthetic(p: argparse.ArgumentParser) -> None:
+    from explorer.datasets.synthetic import DEFAULT_SIZES
+
+    p.add_argument("--out", type=Path, required=True, help="folder to create (absent or empty)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default 0)")
+    for split, count in DEFAULT_SIZES.items():
+        p.add_argument(f"--{split}", type=image_count, default=count, help=f"{split} images (default {count})")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.add_argument("--preview", type=Path, default=None,
+                   help="also write a PNG sheet of 12 examples (outline, box and class-deciding part)")
+
+
+@command("make-synthetic", "generate the synthetic WSOL benchmark: classes decided by a small part of the object",
+         _configure_make_synthetic)
+def run_make_synthetic(args: argparse.Namespace) -> int:
+    from PIL import Image
+    from tqdm import tqdm
+
+    from explorer.datasets import load_synthetic, make_synthetic, preview_sheet, read_manifest
+
+    sizes = {"train": args.train, "val": args.val, "test": args.test}
+    start = time.perf_counter()
+    with tqdm(total=sum(sizes.values()), unit="image", desc="make-synthetic") as bar:
+        root = make_synthetic(args.out, seed=args.seed, sizes=sizes, progress=bar.update, overwrite=args.overwrite)
+    manifest = read_manifest(root)
+    for split, counts in manifest["counts"].items():
+        print(f"  {split}: {counts['images']} images, {counts['instances']} objects")
+    print(f"wrote {root} (seed {args.seed}, {time.perf_counter() - start:.1f} s)")
+    if args.preview is not None:
+        split = next((s for s in ("test", "val", "train") if manifest["counts"][s]["images"]), None)
+        if split is None:
+            print("no preview: every split is empty")
+            return 0
+        args.preview.parent.mkdir(parents=True, exist_ok=True)
+        sheet = preview_sheet(load_synthetic(root, split))
+        # 256 colours: a third of the size, and no visible difference at this scale.
+        sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(args.preview, optimize=True)
+        print(f"wrote {args.preview} ({split} examples)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for cards
     if not args.command:
         parser.print_help()
         return 0
