@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
+import math
 import threading
+import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import streamlit as st
@@ -32,10 +35,13 @@ from explorer import views
 from explorer.backbones import REGISTRY, Backbone, BackboneError, backbone_names, load_backbone
 from explorer.capture import CaptureError
 from explorer.checkpoints import CheckpointError
+from explorer.erf import (ErfError, ErfEstimate, ErfFit, ErfFitError, convergence, estimate_erf, fit_erf,
+                          folder_batches, gallery_batches, load_erf_card, noise_batches)
 from explorer.images import GALLERY, GALLERY_PREFIX, ImageError, gallery_image, gallery_names, image_digest, load_image
 from explorer.methods import METHODS, MethodError, method_label
 from explorer.pipeline import grid_maps, pixel_maps
-from explorer.presets import MANUAL_LABEL, PAPER_LABEL, PAPER_SIGMA, CardError, sigma_presets
+from explorer.presets import (ERF_DIR, MANUAL_LABEL, PAPER_LABEL, PAPER_SIGMA, CardError, erf_card_path,
+                              fitted_sigma, sigma_presets)
 from explorer.upsample import UpsampleError
 
 T = TypeVar("T")
@@ -583,7 +589,7 @@ def grid_npy(result: GridResult) -> Callable[[], bytes]:
 def presets(state: Selection) -> dict[str, tuple[float, float] | None]:
     """Sigma presets for this backbone/layer; a damaged ERF card is reported and skipped."""
     try:
-        return sigma_presets(state.backbone.name, state.layer)
+        return sigma_presets(state.backbone.name, state.layer, weights=state.backbone.weights)
     except CardError as exc:
         st.warning(str(exc))
         return {PAPER_LABEL: PAPER_SIGMA, MANUAL_LABEL: None}
@@ -672,3 +678,551 @@ def _sigma_curve(result_key: str, size: tuple[int, int], *, _explicit: np.ndarra
     correlations = [views.pearson(pixel_maps(explicit, size, "gaussian", (s, s), "minmax")[0].numpy(), implicit)
                     for s in SIGMA_SWEEP]
     return SigmaCurve(SIGMA_SWEEP.copy(), np.asarray(correlations))
+
+
+# ------------------------------------------------------------- effective receptive field
+
+# The Receptive Field page. An estimate runs as a *job* kept in this session's state: its running
+# sum, count, per-image snapshots and its batch iterator live on one plain object that the loop
+# updates after each batch. A click while the loop runs (Stop, or anything else) makes Streamlit
+# 1.67 start the next run at once on a new script thread and ask the old one to stop at its next
+# `st.*` call; the old thread may still be inside a batch. Hence each job has a lock, held by a
+# loop for one batch (take it from the iterator, compute, commit), and an owner: the new run's
+# callbacks and reads wait for that batch to be committed, and a run that starts the loop takes
+# ownership, so the old thread stops at its next batch. Nothing accumulated is lost or counted
+# twice, and the iterator is never used by two threads. Stop marks the job stopped; any other
+# click lets the next run carry on where the loop was.
+
+ERF_BATCH = 8  # a power of two, so the snapshots at 1, 2, 4, 8, 16, ... images are exact
+ERF_IMAGES = (4, 256, 32)  # slider: min, max, default
+ERF_SOURCES = {"noise": "Gaussian noise", "gallery": "sample-gallery crops", "folder": "a folder on the server"}
+ERF_MODE_LABELS = {"abs": "abs |g| (Luo et al.)", "relu": "relu max(g, 0)", "square": "square g²",
+                   "signed": "signed g"}
+ERF_REDRAW_S = 1.5  # the running-mean picture is redrawn at most this often while estimating
+R2_GOOD, R2_ROUGH = 0.95, 0.80
+_ERF_JOBS = "erf.jobs"
+_ERF_MAX_JOBS = 6
+
+
+def checkbox(label: str, name: str, default: bool, **kwargs: Any) -> bool:
+    """A persistent `st.checkbox`."""
+    return persistent(st.checkbox, label, name, default, coerce=bool, **kwargs)
+
+
+def text_input(label: str, name: str, default: str = "", **kwargs: Any) -> str:
+    """A persistent `st.text_input`."""
+    return persistent(st.text_input, label, name, default, coerce=lambda v: "" if v is None else str(v), **kwargs)
+
+
+def number_input(label: str, name: str, low: int, high: int, default: int, **kwargs: Any) -> int:
+    """A persistent integer `st.number_input`, clamped into [low, high]."""
+    return persistent(st.number_input, label, name, default, low, high, step=1,
+                      coerce=lambda v: int(min(max(int(v if v is not None else default), low), high)), **kwargs)
+
+
+@dataclass(frozen=True)
+class ErfSettings:
+    """What one ERF estimate is made of; `key` (strings only) names it in every cache."""
+
+    backbone: str
+    weights: str
+    layer: str
+    mode: str
+    source: str  # "noise", "gallery" or "folder:<absolute path>"
+    n: int
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        return "|".join(map(str, (self.backbone, self.weights, self.layer, self.mode, self.source, self.n, self.seed)))
+
+    @property
+    def layer_key(self) -> str:
+        return "|".join((self.backbone, self.weights, self.layer))
+
+    def describe(self) -> str:
+        if self.source.startswith("folder:"):
+            return f"{self.n} images from the folder {self.source[len('folder:'):]}, mode {self.mode}, seed {self.seed}"
+        return f"{self.n} {self.source} images, mode {self.mode}, seed {self.seed}"
+
+
+def folder_problem(path: str) -> str | None:
+    """A quick check of a folder path typed by the user (the full check, that its files are
+    images, runs when the estimate starts); None when it looks usable."""
+    from pathlib import Path
+
+    if not path.strip():
+        return "Type the path of a folder of photos on the server (for example /data/photos)."
+    folder = Path(path.strip()).expanduser()
+    if not folder.exists():
+        return f"The folder '{folder}' does not exist on the server."
+    if not folder.is_dir():
+        return f"'{folder}' is a file, not a folder: give the folder that holds the photos."
+    try:
+        has_file = any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+    except OSError as exc:
+        return f"The folder '{folder}' cannot be read ({exc.strerror or exc})."
+    if not has_file:
+        return f"The folder '{folder}' holds no files: put some photos (PNG, JPEG, ...) in it."
+    return None
+
+
+def folder_source(path: str) -> str:
+    from pathlib import Path
+
+    return "folder:" + str(Path(path.strip()).expanduser().resolve())
+
+
+class ErfJob:
+    """One estimate in progress or done: a running float64 sum and count, exact running-mean
+    snapshots at 1, 2, 4, ... images, and the iterator that continues where it stopped."""
+
+    def __init__(self, settings: ErfSettings) -> None:
+        self.settings = settings
+        self.uid = f"{settings.key}@{time.monotonic_ns()}"
+        self.status = "running"  # running | stopped | done | failed
+        self.error: str | None = None
+        self.note = ""
+        self.total = settings.n
+        self.done = 0
+        self.sum: np.ndarray | None = None
+        self.snapshots: list[tuple[int, np.ndarray]] = []
+        self.seconds = 0.0
+        self.stops = 0  # how often it was stopped and continued
+        self.iterator: Iterator[torch.Tensor] | None = None
+        self.meta: dict[str, Any] = {}
+        self.result: ErfEstimate | None = None
+        # Held for one batch by the loop, and by anyone reading or changing the job's state.
+        # Re-entrant: a callback may run inside the loop's thread (AppTest does that).
+        self.lock = threading.RLock()
+        self.owner: object | None = None  # the run whose loop may advance the job
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def commit(self, part: ErfEstimate, seconds: float) -> None:
+        """Add one batch's estimate (its own mean and snapshots) to the running totals."""
+        k = part.n_images
+        base = 0.0 if self.sum is None else self.sum
+        new = [(self.done + j, (base + mean * j) / (self.done + j)) for j, mean in part.snapshots
+               if (self.done + j) & (self.done + j - 1) == 0]  # powers of two only
+        if not self.meta:
+            self.meta = {"input_size": part.input_size, "grid": part.grid, "centre_cell": part.centre_cell,
+                         "centre_px": part.centre_px, "layer": part.layer}
+        # One batch, committed together: sum, count and snapshots never disagree.
+        self.snapshots, self.sum, self.done, self.seconds = (
+            self.snapshots + new, base + part.map * k, self.done + k, self.seconds + seconds)
+
+    def estimate(self) -> ErfEstimate | None:
+        """What has been accumulated so far as an ErfEstimate (None before the first batch);
+        waits for a batch in flight to be committed."""
+        with self.lock:
+            return self._estimate()
+
+    def _estimate(self) -> ErfEstimate | None:
+        if self.result is not None:
+            return self.result
+        if not self.done or self.sum is None:
+            return None
+        s = self.settings
+        final = self.sum / self.done
+        snapshots = list(self.snapshots)
+        if not snapshots or snapshots[-1][0] != self.done:
+            snapshots.append((self.done, final))
+        estimate = ErfEstimate(
+            map=final, n_images=self.done, mode=s.mode, layer=self.meta["layer"], backbone=s.backbone,
+            weights=s.weights, input_size=self.meta["input_size"], grid=self.meta["grid"],
+            centre_cell=self.meta["centre_cell"], centre_px=self.meta["centre_px"],
+            interrupted=self.done < self.total, source=s.source, n_planned=self.total, seconds=self.seconds,
+            snapshots=snapshots)
+        if self.status == "done":
+            self.result = estimate
+        return estimate
+
+    @property
+    def key(self) -> str:
+        """Cache key of what has been accumulated: the settings and the image count."""
+        return f"{self.settings.key}|{self.done}"
+
+
+def _erf_jobs() -> "dict[str, ErfJob]":
+    return st.session_state.setdefault(_ERF_JOBS, {})
+
+
+@st.cache_resource(show_spinner=False)
+def _erf_store() -> "tuple[threading.Lock, dict[str, ErfEstimate]]":
+    """Finished estimates shared by every session, keyed on ErfSettings.key (strings only);
+    entries are never modified after they are stored."""
+    return threading.Lock(), {}
+
+
+def _stored_estimate(key: str) -> ErfEstimate | None:
+    lock, store = _erf_store()
+    with lock:
+        return store.get(key)
+
+
+def _store_estimate(key: str, estimate: ErfEstimate, max_entries: int = 8) -> None:
+    lock, store = _erf_store()
+    with lock:
+        store.pop(key, None)
+        store[key] = estimate
+        while len(store) > max_entries:
+            store.pop(next(iter(store)))
+
+
+def erf_job(backbone: Backbone, layer: str) -> ErfJob | None:
+    """The latest estimate for this backbone, weights and layer; a running estimate of another
+    layer is paused (marked stopped, its images kept), as only the shown layer runs."""
+    jobs = _erf_jobs()
+    here = "|".join((backbone.name, backbone.weights, layer))
+    for key, job in jobs.items():
+        if key != here and job.running:
+            with job.lock:
+                job.status, job.owner = "stopped", None
+                job.note = "paused when the sidebar's layer changed"
+    return jobs.get(here)
+
+
+def start_erf(settings: ErfSettings) -> None:
+    """Callback of "Estimate": a fresh job (finished at once when another session or an earlier
+    run already computed exactly these settings)."""
+    jobs = _erf_jobs()
+    job = ErfJob(settings)
+    cached = _stored_estimate(settings.key)
+    if cached is not None:
+        job.status, job.result, job.done = "done", cached, cached.n_images
+        job.note = "reused: these settings were estimated before"
+    jobs.pop(settings.layer_key, None)
+    jobs[settings.layer_key] = job
+    while len(jobs) > _ERF_MAX_JOBS:
+        jobs.pop(next(iter(jobs)))
+
+
+def _find_job(uid: str) -> ErfJob | None:
+    return next((job for job in _erf_jobs().values() if job.uid == uid), None)
+
+
+def stop_erf(uid: str) -> None:
+    """Callback of "Stop": keep what was accumulated, mark the job stopped."""
+    job = _find_job(uid)
+    if job is None:
+        return
+    with job.lock:  # after the batch in flight (if any) is committed
+        if job.running:
+            job.status, job.owner, job.note = "stopped", None, ""
+
+
+def continue_erf(uid: str) -> None:
+    """Callback of "Continue": resume a stopped job where it stopped."""
+    job = _find_job(uid)
+    if job is None:
+        return
+    with job.lock:
+        if job.status == "stopped" and job.done < job.total:
+            job.status, job.note = "running", ""
+            job.stops += 1
+
+
+def _erf_source(backbone: Backbone, settings: ErfSettings):
+    s = settings
+    if s.source == "noise":
+        return noise_batches(s.n, ERF_BATCH, backbone.input_size, s.seed)
+    if s.source == "gallery":
+        return gallery_batches(backbone, s.n, ERF_BATCH, s.seed)
+    if s.source.startswith("folder:"):
+        return folder_batches(backbone, s.source[len("folder:"):], s.n, ERF_BATCH, s.seed)
+    raise ErfError(f"Unknown image source '{s.source}'.")
+
+
+def _job_iterator(backbone: Backbone, job: ErfJob) -> Iterator[torch.Tensor]:
+    """The job's batch iterator; rebuilt (skipping the batches already used) when it was lost."""
+    if job.iterator is None:
+        source = _erf_source(backbone, job.settings)
+        job.note = source.note
+        job.iterator = itertools.islice(iter(source), job.done // ERF_BATCH, None)
+    return job.iterator
+
+
+def run_erf_job(backbone: Backbone, job: ErfJob) -> None:
+    """Run `job` to its end here, drawing a progress bar, a Stop button and the running mean.
+
+    Each batch is taken, computed and committed under the job's lock with no `st.*` call in
+    between (the only places Streamlit stops a script), so a Stop (or any other click) loses
+    nothing (the comment that opens this section says which threads are involved). Errors end the job as
+    failed, with what was accumulated kept."""
+    s = job.settings
+    token = object()
+    with job.lock:  # waits for an older run's batch in flight, then this run owns the job
+        job.owner = token
+    box = st.empty()
+    with box.container(border=True):
+        st.markdown(f"**Estimating the ERF** of `{s.backbone}` / `{s.layer}` from {s.describe()}"
+                    + (f" — continuing from {job.done} images" if job.done else ""))
+        bar = st.progress(job.done / job.total, text=_progress_text(job))
+        st.button("Stop", key="erf.stop", icon=":material/stop_circle:", on_click=stop_erf, args=(job.uid,),
+                  help="Stop after the batch in flight; the images averaged so far are kept and you can continue.")
+        live = st.empty()
+    last_draw = 0.0
+    try:
+        while True:
+            with job.lock:  # one batch: no st.* call in here, so Streamlit cannot stop it halfway
+                if job.owner is not token or not job.running or job.done >= job.total:
+                    break
+                start = time.perf_counter()
+                batch = next(_job_iterator(backbone, job), None)
+                if batch is None:
+                    break
+                with _NETWORK_LOCK:
+                    part = estimate_erf(backbone, s.layer, batch, mode=s.mode, batch_size=ERF_BATCH)
+                job.commit(part, time.perf_counter() - start)
+                done, mean = job.done, job.sum / job.done
+            # Streamlit may stop this run from here on (a click): the batch is already in the job.
+            bar.progress(done / job.total, text=_progress_text(job))
+            if time.monotonic() - last_draw >= ERF_REDRAW_S or done >= job.total:
+                last_draw = time.monotonic()
+                live.image(views.erf_image(mean), width=300, output_format="PNG",
+                           caption=f"running mean after {done} images")
+    except (ErfError, ImageError) as exc:
+        with job.lock:
+            job.status, job.error, job.iterator = "failed", str(exc), None
+    except Exception:
+        logger.exception("Unexpected error while estimating the ERF")
+        with job.lock:
+            job.status, job.iterator = "failed", None
+            job.error = "Something went wrong while estimating the ERF; the details are in the server log."
+    else:
+        with job.lock:
+            if job.owner is token and job.running:  # all images done (or the source ran out)
+                job.status, job.iterator, job.owner, job.total = "done", None, None, job.done
+                estimate = job._estimate()
+                if estimate is not None:
+                    _store_estimate(s.key, estimate)
+    box.empty()  # finished or failed: what follows on the page says so
+
+
+def _progress_text(job: ErfJob) -> str:
+    rate = f" · {job.done / job.seconds:.1f} images/s" if job.seconds > 0 else ""
+    return f"{job.done} / {job.total} images{rate}"
+
+
+# ------------------------------------------------------------------- ERF fits (cached)
+
+def erf_fit(job: ErfJob, offset: bool, rotation: bool) -> ErfFit:
+    """The 2D Gaussian fit of what the job has accumulated (ErfFitError when it fails)."""
+    estimate = job.estimate()
+    return _erf_fit(job.key, offset, rotation, _map=estimate.map)
+
+
+@st.cache_data(max_entries=32, show_spinner="Fitting a 2D Gaussian…")
+def _erf_fit(key: str, offset: bool, rotation: bool, *, _map: np.ndarray) -> ErfFit:
+    return fit_erf(_map, offset=offset, rotation=rotation)
+
+
+def erf_convergence(job: ErfJob, offset: bool, rotation: bool) -> list[dict[str, Any]]:
+    """R² and sigma after 1, 2, 4, ... images (explorer.erf.convergence), cached on the key."""
+    return _erf_convergence(job.key, offset, rotation, _estimate=job.estimate())
+
+
+@st.cache_data(max_entries=16, show_spinner="Fitting the running means…")
+def _erf_convergence(key: str, offset: bool, rotation: bool, *, _estimate: ErfEstimate) -> list[dict[str, Any]]:
+    return convergence(_estimate, offset=offset, rotation=rotation)
+
+
+def erf_alternative_fit(job: ErfJob, offset: bool, rotation: bool) -> ErfFit | None:
+    """The fit with the offset option flipped (to tell a peak on a floor apart); None if it fails."""
+    try:
+        return erf_fit(job, not offset, rotation)
+    except ErfFitError:
+        return None
+
+
+# ------------------------------------------------------------------- what the numbers mean
+
+def r2_verdict(r2: float) -> tuple[str, str]:
+    """(level, headline) for a fit's R²: level is "good", "rough" or "poor"."""
+    share = f"{max(r2, 0.0):.0%}"
+    if r2 >= R2_GOOD:
+        return "good", f"Well described by one Gaussian (R² = {r2:.3f} ≥ {R2_GOOD})."
+    if r2 >= R2_ROUGH:
+        return "rough", (f"Roughly Gaussian (R² = {r2:.3f}, between {R2_ROUGH} and {R2_GOOD}): one Gaussian "
+                         f"captures {share} of the map's variation.")
+    return "poor", (f"Not one Gaussian (R² = {r2:.3f} < {R2_ROUGH}): the fitted Gaussian explains only "
+                    f"{share} of the map's variation.")
+
+
+def _sig(fit: ErfFit) -> str:
+    return f"({fit.sigma_x:.1f}, {fit.sigma_y:.1f}) px"
+
+
+def erf_meaning(fit: ErfFit, alternative: ErfFit | None, erf_map: np.ndarray) -> str:
+    """What this fit means for Gaussian upsampling, worded from its numbers (R², sigma, and the
+    fit with the offset option flipped: a constant floor under a narrower peak)."""
+    level, headline = r2_verdict(fit.r2)
+    with_floor, plain = (fit, alternative) if fit.offset is not None else (alternative, fit)
+    floor = _floor_share(with_floor, erf_map) if with_floor is not None else None
+    peak_on_floor = (with_floor is not None and plain is not None and floor is not None and floor >= 0.1
+                     and with_floor.r2 - plain.r2 >= 0.05
+                     and max(with_floor.sigma_x, with_floor.sigma_y) < 0.8 * min(plain.sigma_x, plain.sigma_y))
+    lines = [f"**{headline}**"]
+    if level == "good":
+        lines.append(f"Gaussian upsampling with σ = {_sig(fit)} spreads each grid cell over the pixels the way "
+                     f"this layer's centre unit actually looks at them; that is the premise of Extended-CAM "
+                     f"(its VGG16 conv5_3: R² 0.9905, σ 31.78 / 33.36 px).")
+    elif level == "rough":
+        lines.append(f"σ = {_sig(fit)} is a usable summary, but the shape departs from a Gaussian: the residual "
+                     f"shows where (a floor, a flat or square core, a tilt). Gaussian-upsampled maps of this layer "
+                     f"are an approximation of what the layer sees.")
+    else:
+        lines.append("One σ cannot describe this map, so Gaussian upsampling with the fitted σ misrepresents how "
+                     "a cell of this layer spreads over the pixels; look at the residual and the profiles.")
+    if peak_on_floor and level != "good":
+        lines.append(
+            f"The map is a sharp peak on a broad floor: fitted with a constant floor, the peak has σ = "
+            f"{_sig(with_floor)} (R² {with_floor.r2:.2f}) and the floor carries {floor:.0%} of the map's total; "
+            f"without it one Gaussian needs σ = {_sig(plain)} (R² {plain.r2:.2f}). A Gaussian upsampler can only "
+            f"be one of them: with the wide σ it over-smooths the peak (every cell's value is smeared far beyond "
+            f"where its gradient concentrates); with the peak's σ it ignores the floor (the weak influence every "
+            f"cell has on the whole image). Compare both σ on the Compare page before trusting either.")
+    return "\n\n".join(lines)
+
+
+def _floor_share(fit: ErfFit, erf_map: np.ndarray) -> float | None:
+    total = float(np.asarray(erf_map).sum())
+    if fit.offset is None or not fit.offset > 0 or not total > 0:
+        return None
+    return float(fit.offset) * erf_map.size / total
+
+
+def card_meaning(card: dict[str, Any]) -> str:
+    """The same reading for a stored card (no map: from its R² and sigmas only)."""
+    level, headline = r2_verdict(float(card["r2"]))
+    sigma = f"({card['sigma_x']:.1f}, {card['sigma_y']:.1f}) px"
+    lines = [f"**{headline}**"]
+    if level == "good":
+        lines.append(f"Gaussian upsampling with σ = {sigma} matches how this layer's centre unit spreads over "
+                     f"the pixels, as Extended-CAM assumes (its VGG16 conv5_3: R² 0.9905, σ 31.78 / 33.36 px).")
+    elif level == "rough":
+        lines.append(f"σ = {sigma} is a usable summary; the residual panel of the figure shows where the shape "
+                     f"departs from a Gaussian.")
+    else:
+        lines.append(f"σ = {sigma} is a compromise between parts of the map one Gaussian cannot hold together "
+                     f"(often a sharp peak on a broad floor: see the residual panel): Gaussian upsampling with it "
+                     f"over-smooths the peak, and a narrower σ would ignore the floor. Estimate live below and "
+                     f"tick *fit a constant offset* to measure the peak and the floor apart.")
+    if card.get("fit_options", {}).get("offset"):
+        lines.append("This card's fit included a constant offset (a floor under the Gaussian).")
+    return "\n\n".join(lines)
+
+
+def honest_spread(rows: Sequence[dict[str, Any]]) -> str | None:
+    """How much sigma and R² still moved over the last doubling of the image count."""
+    good = [row for row in rows if row.get("sigma_x") is not None]
+    if len(good) < 2:
+        return None
+    a, b = good[-2], good[-1]
+    return (f"From {a['n']} to {b['n']} images σx moved by {b['sigma_x'] - a['sigma_x']:+.2f} px, "
+            f"σy by {b['sigma_y'] - a['sigma_y']:+.2f} px and R² by {b['r2'] - a['r2']:+.3f}.")
+
+
+def erf_figures(estimate: ErfEstimate, fit: ErfFit | None, log: bool) -> dict[str, Any]:
+    """The page's plotly figures: "map" always; with a fit also "surface", "residual" and the
+    "profile_x" / "profile_y" lines through the fitted centre. Map and fit share a colour range."""
+    erf_map = estimate.map
+    signed = estimate.mode == "signed" and not log
+    note = f"{estimate.mode} gradient, {estimate.n_images} images" + (", interrupted" if estimate.interrupted else "")
+    if fit is None:
+        return {"map": views.erf_heatmap_figure(erf_map, f"ERF ({note})", log=log, diverging=signed,
+                                                centre=estimate.centre_px)}
+    value_range = (min(float(erf_map.min()), float(fit.surface.min())),
+                   max(float(erf_map.max()), float(fit.surface.max())))
+    ellipse = (fit.centre_x, fit.centre_y, fit.sigma_x, fit.sigma_y, fit.rotation or 0.0)
+    height, width = erf_map.shape
+    row = int(round(min(max(fit.centre_y, 0), height - 1)))
+    col = int(round(min(max(fit.centre_x, 0), width - 1)))
+    return {
+        "map": views.erf_heatmap_figure(erf_map, f"ERF ({note})", log=log, diverging=signed, value_range=value_range,
+                                        ellipse=ellipse, centre=estimate.centre_px),
+        "surface": views.erf_heatmap_figure(fit.surface, "Fitted 2D Gaussian", log=log, diverging=signed,
+                                            value_range=value_range, value_name="fit"),
+        "residual": views.erf_heatmap_figure(fit.residual, f"Residual (map − fit), R² {fit.r2:.3f}", diverging=True,
+                                             value_name="residual"),
+        "profile_x": views.erf_profile_figure(erf_map[row], fit.surface[row],
+                                              f"x profile through the centre (row {row})", "x (pixels)", log=log),
+        "profile_y": views.erf_profile_figure(erf_map[:, col], fit.surface[:, col],
+                                              f"y profile through the centre (column {col})", "y (pixels)", log=log),
+    }
+
+
+def degrees(radians: float) -> float:
+    return math.degrees(radians)
+
+
+def plus_minus(err: float | None) -> str:
+    """A formal standard error as shown under a metric: "± 0.32" (or "± n/a")."""
+    return f"± {err:.2g}" if err is not None else "± n/a (no covariance)"
+
+
+# ------------------------------------------------------------------- cards and shared sigma
+
+def erf_card(backbone: str, layer: str) -> tuple[dict[str, Any] | None, Any]:
+    """(card, png path or None) of the stored fit of this backbone/layer; a damaged card is
+    reported with st.warning and treated as absent."""
+    path = erf_card_path(backbone, layer)
+    if not path.is_file():
+        return None, None
+    try:
+        card = load_erf_card(path)
+    except CardError as exc:
+        st.warning(str(exc))
+        return None, None
+    png = path.with_suffix(".png")
+    return card, png if png.is_file() else None
+
+
+def stored_erf_cards() -> list[dict[str, Any]]:
+    """Every stored card as a table row (damaged cards skipped), for comparison."""
+    rows = []
+    for path in sorted(ERF_DIR.glob("*.json")):
+        try:
+            card = load_erf_card(path)
+        except CardError:
+            continue
+        rows.append({"backbone": card["backbone"], "layer": card["layer"], "weights": card["weights"],
+                     "images": f"{card['n_images']} {card.get('source', '')}", "mode": card["mode"],
+                     "R²": round(float(card["r2"]), 4), "σx": round(float(card["sigma_x"]), 2),
+                     "σy": round(float(card["sigma_y"]), 2)})
+    return rows
+
+
+def sigma_on_slider(value: float) -> float:
+    """A sigma as the sliders hold it: clipped into range, on their 0.5 px step."""
+    return float(np.clip(round(value / SIGMA_STEP) * SIGMA_STEP, SIGMA_MIN, SIGMA_MAX))
+
+
+def use_stored_sigma(backbone: str, layer: str) -> None:
+    """Callback: select the stored fit of backbone/layer as the Gaussian sigma preset of the Compare
+    page (the Smoothing Lab follows it)."""
+    fit = fitted_sigma(backbone, layer)
+    if fit is None:
+        return
+    remember("sigma_preset", fit.label)
+    for name, value in zip(("sigma_x", "sigma_y"), (fit.sigma_x, fit.sigma_y)):
+        _set_widget(name, float(np.clip(value, SIGMA_MIN, SIGMA_MAX)))
+
+
+def use_sigmas(sigma_x: float, sigma_y: float) -> None:
+    """Callback: make (sigma_x, sigma_y), on the sliders' step, the shared manual sigma; x and y
+    are unlinked when they differ."""
+    sx, sy = sigma_on_slider(sigma_x), sigma_on_slider(sigma_y)
+    _to_manual()
+    _set_widget("sigma_linked", sx == sy)
+    _set_widget("sigma_x", sx)
+    _set_widget("sigma_y", sy)
+
+
+def shared_sigma() -> tuple[str, float | None, float | None]:
+    """(preset label, sigma x, sigma y) as the Compare page will use them."""
+    return (remembered("sigma_preset", ""), st.session_state.get(_STATE + "sigma_x"),
+            st.session_state.get(_STATE + "sigma_y"))

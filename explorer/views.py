@@ -267,3 +267,188 @@ def profile_pair_figure(profiles: dict[str, np.ndarray], title: str = "",
     for trace, colour in zip(fig.data, colours):
         trace.line.color = colour
     return fig
+
+
+# ----------------------------------------------------------------- effective receptive field
+
+ERF_CMAP = "magma"
+ERF_PLOT_SIDE = 112  # heatmaps of an ERF are sent at most this many cells a side
+LOG_DECADES = 3.0  # a log-scale ERF heatmap spans this many decades below the peak
+
+
+def block_mean(values: np.ndarray, max_side: int = ERF_PLOT_SIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(small, ys, xs): an H x W map averaged over f x f blocks, f = ceil(max(H, W) / max_side),
+    with the block centres in input pixels (so hover and axes still read input pixels). Edge
+    blocks are padded with the edge value. float32, so a 224 x 224 map costs ~50 KB, not 400."""
+    values = np.asarray(values, dtype=np.float64)
+    h, w = values.shape
+    f = max(1, int(np.ceil(max(h, w) / max_side)))
+    if f > 1:
+        padded = np.pad(values, ((0, (-h) % f), (0, (-w) % f)), mode="edge")
+        values = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).mean(axis=(1, 3))
+    ys = np.arange(values.shape[0]) * f + (f - 1) / 2
+    xs = np.arange(values.shape[1]) * f + (f - 1) / 2
+    return values.astype(np.float32), ys, xs
+
+
+def log_values(values: np.ndarray) -> np.ndarray:
+    """log10 of |values| where non-zero, NaN elsewhere (drawn blank)."""
+    magnitude = np.abs(np.asarray(values, dtype=np.float64))
+    with np.errstate(divide="ignore"):
+        return np.where(magnitude > 0, np.log10(np.where(magnitude > 0, magnitude, 1.0)), np.nan)
+
+
+def erf_image(values: np.ndarray) -> np.ndarray:
+    """An ERF map as an H x W x 3 uint8 picture (magma over its own range; diverging when signed),
+    for a quick PNG (the running mean while an estimate runs)."""
+    from matplotlib import colormaps
+
+    values = np.asarray(values, dtype=np.float64)
+    scale = colour_scale(values)
+    if scale.signed:
+        return colourise(values, scale)
+    unit = np.clip((values - scale.lo) / (scale.hi - scale.lo), 0, 1)
+    return (colormaps[ERF_CMAP](unit)[..., :3] * 255).astype(np.uint8)
+
+
+def _ellipse_path(cx: float, cy: float, sx: float, sy: float, rotation: float, k: float,
+                  bounds: tuple[float, float, float, float]) -> str:
+    """An SVG path of the k-sigma ellipse, only its parts inside bounds (x0, x1, y0, y1): plotly
+    does not clip shapes to the axes, so a wide ellipse would otherwise spill over the figure."""
+    t = np.linspace(0, 2 * np.pi, 145)
+    u, v = k * sx * np.cos(t), k * sy * np.sin(t)
+    c, s = np.cos(rotation), np.sin(rotation)
+    x, y = cx + c * u - s * v, cy + s * u + c * v
+    x0, x1, y0, y1 = bounds
+    inside = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    parts, previous = [], False
+    for a, b, ok in zip(x, y, inside):
+        if ok:
+            parts.append(f"{'L' if previous else 'M'} {a:.2f},{b:.2f}")
+        previous = bool(ok)
+    return " ".join(parts)
+
+
+def erf_heatmap_figure(values: np.ndarray, title: str, *, log: bool = False, diverging: bool = False,
+                       value_range: tuple[float, float] | None = None,
+                       ellipse: tuple[float, float, float, float, float] | None = None,
+                       centre: tuple[float, float] | None = None, value_name: str = "ERF", height: int = 360):
+    """An input-resolution map as a plotly heatmap, block-averaged to <= ERF_PLOT_SIDE a side.
+
+    log: colours show log10 |value| over LOG_DECADES decades below the peak (zeros blank).
+    diverging: a signed map (residual, signed ERF), colours symmetric around zero.
+    value_range: (lo, hi) in the map's units (shared by a map and its fit).
+    ellipse: (cx, cy, sx, sy, rotation) of a fitted Gaussian: its 1- and 2-sigma ellipses are drawn.
+    centre: (x, y) of the layer's centre cell in pixels, marked with a cross.
+    """
+    import plotly.graph_objects as go
+
+    small, ys, xs = block_mean(values)
+    if diverging and not log:
+        peak = float(np.nanmax(np.abs(small))) or 1.0
+        lo, hi = value_range or (-peak, peak)
+        colours, name = "RdBu", value_name
+        z, reverse = small, True
+    elif log:
+        z = log_values(small).astype(np.float32)
+        finite = z[np.isfinite(z)]
+        top = np.log10(max(abs(value_range[1]), 1e-300)) if value_range else float(finite.max()) if finite.size else 0.0
+        # At most LOG_DECADES below the peak, but no lower than the map needs.
+        lo, hi = max(top - LOG_DECADES, float(finite.min()) if finite.size else top - LOG_DECADES), top
+        lo = min(lo, hi - 0.1)
+        colours, name, reverse = ERF_CMAP.capitalize(), f"log10 |{value_name}|", False
+    else:
+        z = small
+        lo, hi = value_range or (float(np.nanmin(small)), float(np.nanmax(small)))
+        colours, name, reverse = ERF_CMAP.capitalize(), value_name, False
+    f = xs[1] - xs[0] if xs.size > 1 else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, x=xs, y=ys, zmin=lo, zmax=hi, colorscale=colours, reversescale=reverse,
+        colorbar=dict(title=dict(text=name, side="right"), thickness=12),
+        hovertemplate=f"x %{{x:.0f}} px, y %{{y:.0f}} px<br>{name} %{{z:.4g}}<extra>"
+                      + (f"{f:g}×{f:g} block mean" if f > 1 else "") + "</extra>",
+    ))
+    h, w = np.asarray(values).shape
+    if ellipse is not None:
+        cx, cy, sx, sy, rotation = ellipse
+        for k, dash in ((1, "solid"), (2, "dash")):
+            path = _ellipse_path(cx, cy, sx, sy, rotation, k, (-0.5, w - 0.5, -0.5, h - 0.5))
+            if path:
+                fig.add_shape(type="path", path=path, line=dict(color="cyan", width=1.2, dash=dash))
+    if centre is not None:
+        fig.add_trace(go.Scatter(x=[centre[0]], y=[centre[1]], mode="markers", showlegend=False,
+                                 marker=dict(symbol="cross-thin", size=12, line=dict(color="cyan", width=2)),
+                                 hovertemplate="centre cell's centre (%{x:.1f}, %{y:.1f})<extra></extra>"))
+    fig.update_xaxes(range=[-0.5, w - 0.5], title="x (pixels)", constrain="domain")
+    fig.update_yaxes(range=[h - 0.5, -0.5], title="y (pixels)", scaleanchor="x", constrain="domain")
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def erf_profile_figure(measured: np.ndarray, fitted: np.ndarray, title: str, x_title: str, *, log: bool = False):
+    """One line through the ERF map and the same line through its fitted Gaussian."""
+    import plotly.graph_objects as go
+
+    measured = np.asarray(measured, dtype=np.float32)
+    fitted = np.asarray(fitted, dtype=np.float32)
+    positions = np.arange(measured.size)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=positions, y=measured, mode="lines", name="ERF (measured)",
+                             line=dict(color="#444444", width=1.2)))
+    fig.add_trace(go.Scatter(x=positions, y=fitted, mode="lines", name="fitted Gaussian",
+                             line=dict(color="crimson", width=2, dash="dash")))
+    fig.update_yaxes(type="log" if log else "linear", title="ERF" + (" (log axis)" if log else ""))
+    if log:
+        ticks = log_ticks(np.concatenate([measured, fitted]))
+        if len(ticks) >= 2:
+            fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:.3g}" for t in ticks])
+    fig.update_layout(title=title, height=300, xaxis_title=x_title, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def log_ticks(values: np.ndarray) -> list[float]:
+    """1-2-5 tick values spanning the positive values (plotly's own log ticks label a short range
+    with bare mantissas: "5 2 1 5 2")."""
+    positive = np.asarray(values, dtype=np.float64)
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    if not positive.size:
+        return []
+    lo, hi = float(positive.min()), float(positive.max())
+    ticks = [m * 10.0 ** k for k in range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+             for m in (1, 2, 5)]
+    inside = [t for t in ticks if lo <= t <= hi]
+    if len(inside) > 8:  # many decades: the powers of ten only
+        inside = [t for t in inside if abs(np.log10(t) - round(np.log10(t))) < 1e-9]
+    if len(inside) < 3:  # a narrow range: every digit
+        inside = [m * 10.0 ** k for k in range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+                  for m in range(1, 10) if lo <= m * 10.0 ** k <= hi]
+    return inside
+
+
+def erf_convergence_figure(rows: Sequence[dict]):
+    """R² (left) and sigma x/y with their formal standard errors (right) against the number of
+    images averaged (log2 axis), from `explorer.erf.convergence` rows; failed fits are gaps."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    n = np.array([row["n"] for row in rows], dtype=np.float64)
+
+    def column(name: str) -> np.ndarray:
+        return np.array([np.nan if row.get(name) is None else row[name] for row in rows], dtype=np.float64)
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("R² of the fit", "σ (pixels), bars: lmfit standard error"),
+                        horizontal_spacing=0.1)
+    fig.add_trace(go.Scatter(x=n, y=column("r2"), mode="lines+markers", name="R²", line=dict(color="#444444"),
+                             hovertemplate="%{x:.0f} images: R² %{y:.4f}<extra></extra>"), row=1, col=1)
+    for axis, colour in (("x", "crimson"), ("y", "royalblue")):
+        fig.add_trace(go.Scatter(
+            x=n, y=column(f"sigma_{axis}"), mode="lines+markers", name=f"σ{axis}", line=dict(color=colour),
+            error_y=dict(type="data", array=np.nan_to_num(column(f"sigma_{axis}_stderr")), visible=True),
+            hovertemplate=f"%{{x:.0f}} images: σ{axis} %{{y:.2f}} px<extra></extra>"), row=1, col=2)
+    ticks = [int(v) for v in n]
+    for col in (1, 2):
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(t) for t in ticks],
+                         title="images averaged", row=1, col=col)
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.35))
+    return fig
