@@ -434,3 +434,60 @@ def _few(keys: list[str], n: int = 4) -> str:
         return ""
     shown = ", ".join(keys[:n])
     return f"({shown}{', ...' if len(keys) > n else ''})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifiers trained on the synthetic WSOL benchmark (weights and cards in checkpoints/)
+
+def synthetic_weight_file(name: str) -> Path:
+    """The shipped weights of a synthetic-benchmark classifier, or an error naming the command
+    that trains them."""
+    path = CHECKPOINT_DIR / f"{name}.pt"
+    if path.is_file():
+        return path
+    raise BackboneError(
+        f"The trained weights of {name} are missing: expected {path}. Train them with "
+        f"`python -m explorer train-classifier --arch {name}` (see {name}.json in checkpoints/ for the "
+        f"exact command), or choose weights='random'."
+    )
+
+
+def _synthetic_names() -> list[str]:
+    from explorer.classifiers import SYNTHETIC_CLASS_NAMES
+
+    return list(SYNTHETIC_CLASS_NAMES)
+
+
+def _build_small_cnn() -> nn.Module:
+    from explorer.classifiers import SmallCNN
+
+    return SmallCNN()
+
+
+def _small_cnn_layers() -> tuple[dict[str, str], dict[str, str]]:
+    from explorer.classifiers import SMALL_CNN_LAYERS, SMALL_CNN_NOTES
+
+    return dict(SMALL_CNN_LAYERS), dict(SMALL_CNN_NOTES)
+
+
+register_backbone(BackboneSpec(
+    name="synthetic_cnn",
+    description="Small CNN trained from scratch on the synthetic WSOL benchmark (5 classes, 224x224)",
+    build=_build_small_cnn, pretrained_file=lambda: synthetic_weight_file("synthetic_cnn"),
+    pretrained_label="trained on the synthetic benchmark (checkpoints/synthetic_cnn.pt)",
+    input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    layers=_small_cnn_layers, default_layer="stage4", head_path="fc", cam_layer="stage4",
+    class_names=_synthetic_names,
+))
+register_backbone(BackboneSpec(
+    name="synthetic_lite0",
+    description="EfficientNet-Lite0 (ImageNet) fine-tuned on the synthetic WSOL benchmark (5 classes)",
+    build=lambda: _build_lite("efficientnet_lite0", num_classes=5),
+    pretrained_file=lambda: synthetic_weight_file("synthetic_lite0"),
+    pretrained_label="fine-tuned on the synthetic benchmark (checkpoints/synthetic_lite0.pt)",
+    input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    layers=lambda: _lite_layers("efficientnet_lite0"), default_layer="head",
+    head_path="_fc", cam_layer="head", class_names=_synthetic_names,
+))
+
+SYNTHETIC_BACKBONES = ("synthetic_cnn", "synthetic_lite0")

@@ -18,13 +18,15 @@ from explorer.checkpoints import CheckpointError
 from explorer.datasets.errors import DatasetError
 from explorer.erf import MODES as ERF_MODES
 from explorer.erf import ErfError, ErfFitError
+from explorer.evaluate import EvaluateError
 from explorer.images import ImageError
 from explorer.methods import METHODS, MethodError
 from explorer.presets import CardError, sigma_presets
+from explorer.train import TrainError
 from explorer.upsample import UPSAMPLERS, UpsampleError
 
 USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError,
-               ErfError, ErfFitError, CardError, DatasetError)
+               ErfError, ErfFitError, CardError, DatasetError, TrainError, EvaluateError)
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -280,6 +282,184 @@ def run_make_synthetic(args: argparse.Namespace) -> int:
         sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(args.preview, optimize=True)
         print(f"wrote {args.preview} ({split} examples)")
     return 0
+
+
+# ---------------------------------------------------------------------------- train-classifier
+
+def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
+    from explorer.train import ARCHS
+
+    p.add_argument("--arch", required=True, choices=ARCHS,
+                   help="synthetic_cnn (small CNN from scratch) or synthetic_lite0 (ImageNet Lite0, fine-tuned)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="a synthetic dataset folder (default: the cached one, generated on first use)")
+    p.add_argument("--out", type=Path, default=None, help="weights file (default: checkpoints/<arch>.pt); "
+                   "the card is written beside it with .json")
+    p.add_argument("--epochs", type=int, default=None, help="default: 18 for synthetic_cnn, 4 for synthetic_lite0")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per architecture)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="where the resumable run state lives (default: <out without .pt>.run/)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+@command("train-classifier", "train a synthetic-benchmark classifier (resumes an interrupted run)",
+         _configure_train_classifier)
+def run_train_classifier(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+    from tqdm import tqdm
+
+    from explorer.backbones import CHECKPOINT_DIR
+    from explorer.datasets.synthetic import ensure_synthetic
+    from explorer.train import TrainConfig, TrainError, train_classifier
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError("--device cuda was asked for, but this machine has no CUDA device")
+    config = TrainConfig.defaults(args.arch)
+    changes = {"seed": args.seed, "batch_size": args.batch_size}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.lr is not None:
+        changes["lr"] = args.lr
+    for key, value in changes.items():
+        if isinstance(value, (int, float)) and value <= 0 and key != "seed":
+            raise TrainError(f"--{key.replace('_', '-')} must be positive, not {value}")
+    config = dataclasses.replace(config, **changes)
+    if args.data is None:
+        with tqdm(unit="image", desc="generating the synthetic dataset (first use)") as bar:
+            data = ensure_synthetic(progress=bar.update)
+    else:
+        data = args.data
+    out = args.out or CHECKPOINT_DIR / f"{args.arch}.pt"
+    bars: dict[str, tqdm] = {}
+
+    def progress(phase: str, done: int, total: int, info: dict) -> None:
+        if phase == "train":
+            bar = bars.get("train")
+            if bar is None:
+                bar = bars["train"] = tqdm(total=total, initial=done - 1, unit="step", desc=args.arch)
+            bar.n = done
+            bar.set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}", refresh=False)
+            bar.refresh()
+        else:
+            tqdm.write(f"epoch {done}/{total}: val accuracy {info['val_accuracy']:.3f} "
+                       f"({info['elapsed_s']:.0f} s)")
+
+    command_line = "python -m explorer " + " ".join(args.argv)
+    try:
+        result = train_classifier(args.arch, data, out, config=config, run_dir=args.run_dir,
+                                  command=command_line, device=args.device, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"test accuracy {result.test_accuracy:.4f} (val {result.val_accuracy:.4f}, epoch {result.best_epoch}), "
+          f"{result.train_seconds / 60:.1f} min of training")
+    print(f"wrote {result.weights} and {result.card}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- evaluate
+
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    from explorer.datasets.loaders import SPECS
+
+    p.add_argument("--dataset", required=True, help=f"one of: {SPECS}")
+    p.add_argument("--split", default="test", help="train | val | test (VOC: train, val, trainval, test)")
+    p.add_argument("--backbone", default="synthetic_lite0")
+    p.add_argument("--weights", default="pretrained", help="pretrained | random | path to a state_dict")
+    p.add_argument("--layer", default=None, help="target layer (default: the backbone's)")
+    p.add_argument("--methods", type=csv_list, default=["cam", "gradcam", "gradcampp", "xgradcam", "layercam",
+                                                         "extendedcam"],
+                   help=f"comma-separated, from: {', '.join(METHODS)} (default: the six one-pass methods)")
+    p.add_argument("--upsampler", type=csv_list, default=["bilinear", "gaussian"],
+                   help=f"comma-separated, from: {', '.join(UPSAMPLERS)}")
+    p.add_argument("--sigma", type=parse_sigma, default=None,
+                   help="Gaussian sigma x,y in input pixels (default: the backbone/layer preset)")
+    p.add_argument("--relu", default="none", help="ReLU policy: none (default), after (the channel sum), before, or published (each method's own)")
+    p.add_argument("--threshold-interval", type=float, default=0.001, help="the protocol's 0.001 by default")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--no-confidence", action="store_true", help="skip Average Drop / % Increase (2 forwards per map)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds the same run)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+
+
+@command("evaluate", "evaluate methods x upsamplers over a dataset (WSOL metrics, Average Drop); resumable",
+         _configure_evaluate)
+def run_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from explorer.backbones import load_backbone
+    from explorer.evaluate import EvalConfig, evaluate
+    from explorer.methods import validate_methods
+
+    methods = tuple(validate_methods(args.methods))
+    for up in args.upsampler:
+        if up not in UPSAMPLERS:
+            raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(UPSAMPLERS)}.")
+    if not (0 < args.threshold_interval < 1):
+        raise EvaluateError("--threshold-interval must lie strictly between 0 and 1")
+    backbone = load_backbone(args.backbone, args.weights, device=args.device)
+    sigma = args.sigma
+    if sigma is None and "gaussian" in args.upsampler:
+        label, sigma = next((label, value) for label, value in
+                            sigma_presets(backbone.name, backbone.resolve_layer(args.layer),
+                                          weights=backbone.weights).items() if value is not None)
+        print(f"sigma preset: {label}")
+    config = EvalConfig(dataset=args.dataset, split=args.split, backbone=args.backbone, weights=str(args.weights),
+                        layer=backbone.resolve_layer(args.layer), methods=methods,
+                        upsamplers=tuple(args.upsampler), sigma=tuple(sigma) if sigma else None, relu=args.relu,
+                        threshold_interval=args.threshold_interval, batch_size=args.batch_size,
+                        confidence=not args.no_confidence, limit=args.limit)
+    rank, world = _distributed_rank()
+    bar = tqdm(unit="image", desc=f"evaluate {args.backbone}", disable=rank != 0)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    start = time.perf_counter()
+    try:
+        summary = evaluate(config, args.out, backbone=backbone, progress=progress, rank=rank, world=world)
+    finally:
+        bar.close()
+    if summary is None:
+        return 0
+    print(f"{summary.num_images} images in {time.perf_counter() - start:.1f} s"
+          + (f"; {len(summary.skipped)} skipped (see summary.json)" if summary.skipped else "")
+          + (f"; classification accuracy {summary.classification_accuracy:.1f} %"
+             if summary.classification_accuracy is not None else ""))
+    print(format_summary(summary.rows))
+    print(f"wrote {args.out}/summary.csv, summary.json, records.csv, curves.npz")
+    return 0
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun; (0, 1) otherwise."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def format_summary(rows: list[dict]) -> str:
+    columns = [("method", "method", "{}"), ("upsampler", "upsampler", "{}"), ("max_box_acc", "MaxBoxAcc", "{:.1f}"),
+               ("max_box_acc_v2", "MaxBoxAccV2", "{:.1f}"), ("pxap", "PxAP", "{:.1f}"),
+               ("top1_loc", "top-1 loc", "{:.1f}"), ("average_drop", "AD %", "{:.1f}"),
+               ("increase", "Inc %", "{:.1f}"), ("average_drop_relative", "AD rel", "{:.1f}"),
+               ("increase_relative", "Inc rel", "{:.1f}")]
+    present = [c for c in columns if any(c[0] in r for r in rows)]
+    table = [[label for _, label, _ in present]]
+    for row in rows:
+        table.append([fmt.format(row[key]) if key in row else "-" for key, _, fmt in present])
+    widths = [max(len(r[i]) for r in table) for i in range(len(present))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table)
 
 
 # ------------------------------------------------------------------------------------ main

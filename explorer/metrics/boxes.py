@@ -402,13 +402,20 @@ class BoxEvaluator:
             raise MetricError(f"Got {len(maps)} maps but {len(gt_boxes)} ground-truth box lists.")
         checked = [check_boxes(b, f"gt_boxes[{self.num_images + i}]") for i, b in enumerate(gt_boxes)]
         for arr, gt in zip(maps, checked):
-            curves = _image_curves(score_map_to_uint8(arr), gt, self.thresholds)
-            per_tau = curves.mask_of_threshold
-            self.correct_largest += curves.iou_largest[per_tau][None, :] >= self._deltas
-            self.correct_all += curves.iou_all[per_tau][None, :] >= self._deltas
-            self.num_images += 1
-            if self.keep_records:
-                self._curves.append(curves)
+            self.add_curves(_image_curves(score_map_to_uint8(arr), gt, self.thresholds))
+
+    def add_curves(self, curves: ImageCurves) -> None:
+        """Add one image already reduced by `image_curves` (at this evaluator's thresholds), e.g.
+        a record read back from disk by a resumed or sharded evaluation."""
+        per_tau = curves.mask_of_threshold
+        if per_tau.shape != self.thresholds.shape:
+            raise MetricError(f"These curves are over {per_tau.shape[0]} thresholds; the evaluator has "
+                              f"{len(self.thresholds)}.")
+        self.correct_largest += curves.iou_largest[per_tau][None, :] >= self._deltas
+        self.correct_all += curves.iou_all[per_tau][None, :] >= self._deltas
+        self.num_images += 1
+        if self.keep_records:
+            self._curves.append(curves)
 
     def compute(self) -> BoxResult:
         if self.num_images == 0:

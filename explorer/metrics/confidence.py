@@ -83,7 +83,8 @@ def average_drop_increase(model_fn: Callable[[torch.Tensor], torch.Tensor], imag
                           targets: Sequence[int] | np.ndarray | torch.Tensor | None = None, *,
                           relative: bool = False, top_fraction: float = 0.5,
                           mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                          batch_size: int = 32, device: torch.device | str | None = None) -> ConfidenceResult:
+                          batch_size: int = 32, device: torch.device | str | None = None,
+                          full_confidence=None) -> ConfidenceResult:
     """Average Drop % and % Increase of maps on a classifier (formulas in the module docstring).
 
     model_fn: batch (B x C x H x W, the model's input space) -> logits (B x classes), e.g. the
@@ -130,6 +131,13 @@ def average_drop_increase(model_fn: Callable[[torch.Tensor], torch.Tensor], imag
         if mean_t.shape[1] != c or std_t.shape[1] != c:
             raise MetricError(f"mean and std need one value per channel ({c}).")
 
+    known = None
+    if full_confidence is not None:
+        if targets is None:
+            raise MetricError("full_confidence needs the targets it was read for.")
+        known = _as_tensor(full_confidence, "full_confidence").reshape(-1).double().cpu()
+        if len(known) != n:
+            raise MetricError(f"Got {n} images but {len(known)} full-image confidences.")
     ys, os_, ts, kept = [], [], [], []
     with torch.no_grad():
         for start in range(0, n, batch_size):
@@ -143,16 +151,21 @@ def average_drop_increase(model_fn: Callable[[torch.Tensor], torch.Tensor], imag
                 masked = ((x * std_t + mean_t) * m4 - mean_t) / std_t
             else:
                 masked = x * m4
-            p_full = torch.softmax(model_fn(x).double(), dim=1)
             p_masked = torch.softmax(model_fn(masked).double(), dim=1)
             if targets is None:
+                p_full = torch.softmax(model_fn(x).double(), dim=1)
                 t = p_full.argmax(dim=1)
             else:
                 t = targets_t[start:start + batch_size].to(dev)
-                if (t < 0).any() or (t >= p_full.shape[1]).any():
-                    raise MetricError(f"targets must lie in [0, {p_full.shape[1]}).")
+                if (t < 0).any() or (t >= p_masked.shape[1]).any():
+                    raise MetricError(f"targets must lie in [0, {p_masked.shape[1]}).")
             idx = torch.arange(len(t), device=dev)
-            ys.append(p_full[idx, t].cpu())
+            if known is not None:
+                ys.append(known[start:start + batch_size])
+            else:
+                if targets is not None:
+                    p_full = torch.softmax(model_fn(x).double(), dim=1)
+                ys.append(p_full[idx, t].cpu())
             os_.append(p_masked[idx, t].cpu())
             ts.append(t.cpu())
             kept.append(m.reshape(len(m), -1).double().mean(dim=1).cpu())

@@ -1,0 +1,503 @@
+"""Dataset evaluation: every (method, upsampler) pair over a dataset, resumable and shardable.
+
+    config = EvalConfig(dataset="synthetic", split="test", backbone="synthetic_lite0",
+                        methods=("cam", "gradcam"), upsamplers=("bilinear", "gaussian"))
+    summary = evaluate(config, "runs/lite0")          # runs/lite0/summary.{json,csv}, records.csv
+
+The dataset is cut into chunks of ``batch_size`` images. Each chunk is one batch through the
+pipeline (one capture for all gradient methods), and its results are written to
+``chunks/chunk-<index>.npz`` by an atomic rename, so a chunk file either holds a finished chunk
+or does not exist: an interrupted run, restarted with the same settings, skips the chunks that
+exist. With several processes (``torchrun``), process ``rank`` of ``world`` takes the chunks
+``i`` with ``i % world == rank`` and rank 0 assembles the summary from all chunk files, which gives
+exactly the numbers of one process: box metrics are rebuilt from each image's exact per-mask
+curves, PxAP from summed integer histograms.
+
+What a chunk keeps, per (method, upsampler):
+* each image's box curves (``ImageCurves``: the IoU of the largest contour and the best IoU over
+  all contours at every distinct binary mask, and which mask each threshold gives), so MaxBoxAcc,
+  MaxBoxAccV2, the BoxAcc curves and every image's IoU at the chosen threshold are exact;
+* the positive/negative pixel histograms over the threshold bins (PxAP and its PR curve) and
+  each image's own PxAP, for masks datasets;
+* histograms of map values over foreground and background pixels (F-CAM Fig. 6);
+* the softmax confidence of the target on the image masked by the map, normal and relative
+  (top 50 %) masking, for Average Drop % and % Increase (Extended-CAM Tables 2-3).
+
+Maps are min-max normalised (the protocol's ``normalize_scoremap``) after upsampling to the
+protocol's 224 x 224. With a masks dataset, two reference rows score maps built from the
+ground truth itself: the whole object (what a perfect localiser gives) and, on the synthetic
+benchmark, only the class-deciding part (what a classifier's evidence covers).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from explorer.backbones import Backbone, load_backbone
+from explorer.datasets.errors import DatasetError
+from explorer.images import ImageError
+from explorer.methods import validate_methods
+from explorer.metrics import (
+    IOU_LEVELS,
+    BoxEvaluator,
+    ImageCurves,
+    PixelEvaluator,
+    average_drop_increase,
+    localization_accuracy,
+    score_map_to_uint8,
+    thresholds,
+)
+from explorer.metrics.boxes import _image_curves
+from explorer.metrics.pixels import histogram_edges
+from explorer.pipeline import grid_maps
+from explorer.upsample import UPSAMPLERS, UpsampleError, normalise, upsample
+
+EVAL_SIZE = 224
+VALUE_BINS = 50
+REFERENCE_UPSAMPLER = "exact"
+REFERENCES = {"object": "ground-truth object mask (a perfect localiser)",
+              "part": "class-deciding part mask (the evidence a classifier needs)"}
+CHUNK_VERSION = 1
+
+
+class EvaluateError(ValueError):
+    """The evaluation cannot run or resume as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything that decides the numbers; a resumed run must have the same."""
+
+    dataset: str
+    backbone: str
+    methods: tuple[str, ...]
+    upsamplers: tuple[str, ...] = ("bilinear", "gaussian")
+    split: str = "test"
+    weights: str = "pretrained"
+    layer: str | None = None
+    sigma: tuple[float, float] | None = None
+    relu: str = "none"
+    threshold_interval: float = 0.001
+    batch_size: int = 16
+    confidence: bool = True
+    references: bool = True
+    limit: int | None = None
+    method_options: dict = field(default_factory=dict)
+
+    def combos(self) -> list[tuple[str, str]]:
+        return [(m, u) for m in self.methods for u in self.upsamplers]
+
+
+@dataclass
+class EvalSummary:
+    rows: list[dict]
+    out_dir: Path
+    num_images: int
+    skipped: list[dict]
+    seconds: float
+    classification_accuracy: float | None
+    target_policy: str
+
+    def row(self, method: str, upsampler: str) -> dict:
+        return next(r for r in self.rows if r["method"] == method and r["upsampler"] == upsampler)
+
+
+def combo_key(method: str, upsampler: str) -> str:
+    return f"{method}@{upsampler}"
+
+
+# -------------------------------------------------------------------------- the run
+
+def evaluate(
+    config: EvalConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    backbone: Backbone | None = None,
+    device: str | torch.device | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    summarise: bool | None = None,
+) -> EvalSummary | None:
+    """Run (or resume) the evaluation into ``out_dir``; return the summary (rank 0 only).
+
+    ``progress(done_images, total_images)`` is called after each chunk this process finishes
+    (and once at the start, counting the chunks already on disk).
+    """
+    from explorer.datasets import open_dataset
+
+    start_time = time.perf_counter()
+    methods = tuple(validate_methods(config.methods))
+    for up in config.upsamplers:
+        if up not in UPSAMPLERS:
+            raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(UPSAMPLERS)}.")
+    if config.batch_size < 1:
+        raise EvaluateError("the batch size must be at least 1")
+    out = Path(out_dir)
+    chunk_dir = out / "chunks"
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    _check_or_write_config(out, config, rank)
+
+    dataset = open_dataset(config.dataset, config.split, strict=False)
+    count = len(dataset) if config.limit is None else min(config.limit, len(dataset))
+    if count == 0:
+        raise EvaluateError(f"{config.dataset} ({config.split}) has no image to evaluate")
+    if backbone is None:
+        backbone = load_backbone(config.backbone, config.weights, device=device)
+    layer = backbone.resolve_layer(config.layer)
+    sigma = config.sigma
+    if "gaussian" in config.upsamplers and sigma is None:
+        raise EvaluateError("the Gaussian upsampler needs a sigma (x, y) in input pixels")
+    taus = thresholds(config.threshold_interval)
+    n_chunks = math.ceil(count / config.batch_size)
+    mine = [i for i in range(n_chunks) if i % world == rank]
+    policy = _target_policy(dataset, backbone)
+
+    done = sum(min(config.batch_size, count - i * config.batch_size) for i in mine if _chunk_path(out, i).is_file())
+    if progress is not None:
+        progress(done, sum(min(config.batch_size, count - i * config.batch_size) for i in mine))
+    for index in mine:
+        path = _chunk_path(out, index)
+        if path.is_file():
+            continue
+        first = index * config.batch_size
+        indices = list(range(first, min(first + config.batch_size, count)))
+        arrays = _evaluate_chunk(config, dataset, backbone, layer, methods, sigma, taus, indices, policy)
+        _save_npz_atomically(arrays, path)
+        done += len(indices)
+        if progress is not None:
+            progress(done, sum(min(config.batch_size, count - i * config.batch_size) for i in mine))
+
+    if summarise is None:
+        summarise = rank == 0
+    if not summarise:
+        return None
+    missing = [i for i in range(n_chunks) if not _chunk_path(out, i).is_file()]
+    if missing:
+        raise EvaluateError(f"{len(missing)} chunk(s) are not finished yet (first: {missing[0]}); "
+                            f"rerun to complete them")
+    return summarise_run(out, config, n_chunks, count, dataset, time.perf_counter() - start_time, policy)
+
+
+def _target_policy(dataset, backbone: Backbone) -> str:
+    """Which class each map explains: the ground-truth label when the dataset's classes are the
+    backbone's (the WSOL protocol), else the backbone's top-1 prediction."""
+    if dataset.classes and list(dataset.classes) == list(backbone.class_names):
+        return "label"
+    if dataset.classes and len(dataset.classes) == len(backbone.class_names):
+        return "label"
+    return "predicted"
+
+
+def _chunk_path(out: Path, index: int) -> Path:
+    return out / "chunks" / f"chunk-{index:06d}.npz"
+
+
+def _config_json(config: EvalConfig) -> str:
+    return json.dumps(asdict(config), sort_keys=True, indent=2)
+
+
+def _check_or_write_config(out: Path, config: EvalConfig, rank: int) -> None:
+    path = out / "config.json"
+    text = _config_json(config)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = None
+        if old != json.loads(text):
+            raise EvaluateError(f"{out} holds an evaluation with other settings (see {path}); choose another "
+                                f"--out folder, or delete that one to start over")
+        return
+    if rank == 0:
+        _write_atomically(path, text.encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _save_npz_atomically(arrays: dict[str, np.ndarray], path: Path) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    _write_atomically(path, buffer.getvalue())
+
+
+# -------------------------------------------------------------------------- one chunk
+
+def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str, methods: Sequence[str],
+                    sigma, taus: np.ndarray, indices: list[int], policy: str) -> dict[str, np.ndarray]:
+    images, kept, skipped = [], [], []
+    for i in indices:
+        try:
+            images.append(dataset.load_image(i))
+            kept.append(i)
+        except (ImageError, DatasetError, OSError) as exc:
+            skipped.append((dataset[i].image_id, str(exc)))
+    arrays: dict[str, np.ndarray] = {
+        "version": np.array(CHUNK_VERSION),
+        "skipped_ids": np.array([s[0] for s in skipped], dtype=str),
+        "skipped_reasons": np.array([s[1] for s in skipped], dtype=str),
+        "ids": np.array([dataset[i].image_id for i in kept], dtype=str),
+    }
+    if not kept:
+        return arrays
+    has_boxes = "boxes" in dataset.kind
+    has_masks = "masks" in dataset.kind
+    gt_boxes, gt_masks, ignores, parts = [], [], [], []
+    for i in kept:
+        if has_boxes:
+            gt_boxes.append(dataset.gt_boxes(i, EVAL_SIZE))
+        if has_masks:
+            fg, ig = dataset.gt_mask(i, EVAL_SIZE)
+            gt_masks.append(fg)
+            ignores.append(ig)
+            if dataset[i].part_path is not None:
+                parts.append(dataset.part_mask(i, EVAL_SIZE))
+    labels = np.array([-1 if dataset[i].label is None else int(dataset[i].label) for i in kept])
+    batch = backbone.preprocess(images)
+    with torch.no_grad():  # in float64, as average_drop_increase reads the masked images
+        probs = torch.softmax(backbone.model(batch).double(), dim=1)
+    k = min(5, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    predicted = top_i[:, 0]
+    if policy == "label" and (labels >= 0).all():
+        targets = torch.as_tensor(labels, device=batch.device)
+    else:
+        targets = predicted
+    arrays.update(labels=labels, targets=targets.cpu().numpy(), top_classes=top_i.cpu().numpy(),
+                  top_probs=top_p.cpu().numpy().astype(np.float32))
+
+    grid = grid_maps(backbone, batch, targets, methods, layer, relu=config.relu, **config.method_options)
+    full_confidence = probs.gather(1, targets.view(-1, 1))[:, 0].cpu()
+    input_size = backbone.input_size
+    for method in methods:
+        for up in config.upsamplers:
+            maps = normalise(upsample(grid.maps[method], (EVAL_SIZE, EVAL_SIZE), up, sigma), "minmax")
+            maps_np = maps.detach().cpu().numpy().astype(np.float64)
+            prefix = combo_key(method, up) + "/"
+            _score(arrays, prefix, maps_np, taus, gt_boxes, gt_masks, ignores, has_boxes, has_masks)
+            if config.confidence:
+                at_input = maps if tuple(input_size) == (EVAL_SIZE, EVAL_SIZE) else normalise(
+                    upsample(grid.maps[method], input_size, up, sigma), "minmax")
+                for relative in (False, True):
+                    result = average_drop_increase(backbone.model, batch, at_input.float(), targets,
+                                                   relative=relative, mean=backbone.mean, std=backbone.std,
+                                                   batch_size=len(batch), full_confidence=full_confidence)
+                    name = "relative" if relative else "normal"
+                    arrays[prefix + "conf_full"] = result.confidence.astype(np.float64)
+                    arrays[prefix + f"conf_{name}"] = result.masked_confidence.astype(np.float64)
+    if config.references and has_masks:
+        refs = {"object": np.stack(gt_masks).astype(np.float64)}
+        if len(parts) == len(kept):
+            refs["part"] = np.stack(parts).astype(np.float64)
+        for name, maps_np in refs.items():
+            prefix = combo_key(f"reference_{name}", REFERENCE_UPSAMPLER) + "/"
+            _score(arrays, prefix, maps_np, taus, gt_boxes, gt_masks, ignores, has_boxes, has_masks)
+    return arrays
+
+
+def _score(arrays: dict, prefix: str, maps: np.ndarray, taus: np.ndarray, gt_boxes, gt_masks, ignores,
+           has_boxes: bool, has_masks: bool) -> None:
+    """Reduce a batch of [0, 1] maps to what the summary and the pages need (see module doc)."""
+    n = len(maps)
+    if has_boxes:
+        curves = [_image_curves(score_map_to_uint8(m), b, taus) for m, b in zip(maps, gt_boxes)]
+        sizes = np.array([len(c.iou_largest) for c in curves])
+        arrays[prefix + "mask_of_threshold"] = np.stack([c.mask_of_threshold.astype(np.uint8) for c in curves])
+        arrays[prefix + "masks_per_image"] = sizes
+        for name in ("iou_largest", "box_largest", "iou_all", "box_all", "box_count"):
+            arrays[prefix + name] = np.concatenate([getattr(c, name) for c in curves])
+    fg_hist = np.zeros(VALUE_BINS, dtype=np.int64)
+    bg_hist = np.zeros(VALUE_BINS, dtype=np.int64)
+    for i in range(n):
+        values = np.clip(maps[i], 0, 1)
+        if has_masks:
+            counted = ~(ignores[i] & ~gt_masks[i])
+            fg_hist += np.histogram(values[gt_masks[i]], bins=VALUE_BINS, range=(0, 1))[0]
+            bg_hist += np.histogram(values[~gt_masks[i] & counted], bins=VALUE_BINS, range=(0, 1))[0]
+        else:
+            bg_hist += np.histogram(values, bins=VALUE_BINS, range=(0, 1))[0]
+    arrays[prefix + "values_foreground"] = fg_hist
+    arrays[prefix + "values_background"] = bg_hist
+    if has_masks:
+        ev = PixelEvaluator(taus)
+        ev.accumulate(maps, np.stack(gt_masks), np.stack(ignores))
+        arrays[prefix + "pos_hist"] = ev.pos_hist
+        arrays[prefix + "neg_hist"] = ev.neg_hist
+        arrays[prefix + "image_pxap"] = np.array(ev._image_pxap, dtype=np.float64)
+
+
+# -------------------------------------------------------------------------- the summary
+
+def _curves_from(chunk, prefix: str) -> list[ImageCurves]:
+    sizes = chunk[prefix + "masks_per_image"]
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    mot = chunk[prefix + "mask_of_threshold"]
+    fields = {name: chunk[prefix + name] for name in ("iou_largest", "box_largest", "iou_all", "box_all", "box_count")}
+    return [ImageCurves(mask_of_threshold=mot[j], **{name: value[s:e] for name, value in fields.items()})
+            for j, (s, e) in enumerate(zip(starts, ends))]
+
+
+def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, dataset, seconds: float,
+                  policy: str) -> EvalSummary:
+    """Read every chunk in order and write summary.json, summary.csv, records.csv and curves.npz."""
+    taus = thresholds(config.threshold_interval)
+    chunks = []
+    for i in range(n_chunks):
+        with np.load(_chunk_path(out, i), allow_pickle=False) as data:
+            chunks.append({key: data[key] for key in data.files})
+    combos = list(config.combos())
+    if config.references and "masks" in dataset.kind:
+        combos.append((f"reference_object", REFERENCE_UPSAMPLER))
+        if all(s.part_path is not None for s in dataset.samples[:count]):
+            combos.append((f"reference_part", REFERENCE_UPSAMPLER))
+    ids = np.concatenate([c["ids"] for c in chunks])
+    skipped = [{"image_id": str(i), "reason": str(r)} for c in chunks
+               for i, r in zip(c["skipped_ids"], c["skipped_reasons"])]
+    evaluated = [c for c in chunks if len(c["ids"])]
+    labels = np.concatenate([c["labels"] for c in evaluated]) if evaluated else np.zeros(0, int)
+    top = np.concatenate([c["top_classes"] for c in evaluated]) if evaluated else np.zeros((0, 1), int)
+    top_probs = np.concatenate([c["top_probs"] for c in evaluated]) if evaluated else np.zeros((0, 1))
+    targets = np.concatenate([c["targets"] for c in evaluated]) if evaluated else np.zeros(0, int)
+    has_labels = policy == "label" and len(labels) and (labels >= 0).all()
+    class_acc = float(100.0 * np.mean(top[:, 0] == labels)) if has_labels else None
+
+    rows, curves_out = [], {"thresholds": taus, "value_edges": np.linspace(0, 1, VALUE_BINS + 1)}
+    records = {key: {} for key in ("iou", "box", "iou_v2", "pxap", "drop", "drop_relative")}
+    for method, up in combos:
+        prefix = combo_key(method, up) + "/"
+        key = combo_key(method, up)
+        row = {"method": method, "upsampler": up, "images": int(len(ids))}
+        present = [c for c in evaluated if prefix + "values_background" in c]
+        if present and prefix + "masks_per_image" in present[0]:
+            ev = BoxEvaluator(taus, IOU_LEVELS, keep_records=True)
+            for c in present:
+                for curve in _curves_from(c, prefix):
+                    ev.add_curves(curve)
+            box = ev.compute()
+            row.update(max_box_acc=box.max_box_acc, max_box_acc_v2=box.max_box_acc_v2,
+                       best_threshold=box.best_threshold,
+                       **{f"box_acc_v2_iou{d}": float(v) for d, v in zip(box.iou_levels, box.max_box_acc_v2_by_delta)})
+            if has_labels and not method.startswith("reference_"):
+                row["top1_loc"] = localization_accuracy(box.image_iou, top[:, :1], labels, k=1)
+                if top.shape[1] >= 5:
+                    row["top5_loc"] = localization_accuracy(box.image_iou, top, labels, k=5)
+            curves_out[key + "/box_acc"] = box.box_acc
+            curves_out[key + "/box_acc_v2"] = box.box_acc_v2
+            records["iou"][key] = box.image_iou
+            records["box"][key] = box.image_box
+            records["iou_v2"][key] = box.image_iou_v2[box.iou_levels.index(50)]
+        if present and prefix + "pos_hist" in present[0]:
+            pe = PixelEvaluator(taus)
+            pe.pos_hist = sum(c[prefix + "pos_hist"] for c in present)
+            pe.neg_hist = sum(c[prefix + "neg_hist"] for c in present)
+            pe.num_images = len(ids)
+            pe._image_pxap = list(np.concatenate([c[prefix + "image_pxap"] for c in present]))
+            px = pe.compute()
+            row["pxap"] = px.pxap
+            curves_out[key + "/precision"] = px.precision
+            curves_out[key + "/recall"] = px.recall
+            records["pxap"][key] = px.image_pxap
+        if present:
+            curves_out[key + "/values_foreground"] = sum(c[prefix + "values_foreground"] for c in present)
+            curves_out[key + "/values_background"] = sum(c[prefix + "values_background"] for c in present)
+        if present and prefix + "conf_full" in present[0]:
+            y = np.concatenate([c[prefix + "conf_full"] for c in present])
+            for name, col in (("normal", "drop"), ("relative", "drop_relative")):
+                o = np.concatenate([c[prefix + f"conf_{name}"] for c in present])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    drop = np.where(y > 0, np.maximum(0.0, y - o) / y, 0.0)
+                suffix = "" if name == "normal" else "_relative"
+                row[f"average_drop{suffix}"] = float(100.0 * drop.mean())
+                row[f"increase{suffix}"] = float(100.0 * np.mean(o > y))
+                records[col][key] = 100.0 * drop
+        rows.append(row)
+
+    summary = EvalSummary(rows=rows, out_dir=out, num_images=int(len(ids)), skipped=skipped, seconds=seconds,
+                          classification_accuracy=class_acc, target_policy=policy)
+    meta = {"config": asdict(config), "num_images": summary.num_images, "skipped": skipped,
+            "classification_accuracy": class_acc, "target_policy": policy,
+            "dataset_kind": dataset.kind, "classes": list(dataset.classes), "rows": rows,
+            "seconds_this_call": round(seconds, 1)}
+    _write_atomically(out / "summary.json", (json.dumps(meta, indent=2, default=_json_default) + "\n").encode())
+    _write_atomically(out / "summary.csv", _csv(rows).encode())
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **curves_out)
+    _write_atomically(out / "curves.npz", buffer.getvalue())
+    _write_atomically(out / "records.csv", _records_csv(ids, labels, targets, top, top_probs, records,
+                                                        dataset.classes).encode())
+    return summary
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(type(value))
+
+
+SUMMARY_COLUMNS = ["method", "upsampler", "images", "max_box_acc", "max_box_acc_v2", "box_acc_v2_iou30",
+                   "box_acc_v2_iou50", "box_acc_v2_iou70", "best_threshold", "pxap", "top1_loc", "top5_loc",
+                   "average_drop", "increase", "average_drop_relative", "increase_relative"]
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _records_csv(ids, labels, targets, top, top_probs, records: dict, classes) -> str:
+    """One line per image and (method, upsampler): what the Failure Cases page sorts and shows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image_id", "label", "target", "predicted", "score", "combo", "iou", "box_x0", "box_y0",
+                     "box_x1", "box_y1", "iou_v2", "pxap", "drop", "drop_relative"])
+    combos = sorted(set().union(*[set(v) for v in records.values()]))
+    for combo in combos:
+        for j, image_id in enumerate(ids):
+            box = records["box"].get(combo)
+            cells = [image_id, int(labels[j]), int(targets[j]), int(top[j, 0]), f"{float(top_probs[j, 0]):.4f}", combo]
+            iou = records["iou"].get(combo)
+            cells.append(f"{iou[j]:.4f}" if iou is not None else "")
+            cells.extend(box[j].tolist() if box is not None else ["", "", "", ""])
+            for name in ("iou_v2", "pxap", "drop", "drop_relative"):
+                values = records[name].get(combo)
+                cells.append("" if values is None or np.isnan(values[j]) else f"{values[j]:.4f}")
+            writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def read_summary(out_dir: str | os.PathLike[str]) -> dict:
+    """summary.json of a finished evaluation, or a clear error."""
+    path = Path(out_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise EvaluateError(f"{path}: no summary; the evaluation has not finished (rerun it to resume)") from exc
+    except ValueError as exc:
+        raise EvaluateError(f"{path}: damaged ({exc}); rerun the evaluation to rewrite it") from exc

@@ -1,0 +1,424 @@
+"""Training the synthetic benchmark's classifiers, resumably.
+
+    train_classifier("synthetic_cnn", data_root, out="checkpoints/synthetic_cnn.pt")
+
+Image labels only (weak supervision): the boxes and masks are never read here. The split's
+images are decoded once into a uint8 tensor; each step draws a batch from a permutation fixed by
+``(seed, epoch)`` and applies label-preserving flips and quarter turns fixed by
+``(seed, epoch, step)`` (objects are placed at random angles, so every one of the eight
+symmetries of the square keeps the class). Because every random draw is a function of those
+numbers, a run killed at any point and resumed from its last checkpoint ends with the same
+weights as an uninterrupted run.
+
+The checkpoint is written every ``save_every`` steps and at the end of each epoch, to a temporary
+file that is then renamed (``os.replace``), so a kill never leaves a half-written file that reads
+as complete. The model selected is the epoch with the best validation accuracy; its test accuracy
+is measured on the weights exactly as shipped (float16 for EfficientNet-Lite0, to halve the file).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from explorer.backbones import REGISTRY, BackboneError, _build_lite, _lite_weight_file
+from explorer.checkpoints import CheckpointError, load_state_dict
+
+ARCHS = ("synthetic_cnn", "synthetic_lite0")
+STATE_VERSION = 1
+
+
+class TrainError(ValueError):
+    """Training cannot start or resume; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a run; all of it is written to the card and checked on resume."""
+
+    arch: str
+    epochs: int
+    batch_size: int = 32
+    lr: float = 2e-3            # peak learning rate (the new head's, for the fine-tuned network)
+    backbone_lr_scale: float = 0.2  # fine-tuning: pretrained layers learn at lr * this
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 0.5
+    freeze_below_stride: int = 8  # fine-tuning: layers at strides < this stay frozen (BN included)
+    seed: int = 0
+    save_every: int = 25         # steps between mid-epoch checkpoints
+
+    @staticmethod
+    def defaults(arch: str) -> "TrainConfig":
+        if arch == "synthetic_cnn":
+            return TrainConfig(arch=arch, epochs=18, lr=3e-3)
+        if arch == "synthetic_lite0":
+            return TrainConfig(arch=arch, epochs=4, lr=2e-3)
+        raise TrainError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHS)}")
+
+
+@dataclass
+class TrainResult:
+    weights: Path
+    card: Path
+    test_accuracy: float
+    val_accuracy: float
+    best_epoch: int
+    train_seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ the models
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """A fresh network: the small CNN from scratch, or Lite0 with ImageNet weights and a new head."""
+    torch.manual_seed(config.seed)
+    if config.arch == "synthetic_cnn":
+        return REGISTRY["synthetic_cnn"].build()
+    if config.arch == "synthetic_lite0":
+        model = _build_lite("efficientnet_lite0", num_classes=5)
+        state = load_state_dict(_lite_weight_file("efficientnet_lite0"))
+        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
+            raise TrainError(f"the ImageNet Lite0 weights do not fit: missing {missing}, unexpected {unexpected}")
+        return model
+    raise TrainError(f"unknown architecture '{config.arch}'; choose one of {', '.join(ARCHS)}")
+
+
+def _frozen_modules(model: nn.Module, config: TrainConfig) -> list[nn.Module]:
+    """Fine-tuning keeps the generic high-resolution layers (stem and blocks at strides below
+    ``freeze_below_stride``) fixed: most of the backward cost is there, and they need no change."""
+    if config.arch != "synthetic_lite0":
+        return []
+    frozen: list[nn.Module] = [model._conv_stem, model._bn0]
+    stride = 2
+    for block in model._blocks:
+        s = block._block_args.stride
+        stride *= s[0] if isinstance(s, (list, tuple)) else s
+        if stride >= config.freeze_below_stride:
+            break
+        frozen.append(block)
+    return frozen
+
+
+def _param_groups(model: nn.Module, config: TrainConfig, frozen: list[nn.Module]) -> list[dict]:
+    frozen_ids = {id(p) for m in frozen for p in m.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in frozen_ids)
+    if config.arch != "synthetic_lite0":
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
+    head = [p for n, p in model.named_parameters() if n.startswith("_fc.")]
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("_fc.")]
+    return [{"params": body, "lr": config.lr * config.backbone_lr_scale}, {"params": head, "lr": config.lr}]
+
+
+def _set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
+    model.train()
+    for m in frozen:
+        m.eval()  # frozen BatchNorm keeps its ImageNet statistics
+
+
+# ------------------------------------------------------------------------------ the data
+
+def load_split_tensor(root: Path, split: str, size: int = 224,
+                      progress: Callable[[int], object] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of a split as uint8 N x 3 x size x size, and their labels."""
+    from explorer.datasets import load_synthetic
+    from explorer.images import load_image
+
+    dataset = load_synthetic(root, split)
+    images = torch.empty((len(dataset), 3, size, size), dtype=torch.uint8)
+    labels = torch.empty(len(dataset), dtype=torch.long)
+    for i, sample in enumerate(dataset):
+        image = load_image(sample.image_path).convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), resample=2)  # bilinear, as Backbone.resize
+        images[i] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        labels[i] = int(sample.label)
+        if progress is not None:
+            progress(1)
+    return images, labels
+
+
+def normalise_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> the (x/255 - 0.5) / 0.5 input both classifiers are registered with."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One of the eight symmetries of the square per image (flip, then 0-3 quarter turns)."""
+    out = images.clone()
+    flips = torch.randint(0, 2, (len(images),), generator=generator)
+    turns = torch.randint(0, 4, (len(images),), generator=generator)
+    for i in range(len(images)):
+        x = images[i]
+        if flips[i]:
+            x = x.flip(-1)
+        out[i] = torch.rot90(x, int(turns[i]), dims=(-2, -1))
+    return out
+
+
+def _step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003) + epoch) * 100_003 + step)
+
+
+def _permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64,
+             device: torch.device | None = None) -> float:
+    """Top-1 accuracy of ``model`` (put in eval mode) on uint8 images."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for start in range(0, len(images), batch_size):
+            x = normalise_batch(images[start:start + batch_size]).to(device)
+            correct += int((model(x).argmax(1).cpu() == labels[start:start + batch_size]).sum())
+    finally:
+        model.train(was_training)
+    return correct / max(len(images), 1)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+def save_atomically(obj: object, path: Path) -> None:
+    """torch.save to a sibling temporary file, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomically(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def shipped_state(model: nn.Module, arch: str) -> dict[str, torch.Tensor]:
+    """The state_dict as written to checkpoints/: float16 floats for Lite0 (half the bytes;
+    loading copies them back into float32 parameters), float32 for the small CNN."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if arch == "synthetic_lite0":
+        state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    return state
+
+
+def _load_run_state(path: Path, config: TrainConfig) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainError(f"the run checkpoint {path} cannot be read ({exc.__class__.__name__}); "
+                         f"delete it to start over") from exc
+    if state.get("version") != STATE_VERSION or state.get("config") != asdict(config):
+        raise TrainError(f"{path} belongs to a run with other settings ({state.get('config')}); "
+                         f"delete it or pass the same settings to resume")
+    return state
+
+
+# ------------------------------------------------------------------------------ the loop
+
+def train_classifier(
+    arch: str,
+    data_root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    config: TrainConfig | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    command: str | None = None,
+    device: str | torch.device | None = None,
+    progress: Callable[[str, int, int, dict], object] | None = None,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """Train ``arch`` on the synthetic benchmark at ``data_root``; write ``out`` (.pt) and its card
+    (same name, .json). Resumes from ``run_dir/state.pt`` when a run with the same settings was
+    interrupted.
+
+    ``progress(phase, done, total, info)`` is called per step (phase "train") and per evaluation.
+    ``max_steps`` stops after that many steps in this call (the checkpoint is saved): tests use
+    it to simulate an interruption.
+    """
+    config = config or TrainConfig.defaults(arch)
+    if config.arch != arch:
+        raise TrainError(f"the settings are for {config.arch}, not {arch}")
+    root = Path(data_root)
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise TrainError(f"--out must name a .pt file, not {out}")
+    run_dir = Path(run_dir) if run_dir is not None else out.with_name(f"{out.stem}.run")
+    state_path = run_dir / "state.pt"
+    device = torch.device(device) if device is not None else torch.device("cpu")
+
+    from explorer.datasets.synthetic import read_manifest
+
+    manifest = read_manifest(root)
+    train_x, train_y = load_split_tensor(root, "train")
+    val_x, val_y = load_split_tensor(root, "val")
+    if len(train_x) < config.batch_size:
+        raise TrainError(f"the train split has {len(train_x)} images, fewer than one batch of {config.batch_size}")
+
+    model = build_model(config).to(device)
+    frozen = _frozen_modules(model, config)
+    optimiser = torch.optim.AdamW(_param_groups(model, config, frozen), weight_decay=config.weight_decay)
+    steps_per_epoch = len(train_x) // config.batch_size  # the incomplete last batch is dropped
+    total_steps = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+    base_lrs = [g["lr"] for g in optimiser.param_groups]
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total_steps - warmup)
+        return float(0.5 * (1 + math.cos(math.pi * min(t, 1.0))))  # a Python float: the state stays loadable
+
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    epoch, step, history, elapsed = 0, 0, [], 0.0
+    best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
+    saved = _load_run_state(state_path, config)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        epoch, step, history, elapsed = saved["epoch"], saved["step"], saved["history"], saved["elapsed"]
+        best = {"val_accuracy": saved["best_val_accuracy"], "epoch": saved["best_epoch"], "state": saved["best_state"]}
+
+    def checkpoint() -> None:
+        save_atomically({
+            "version": STATE_VERSION, "config": asdict(config), "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step, "history": history,
+            "elapsed": elapsed, "best_val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"],
+            "best_state": best["state"],
+        }, state_path)
+
+    steps_this_call = 0
+    running = {"loss": 0.0, "correct": 0, "seen": 0}
+    while epoch < config.epochs:
+        order = _permutation(config.seed, epoch, len(train_x))
+        _set_train_mode(model, frozen)
+        tick = time.perf_counter()
+        while step < steps_per_epoch:
+            if max_steps is not None and steps_this_call >= max_steps:
+                elapsed += time.perf_counter() - tick
+                checkpoint()
+                raise TrainInterrupted(f"stopped after {steps_this_call} steps (epoch {epoch}, step {step})")
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            generator = _step_generator(config.seed, epoch, step)
+            x = normalise_batch(augment(train_x[index], generator)).to(device)
+            y = train_y[index].to(device)
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))  # dropout
+            for group, base in zip(optimiser.param_groups, base_lrs):
+                group["lr"] = base * lr_factor(epoch * steps_per_epoch + step)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            running["loss"] += loss.item() * len(y)
+            running["correct"] += int((logits.argmax(1) == y).sum())
+            running["seen"] += len(y)
+            step += 1
+            steps_this_call += 1
+            if progress is not None:
+                progress("train", epoch * steps_per_epoch + step, total_steps,
+                         {"epoch": epoch + 1, "loss": running["loss"] / running["seen"]})
+            if step % config.save_every == 0 and step < steps_per_epoch:
+                elapsed += time.perf_counter() - tick
+                tick = time.perf_counter()
+                checkpoint()
+        val_accuracy = accuracy(model, val_x, val_y, device=device)
+        elapsed += time.perf_counter() - tick
+        record = {"epoch": epoch + 1, "val_accuracy": round(val_accuracy, 4),
+                  "elapsed_s": round(elapsed, 1)}
+        if running["seen"]:  # after a resume mid-epoch only the steps run since then are counted
+            record.update(train_loss=round(running["loss"] / running["seen"], 4),
+                          train_accuracy=round(running["correct"] / running["seen"], 4))
+        history.append(record)
+        if val_accuracy > best["val_accuracy"]:
+            best = {"val_accuracy": val_accuracy, "epoch": epoch + 1, "state": shipped_state(model, arch)}
+        if progress is not None:
+            progress("val", epoch + 1, config.epochs, record)
+        running = {"loss": 0.0, "correct": 0, "seen": 0}
+        epoch, step = epoch + 1, 0
+        checkpoint()
+
+    # The selected weights, exactly as shipped, measured on the held-out test split.
+    final = build_model(config)
+    final.load_state_dict(best["state"])
+    final.to(device)
+    test_x, test_y = load_split_tensor(root, "test")
+    test_accuracy = accuracy(final, test_x, test_y, device=device)
+    save_atomically(best["state"], out)
+    card_path = out.with_suffix(".json")
+    card = {
+        "kind": "classifier",
+        "backbone": arch,
+        "description": REGISTRY[arch].description,
+        "weights_file": out.name,
+        "command": command or f"python -m explorer train-classifier --arch {arch} --out {out}",
+        "seed": config.seed,
+        "test_accuracy": round(test_accuracy, 4),
+        "val_accuracy": round(best["val_accuracy"], 4),
+        "best_epoch": best["epoch"],
+        "train_seconds": round(elapsed, 1),
+        "device": _device_words(device),
+        "torch": torch.__version__,
+        "settings": asdict(config),
+        "dataset": {"name": "synthetic", "params_hash": manifest.get("params_hash"),
+                    "seed": manifest.get("seed"), "counts": manifest.get("counts")},
+        "history": history,
+        "bytes": out.stat().st_size,
+    }
+    write_text_atomically(json.dumps(card, indent=2) + "\n", card_path)
+    return TrainResult(out, card_path, test_accuracy, best["val_accuracy"], best["epoch"], elapsed, history)
+
+
+class TrainInterrupted(RuntimeError):
+    """``max_steps`` was reached; the run checkpoint holds everything needed to resume."""
+
+
+def _device_words(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def read_card(path: str | os.PathLike[str]) -> dict:
+    """A classifier card, or a clear error when it is missing or damaged."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: no card") from exc
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: the card is damaged ({exc}); retrain or restore it") from exc
+    if not isinstance(card, dict) or "command" not in card or "test_accuracy" not in card:
+        raise CheckpointError(f"{path}: not a classifier card (no command or test_accuracy)")
+    return card
+
+
+__all__ = ["ARCHS", "TrainConfig", "TrainError", "TrainInterrupted", "TrainResult", "accuracy",
+           "build_model", "load_split_tensor", "read_card", "train_classifier", "BackboneError"]

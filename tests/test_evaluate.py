@@ -1,0 +1,172 @@
+"""The evaluate command: exact numbers, resume without recomputation, sharding, skipped inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import load_backbone
+from explorer.cli import main
+from explorer.datasets import load_synthetic, make_synthetic
+from explorer.evaluate import EvalConfig, EvaluateError, evaluate, read_summary
+from explorer.metrics import BoxEvaluator, PixelEvaluator, thresholds
+from explorer.pipeline import grid_maps
+from explorer.upsample import normalise, upsample
+
+SIZES = {"train": 0, "val": 0, "test": 10}
+SIGMA = (20.0, 24.0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("evaluate") / "synthetic", seed=3, sizes=SIZES)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    return load_backbone("synthetic_cnn", "random", device="cpu")
+
+
+def config_for(data: Path, **changes) -> EvalConfig:
+    base = dict(dataset=f"synthetic:{data}", backbone="synthetic_cnn", weights="random",
+                methods=("gradcam", "extendedcam"), upsamplers=("bilinear", "gaussian"), sigma=SIGMA,
+                batch_size=4, threshold_interval=0.01)
+    base.update(changes)
+    return EvalConfig(**base)
+
+
+def rows_of(summary) -> dict:
+    return {(r["method"], r["upsampler"]): r for r in summary.rows}
+
+
+@pytest.fixture(scope="module")
+def single(data, backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    return out, evaluate(config_for(data), out, backbone=backbone)
+
+
+def test_summary_matches_a_direct_computation(data, backbone, single):
+    """The chunked, stored, re-read evaluation gives the evaluator's numbers on the same maps."""
+    _, summary = single
+    dataset = load_synthetic(data, "test")
+    images = [dataset.load_image(i) for i in range(len(dataset))]
+    labels = [s.label for s in dataset]
+    batch = backbone.preprocess(images)
+    grid = grid_maps(backbone, batch, labels, ["gradcam"])
+    taus = thresholds(0.01)
+    for up in ("bilinear", "gaussian"):
+        maps = normalise(upsample(grid.maps["gradcam"], (224, 224), up, SIGMA), "minmax").numpy().astype(np.float64)
+        box = BoxEvaluator(taus)
+        box.accumulate(maps, [dataset.gt_boxes(i) for i in range(len(dataset))])
+        pixels = PixelEvaluator(taus)
+        masks = [dataset.gt_mask(i) for i in range(len(dataset))]
+        pixels.accumulate(maps, np.stack([m[0] for m in masks]), np.stack([m[1] for m in masks]))
+        expected_box, expected_px = box.compute(), pixels.compute()
+        row = summary.row("gradcam", up)
+        assert row["max_box_acc"] == pytest.approx(expected_box.max_box_acc, abs=1e-9)
+        assert row["max_box_acc_v2"] == pytest.approx(expected_box.max_box_acc_v2, abs=1e-9)
+        assert row["pxap"] == pytest.approx(expected_px.pxap, abs=1e-6)
+    assert summary.num_images == len(dataset)
+    assert summary.target_policy == "label"
+
+
+def test_reference_rows_show_the_whole_object_ceiling(single):
+    _, summary = single
+    rows = rows_of(summary)
+    obj, part = rows[("reference_object", "exact")], rows[("reference_part", "exact")]
+    assert obj["max_box_acc"] == 100.0 and obj["pxap"] == pytest.approx(100.0)
+    # The part alone is a small fraction of the object: its box rarely reaches IoU 0.5.
+    assert part["max_box_acc"] < 50.0
+    assert part["pxap"] < obj["pxap"]
+
+
+def test_outputs_are_written_and_readable(single):
+    out, summary = single
+    meta = read_summary(out)
+    assert meta["num_images"] == summary.num_images
+    header = (out / "summary.csv").read_text().splitlines()[0]
+    assert header.startswith("method,upsampler,images,max_box_acc")
+    records = (out / "records.csv").read_text().splitlines()
+    # one line per image and scored (method, upsampler) pair, references included
+    assert len(records) - 1 == summary.num_images * (4 + 2)
+    curves = np.load(out / "curves.npz")
+    assert curves["gradcam@bilinear/box_acc"].shape == (3, len(thresholds(0.01)))
+    assert "gradcam@gaussian/precision" in curves.files
+    row = summary.row("gradcam", "bilinear")
+    assert 0.0 <= row["average_drop"] <= 100.0 and 0.0 <= row["increase_relative"] <= 100.0
+
+
+def test_resume_recomputes_only_missing_chunks(data, backbone, single, tmp_path):
+    src, summary = single
+    out = tmp_path / "resumed"
+    shutil.copytree(src, out)
+    (out / "chunks" / "chunk-000001.npz").unlink()
+    (out / "summary.json").unlink()
+    kept = out / "chunks" / "chunk-000000.npz"
+    before = kept.stat().st_mtime_ns
+    calls = []
+    resumed = evaluate(config_for(data), out, backbone=backbone, progress=lambda d, t: calls.append((d, t)))
+    assert kept.stat().st_mtime_ns == before
+    assert calls[0] == (6, 10)  # chunks 0 and 2 were already there (4 + 2 images)
+    assert rows_of(resumed) == rows_of(summary)
+
+
+def test_settings_mismatch_is_refused(data, backbone, single):
+    out, _ = single
+    with pytest.raises(EvaluateError, match="other settings"):
+        evaluate(config_for(data, upsamplers=("bilinear",)), out, backbone=backbone)
+
+
+def test_two_shards_give_the_single_process_numbers(data, backbone, single, tmp_path):
+    _, summary = single
+    out = tmp_path / "sharded"
+    assert evaluate(config_for(data), out, backbone=backbone, rank=1, world=2) is None
+    sharded = evaluate(config_for(data), out, backbone=backbone, rank=0, world=2)
+    assert rows_of(sharded) == rows_of(summary)
+
+
+def test_bad_image_is_skipped_and_counted(data, backbone, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    victim = load_synthetic(broken, "test")[2].image_path
+    victim.write_bytes(b"<html>not an image</html>")
+    summary = evaluate(config_for(broken, methods=("gradcam",), upsamplers=("bilinear",), confidence=False),
+                       tmp_path / "out", backbone=backbone)
+    assert summary.num_images == 9
+    assert len(summary.skipped) == 1 and summary.skipped[0]["image_id"].endswith(victim.name)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["skipped"][0]["reason"]
+
+
+def test_folder_gets_confidence_metrics_only(backbone, data, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for sample in load_synthetic(data, "test").samples[:3]:
+        shutil.copy(sample.image_path, folder / sample.image_path.name)
+    summary = evaluate(config_for(folder, dataset=f"folder:{folder}", methods=("gradcam",), upsamplers=("bilinear",)),
+                       tmp_path / "out", backbone=backbone)
+    row = summary.row("gradcam", "bilinear")
+    assert "max_box_acc" not in row and "pxap" not in row
+    assert "average_drop" in row and summary.target_policy == "predicted"
+
+
+def test_cli_evaluate_prints_the_table(data, tmp_path, capsys):
+    code = main(["evaluate", "--dataset", f"synthetic:{data}", "--backbone", "synthetic_cnn", "--weights", "random",
+                 "--methods", "cam", "--upsampler", "bilinear", "--limit", "4", "--threshold-interval", "0.05",
+                 "--out", str(tmp_path / "cli"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "MaxBoxAcc" in out and "reference_object" in out
+    assert (tmp_path / "cli" / "summary.csv").is_file()
+
+
+def test_cli_evaluate_reports_a_missing_dataset(tmp_path, capsys):
+    code = main(["evaluate", "--dataset", f"cub:{tmp_path / 'nope'}", "--backbone", "synthetic_cnn",
+                 "--weights", "random", "--methods", "cam", "--upsampler", "bilinear", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,125 @@
+"""train-classifier: cards, atomic resumable runs, and the shipped classifiers' accuracy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer import compute_cams, load_backbone
+from explorer.backbones import CHECKPOINT_DIR, BackboneError
+from explorer.checkpoints import CheckpointError
+from explorer.cli import main
+from explorer.datasets import make_synthetic
+from explorer.train import (
+    TrainConfig,
+    TrainError,
+    TrainInterrupted,
+    accuracy,
+    load_split_tensor,
+    read_card,
+    train_classifier,
+)
+
+SIZES = {"train": 24, "val": 8, "test": 8}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("train") / "synthetic", seed=5, sizes=SIZES)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = dataclasses.replace(TrainConfig.defaults("synthetic_cnn"), epochs=2, batch_size=8, save_every=1)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "cnn.pt"
+    return train_classifier("synthetic_cnn", data, out, config=tiny_config(), command="python -m explorer test")
+
+
+def test_card_records_command_seed_accuracy_and_time(uninterrupted):
+    card = read_card(uninterrupted.card)
+    assert card["command"] == "python -m explorer test"
+    assert card["seed"] == 0 and card["backbone"] == "synthetic_cnn"
+    assert 0.0 <= card["test_accuracy"] <= 1.0 and card["train_seconds"] > 0
+    assert len(card["history"]) == 2 and card["best_epoch"] in (1, 2)
+    assert card["dataset"]["counts"]["train"]["images"] == 24
+
+
+def test_weights_load_as_a_registered_backbone(uninterrupted, data):
+    backbone = load_backbone("synthetic_cnn", uninterrupted.weights, device="cpu")
+    assert backbone.class_names == ["disc", "spike", "hammer", "star", "fork"]
+    assert backbone.has_gap_linear_head and backbone.layer_shape() == (256, 14, 14)
+    x, y = load_split_tensor(data, "test")
+    assert accuracy(backbone.model, x, y) == pytest.approx(uninterrupted.test_accuracy)
+    maps = compute_cams(backbone, x[:2].float() / 127.5 - 1, [0, 1], ["cam", "gradcam"])
+    assert maps["cam"].shape == (2, 14, 14)
+
+
+def test_killed_run_resumes_to_the_same_weights(data, uninterrupted, tmp_path):
+    out = tmp_path / "cnn.pt"
+    config = tiny_config()
+    with pytest.raises(TrainInterrupted):
+        train_classifier("synthetic_cnn", data, out, config=config, max_steps=2)  # mid-epoch 1
+    assert not out.exists()  # nothing that looks finished
+    with pytest.raises(TrainInterrupted):
+        train_classifier("synthetic_cnn", data, out, config=config, max_steps=2)  # into epoch 2
+    resumed = train_classifier("synthetic_cnn", data, out, config=config, command="python -m explorer test")
+    a = torch.load(uninterrupted.weights, weights_only=True)
+    b = torch.load(resumed.weights, weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
+    assert resumed.test_accuracy == uninterrupted.test_accuracy
+
+
+def test_resume_with_other_settings_is_refused(data, tmp_path):
+    out = tmp_path / "cnn.pt"
+    with pytest.raises(TrainInterrupted):
+        train_classifier("synthetic_cnn", data, out, config=tiny_config(), max_steps=1)
+    with pytest.raises(TrainError, match="other settings"):
+        train_classifier("synthetic_cnn", data, out, config=tiny_config(lr=1e-4))
+
+
+def test_damaged_card_is_reported(tmp_path):
+    card = tmp_path / "x.json"
+    card.write_text("{not json")
+    with pytest.raises(CheckpointError, match="damaged"):
+        read_card(card)
+
+
+def test_cli_rejects_bad_settings(data, tmp_path, capsys):
+    code = main(["train-classifier", "--arch", "synthetic_cnn", "--data", str(data), "--epochs", "0",
+                 "--out", str(tmp_path / "m.pt")])
+    assert code == 2 and "must be positive" in capsys.readouterr().err
+
+
+def test_missing_shipped_weights_name_the_command(monkeypatch, tmp_path):
+    import explorer.backbones as backbones
+
+    monkeypatch.setattr(backbones, "CHECKPOINT_DIR", tmp_path)
+    with pytest.raises(BackboneError, match="train-classifier --arch synthetic_cnn"):
+        load_backbone("synthetic_cnn")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["synthetic_cnn", "synthetic_lite0"])
+def test_shipped_classifier_reaches_90_percent(name):
+    """The shipped weights, read as shipped, on the full synthetic test split (generated into the
+    cache on first use), match the accuracy their card claims, which is at least 90 %."""
+    from explorer.datasets import ensure_synthetic
+
+    card = read_card(CHECKPOINT_DIR / f"{name}.json")
+    assert card["test_accuracy"] >= 0.90
+    backbone = load_backbone(name, device="cpu")
+    x, y = load_split_tensor(ensure_synthetic(), "test")
+    measured = accuracy(backbone.model, x, y)
+    assert measured == pytest.approx(card["test_accuracy"], abs=1e-4)
+    assert json.loads((CHECKPOINT_DIR / f"{name}.json").read_text())["command"].startswith(
+        "python -m explorer train-classifier")
