@@ -452,3 +452,110 @@ def erf_convergence_figure(rows: Sequence[dict]):
                          title="images averaged", row=1, col=col)
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.35))
     return fig
+
+
+# ------------------------------------------------------------------ evaluation views (metrics pages)
+
+GT_COLOUR = (40, 200, 60)      # ground-truth boxes: green
+PRED_COLOUR = (230, 40, 40)    # predicted boxes: red
+CONFUSION_COLOURS = {           # mask outcome at the chosen threshold (metrics.mask_confusion codes)
+    1: (40, 200, 60),   # true positive
+    2: (230, 40, 40),   # false positive
+    3: (40, 110, 240),  # false negative
+    4: (150, 150, 150),  # ignored
+}
+
+
+def value_histogram_figure(edges: np.ndarray, histograms: dict[str, np.ndarray], title: str = "",
+                           y_title: str = "share of pixels"):
+    """Pre-binned histograms of map values (counts, normalised here to shares), one line per label
+    (F-CAM Fig. 6): a CAM piles up near 0, a good localiser also shows a mode near 1."""
+    import plotly.graph_objects as go
+
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure()
+    for label, counts in histograms.items():
+        counts = np.asarray(counts, dtype=np.float64)
+        total = counts.sum()
+        fig.add_trace(go.Scatter(x=centres, y=counts / total if total else counts, mode="lines",
+                                 line_shape="hvh", name=label))
+    fig.update_layout(title=title, height=340, xaxis_title="normalised map value", yaxis_title=y_title,
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def box_acc_figure(taus: np.ndarray, curves: dict[str, np.ndarray], best: dict[str, float], title: str = ""):
+    """BoxAcc (percent) against the threshold tau, one line per label, a marker at each best tau."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, values in curves.items():
+        fig.add_trace(go.Scatter(x=taus, y=values, mode="lines", name=label))
+        if label in best:
+            i = int(np.argmax(values))
+            fig.add_trace(go.Scatter(x=[taus[i]], y=[values[i]], mode="markers", showlegend=False,
+                                     marker=dict(size=9, symbol="x"), hovertemplate=f"{label}: %{{y:.1f}} at τ=%{{x:.3f}}"))
+    fig.update_layout(title=title, height=340, xaxis_title="threshold τ", yaxis_title="BoxAcc (%)",
+                      yaxis_range=[0, 100], margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def precision_recall_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str = ""):
+    """Precision against recall per label ((precision, recall, PxAP)); the legend carries PxAP."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, (precision, recall, ap) in curves.items():
+        keep = np.isfinite(precision)
+        fig.add_trace(go.Scatter(x=recall[keep], y=precision[keep], mode="lines", name=f"{label} (PxAP {ap:.1f})"))
+    fig.update_layout(title=title, height=340, xaxis_title="recall", yaxis_title="precision",
+                      xaxis_range=[0, 1], yaxis_range=[0, 1.02], margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[int]], colour: tuple[int, int, int],
+               width: int = 2) -> np.ndarray:
+    """A copy of an H x W x 3 uint8 picture with inclusive boxes [x0, y0, x1, y1] outlined."""
+    picture = Image.fromarray(np.array(image, dtype=np.uint8, copy=True))
+    draw = ImageDraw.Draw(picture)
+    for box in boxes:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+    return np.asarray(picture)
+
+
+def confusion_overlay(image: np.ndarray, confusion: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Pixels coloured by their outcome (true positive green, false positive red, false negative
+    blue, ignored grey; true negatives keep the image)."""
+    base = np.asarray(image, dtype=np.float32)
+    out = base.copy()
+    for code, colour in CONFUSION_COLOURS.items():
+        where = confusion == code
+        out[where] = (1 - alpha) * base[where] + alpha * np.array(colour, dtype=np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def downscale_figure(zooms: Sequence[int], curves: dict[str, Sequence[float]], title: str = ""):
+    """PxAP (percent) against the downscale factor z, log2 x axis (F-CAM Fig. D.3)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, values in curves.items():
+        fig.add_trace(go.Scatter(x=list(zooms), y=list(values), mode="lines+markers", name=label))
+    fig.update_layout(title=title, height=340, xaxis_title="downscale factor z", yaxis_title="PxAP (%)",
+                      xaxis=dict(type="log", tickvals=list(zooms), ticktext=[str(z) for z in zooms]),
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, y_title: str):
+    """Grouped bars: one group per category, one bar per series."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, values in series.items():
+        fig.add_trace(go.Bar(x=list(categories), y=list(values), name=label))
+    fig.update_layout(barmode="group", title=title, height=340, yaxis_title=y_title,
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig

@@ -18,7 +18,7 @@ from typing import Any
 _EXPORTS: dict[str, tuple[str, str]] = {
     "DatasetError": ("explorer.datasets.errors", "DatasetError"),
     **{name: ("explorer.datasets.loaders", name) for name in (
-        "IMAGE_EXTENSIONS", "VOC_CLASSES", "Sample", "WsolDataset", "load_folder", "load_protocol",
+        "IMAGE_EXTENSIONS", "VOC_CLASSES", "Sample", "WsolDataset", "load_folder", "load_gallery", "load_protocol",
         "load_synthetic", "load_voc2007", "open_dataset", "read_mask", "rescale_boxes")},
     **{name: ("explorer.datasets.synthetic", name) for name in (
         "ensure_synthetic", "make_synthetic", "read_manifest")},

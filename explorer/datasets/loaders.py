@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from explorer.datasets.errors import DatasetError
-from explorer.images import load_image
+from explorer.images import GALLERY_PREFIX, load_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -57,7 +57,7 @@ VOC_CLASSES = (
     "tvmonitor",
 )
 
-SPECS = "synthetic, synthetic:<dir>, cub:<root>, openimages:<root>, voc:<root>, folder:<dir>"
+SPECS = "synthetic, synthetic:<dir>, cub:<root>, openimages:<root>, voc:<root>, folder:<dir>, gallery"
 
 
 
@@ -120,7 +120,10 @@ class WsolDataset(Sequence[Sample]):
 
     def load_image(self, index: int) -> Image.Image:
         """The image as 8-bit RGB, through the explorer's safe decoder."""
-        return load_image(self.samples[index].image_path)
+        path = self.samples[index].image_path
+        if str(path).startswith(GALLERY_PREFIX):  # the sample photos that ship inside packages
+            return load_image(str(path))
+        return load_image(path)
 
     def gt_boxes(self, index: int, size: int = EVAL_SIZE) -> np.ndarray:
         """The image's boxes (k x 4, inclusive x0, y0, x1, y1) rescaled to ``size`` x ``size``."""
@@ -606,6 +609,15 @@ def load_folder(directory: str | os.PathLike[str]) -> WsolDataset:
     return WsolDataset(folder.name or str(folder), "all", samples, [], "none")
 
 
+def load_gallery() -> WsolDataset:
+    """The sample photos (scikit-image, matplotlib, scikit-learn) as a dataset without ground truth:
+    what the confidence metrics run on out of the box."""
+    from explorer.images import gallery_names
+
+    samples = [Sample(name, Path(GALLERY_PREFIX + name), None) for name in gallery_names()]
+    return WsolDataset("gallery", "all", samples, [], "none")
+
+
 # ------------------------------------------------------------------------------------ specs
 
 
@@ -630,6 +642,8 @@ def open_dataset(
     kind = kind.strip().lower()
     if kind == "synthetic":
         return load_synthetic(arg or None, split, strict=strict)
+    if kind == "gallery":
+        return load_gallery()
     if kind in ("cub", "openimages", "voc", "folder") and not arg:
         raise DatasetError(f"'{spec}' needs a folder after the colon, like {kind}:/data/...")
     root = Path(arg).expanduser()

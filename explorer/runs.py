@@ -1,0 +1,99 @@
+"""Finished evaluations on disk, as the metrics pages read them.
+
+An evaluation folder (written by ``python -m explorer evaluate``) holds ``summary.json``,
+``summary.csv``, ``curves.npz`` (BoxAcc against threshold, precision-recall, value histograms)
+and ``records.csv`` (one line per image and method/upsampler pair). The pages list those under
+:data:`RUNS_DIR` (the user's own runs) and :data:`SHIPPED_RUNS_DIR` (the README's evaluations of the
+shipped classifiers on the full synthetic test split).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from explorer.evaluate import EvaluateError, combo_key, read_summary
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+SHIPPED_RUNS_DIR = REPO_DIR / "checkpoints" / "evaluations"
+
+
+def runs_dir() -> Path:
+    """``$CAM_EXPLORER_RUNS`` when set, else ``runs/`` in the repository."""
+    env = os.environ.get("CAM_EXPLORER_RUNS")
+    return Path(env).expanduser() if env else REPO_DIR / "runs"
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    summary: dict
+    shipped: bool
+
+    @property
+    def label(self) -> str:
+        config = self.summary["config"]
+        where = "shipped" if self.shipped else "yours"
+        return (f"{self.path.name} · {config['backbone']} on {config['dataset']} ({config['split']}), "
+                f"{self.summary['num_images']} images [{where}]")
+
+    @property
+    def combos(self) -> list[tuple[str, str]]:
+        return [(row["method"], row["upsampler"]) for row in self.summary["rows"]]
+
+    def row(self, method: str, upsampler: str) -> dict:
+        for row in self.summary["rows"]:
+            if row["method"] == method and row["upsampler"] == upsampler:
+                return row
+        raise EvaluateError(f"{self.path.name} has no results for {method} with {upsampler}")
+
+
+def list_runs(*roots: Path) -> list[Run]:
+    """Every finished evaluation directly under the given folders (default: yours, then the
+    shipped ones). A folder without a readable summary is left out (it is unfinished)."""
+    roots = roots or (runs_dir(), SHIPPED_RUNS_DIR)
+    found = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for path in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                summary = read_summary(path)
+            except EvaluateError:
+                continue
+            found.append(Run(path, summary, shipped=root == SHIPPED_RUNS_DIR))
+    return found
+
+
+def load_curves(run: Run) -> dict[str, np.ndarray]:
+    path = run.path / "curves.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise EvaluateError(f"{path}: cannot be read ({exc}); rerun the evaluation") from exc
+
+
+def load_records(run: Run, method: str, upsampler: str) -> list[dict]:
+    """The per-image lines of one method/upsampler pair, numbers parsed (None where empty)."""
+    path = run.path / "records.csv"
+    key = combo_key(method, upsampler)
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for line in csv.DictReader(fh):
+                if line["combo"] != key:
+                    continue
+                row: dict = {"image_id": line["image_id"]}
+                for name in ("label", "target", "predicted", "box_x0", "box_y0", "box_x1", "box_y1"):
+                    row[name] = int(line[name]) if line[name] != "" else None
+                for name in ("score", "iou", "iou_v2", "pxap", "drop", "drop_relative"):
+                    row[name] = float(line[name]) if line[name] != "" else None
+                rows.append(row)
+    except (OSError, KeyError, ValueError) as exc:
+        raise EvaluateError(f"{path}: cannot be read ({exc}); rerun the evaluation") from exc
+    return rows

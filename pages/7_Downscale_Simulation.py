@@ -1,0 +1,48 @@
+"""Downscale Simulation (F-CAM supplementary E): the localisation ceiling a coarse map imposes."""
+
+import numpy as np
+import streamlit as st
+
+from explorer import ui, views
+
+st.set_page_config(page_title="Downscale Simulation · CAM Explorer", layout="wide")
+ui.sidebar()
+
+st.title("Downscale Simulation")
+st.markdown(
+    "A CAM read at stride z is a grid z times coarser than the image. Replace it by the best map such a "
+    "grid could hold, the **ground-truth mask itself** downscaled by z (bilinear interpolation, as the "
+    "F-CAM paper's Fig. E.4), upsample it back and score it with PxAP: whatever the method, no CAM of "
+    "that stride can do better. The curve is that ceiling against z (F-CAM Fig. D.3)."
+)
+spec_column, count_column, sigma_column, method_column = st.columns(4)
+with spec_column:
+    spec = ui.text_input("Masks dataset", "downscale.dataset", "synthetic",
+                         help="synthetic, synthetic:<dir> or openimages:<root>")
+with count_column:
+    count = ui.slider("Images", "downscale.count", *ui.DOWNSCALE_IMAGES, step=10)
+with sigma_column:
+    sigma_cells = ui.slider("Gaussian σ (grid cells)", "downscale.sigma", 0.1, 2.0, 0.5, step=0.05,
+                            help="σ in pixels is this times z.")
+with method_column:
+    downscale = ui.radio("Downscale by", "downscale.method", ("bilinear", "area"), "bilinear",
+                         format_func={"bilinear": "bilinear interpolation (paper)", "area": "cell average"}.get)
+result = ui.attempt_all("simulating", lambda: ui.downscale_curves(spec.strip(), "test", count, sigma_cells, downscale))
+if result is None:
+    st.stop()
+curves = {"bilinear upsampling": result["curves"]["bilinear"],
+          f"Gaussian upsampling (σ = {sigma_cells:g} cells)": result["curves"]["gaussian"]}
+chart, table = st.columns([3, 2], gap="large")
+chart.plotly_chart(views.downscale_figure(result["zooms"], curves,
+                                          title=f"PxAP ceiling against z ({result['images']} test images)"))
+table.dataframe([{"z": z, "grid at 224 px": f"{round(224 / z)}×{round(224 / z)}",
+                  "PxAP bilinear": round(b, 2), "PxAP Gaussian": round(g, 2)}
+                 for z, b, g in zip(result["zooms"], result["curves"]["bilinear"], result["curves"]["gaussian"])],
+                hide_index=True)
+st.subheader("One mask, restored from each z")
+for upsampler in ("bilinear", "gaussian"):
+    columns = st.columns(len(result["zooms"]) + 1)
+    columns[0].image(views.overlay(result["example_image"], result["example_mask"].astype(np.float32)),
+                     caption="ground truth", width="stretch")
+    for column, z, restored in zip(columns[1:], result["zooms"], result["examples"][upsampler]):
+        column.image(views.overlay(result["example_image"], restored), caption=f"z = {z}, {upsampler}", width="stretch")

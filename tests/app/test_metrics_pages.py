@@ -1,0 +1,122 @@
+"""AppTest of the four metrics pages (Thresholds & Histograms, Failure Cases, Confidence Metrics,
+Downscale Simulation) on an evaluation the test runs itself, with a randomly initialised
+synthetic-benchmark CNN on a tiny synthetic dataset, so nothing depends on shipped files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer.datasets import make_synthetic
+from explorer.evaluate import EvalConfig, evaluate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 240
+
+
+def widget(name: str) -> str:
+    return f"cam.widget.{name}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pages")
+    data = make_synthetic(root / "synthetic", seed=11, sizes={"train": 0, "val": 0, "test": 12})
+    runs = root / "runs"
+    config = EvalConfig(dataset=f"synthetic:{data}", backbone="synthetic_cnn", weights="random",
+                        methods=("cam", "gradcam"), upsamplers=("bilinear", "gaussian"), sigma=(24.0, 24.0),
+                        batch_size=6, threshold_interval=0.01)
+    evaluate(config, runs / "tiny", device="cpu")
+    return runs
+
+
+@pytest.fixture
+def env(runs, monkeypatch):
+    monkeypatch.setenv("CAM_EXPLORER_RUNS", str(runs))
+    return runs
+
+
+def open_page(path: str) -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / path), default_timeout=TIMEOUT_S)
+    return run(at)
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def all_text(at: AppTest) -> str:
+    parts = [str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.error, *at.warning)]
+    return "\n".join(parts)
+
+
+def test_thresholds_page_draws_the_curves(env):
+    at = open_page("pages/4_Thresholds_and_Histograms.py")
+    assert at.title[0].value == "Thresholds & Histograms"
+    assert not at.error
+    assert len(at.get("plotly_chart")) == 3
+    table = at.dataframe[0].value
+    assert "MaxBoxAcc" in table.columns and "PxAP" in table.columns
+    at.radio(key=widget("thresholds.region")).set_value("foreground")
+    at.radio(key=widget("thresholds.variant")).set_value("V2 IoU 0.7")
+    run(at)
+    at.multiselect(key=widget("thresholds.combos")).set_value(["gradcam@gaussian"])
+    run(at)
+    assert len(at.dataframe[0].value) == 1
+
+
+def test_thresholds_page_without_runs_explains_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAM_EXPLORER_RUNS", str(tmp_path / "empty"))
+    monkeypatch.setattr("explorer.runs.SHIPPED_RUNS_DIR", tmp_path / "none")
+    at = open_page("pages/4_Thresholds_and_Histograms.py")
+    assert "No finished evaluation yet" in all_text(at)
+
+
+def test_failure_cases_sorts_and_opens_compare(env):
+    at = open_page("pages/5_Failure_Cases.py")
+    assert not at.error
+    assert len(at.image) == 8
+    captions = [c for image in at.image for c in image.captions]
+    ious = [float(c.split("IoU ")[1].split(" ")[0]) for c in captions]
+    assert ious == sorted(ious)
+    at.radio(key=widget("failure.order")).set_value("best first")
+    at.radio(key=widget("failure.show")).set_value("masks")
+    run(at)
+    captions = [c for image in at.image for c in image.captions]
+    ious = [float(c.split("IoU ")[1].split(" ")[0]) for c in captions]
+    assert ious == sorted(ious, reverse=True)
+    at.button[0].click()
+    at.run()
+    assert at.session_state["cam.image_source"] == "upload"
+    assert at.session_state["cam.backbone"] == "synthetic_cnn"
+
+
+def test_confidence_page_computes_table4_on_the_gallery(env):
+    at = open_page("pages/6_Confidence_Metrics.py")
+    assert not at.error
+    table = at.dataframe[0].value
+    assert list(table["equation"]) == ["Grad-CAM", "Grad-CAM", "Grad-CAM++", "Grad-CAM++", "Extended-CAM", "Extended-CAM"]
+    assert ((table["Average Drop % (relative)"] >= 0) & (table["Average Drop % (relative)"] <= 100)).all()
+    assert len(at.get("plotly_chart")) == 2  # the tiny run's bars
+    at.radio(key=widget("confidence.source")).set_value("folder")
+    run(at)
+    at.text_input(key=widget("confidence.folder")).set_value("/no/such/folder")
+    run(at)
+    assert "does not exist" in all_text(at)
+
+
+def test_downscale_page_draws_the_ceiling(env, runs, tmp_path):
+    at = open_page("pages/7_Downscale_Simulation.py")
+    at.text_input(key=widget("downscale.dataset")).set_value(f"synthetic:{runs.parent / 'synthetic'}")
+    run(at)
+    assert not at.error
+    table = at.dataframe[0].value
+    assert list(table["z"]) == [2, 4, 8, 16, 32]
+    assert table["PxAP bilinear"].iloc[0] > table["PxAP bilinear"].iloc[-1]
+    at.text_input(key=widget("downscale.dataset")).set_value("folder:/nowhere")
+    run(at)
+    assert at.error
