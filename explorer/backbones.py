@@ -24,6 +24,7 @@ from explorer.checkpoints import CheckpointError, load_state_dict
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+RANDOM_WEIGHTS_SEED = 0  # weights="random" always builds the same untrained network
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -373,7 +374,8 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
     """Build a registered backbone in eval mode.
 
     weights: "pretrained" (the shipped or locally provided ImageNet weights; never downloaded),
-    "random" (an untrained network, explicitly asked for), or a path to a state_dict file, loaded
+    "random" (an untrained network, explicitly asked for; seeded, so the same in every process),
+    or a path to a state_dict file, loaded
     with `torch.load(..., weights_only=True)`.
     """
     spec = REGISTRY.get(name)
@@ -382,7 +384,14 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
     # Find the weight file before building: a missing file is reported at once.
     pretrained = isinstance(weights, str) and weights == "pretrained"
     path = spec.pretrained_file() if pretrained else None
-    model = spec.build()
+    if isinstance(weights, str) and weights == "random":
+        # The same untrained network in every process (sharded evaluations, reproducible cards),
+        # without touching the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = spec.build()
+    else:
+        model = spec.build()
     if pretrained:
         _load_weights(model, path, name)
         kind, label = "pretrained", spec.pretrained_label
