@@ -295,7 +295,7 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
                    help="a synthetic dataset folder (default: the cached one, generated on first use)")
     p.add_argument("--out", type=Path, default=None, help="weights file (default: checkpoints/<arch>.pt); "
                    "the card is written beside it with .json")
-    p.add_argument("--epochs", type=int, default=None, help="default: 18 for synthetic_cnn, 4 for synthetic_lite0")
+    p.add_argument("--epochs", type=int, default=None, help="default: 18 for synthetic_cnn, 6 for synthetic_lite0")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per architecture)")
     p.add_argument("--seed", type=int, default=0)
@@ -396,7 +396,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from explorer.backbones import load_backbone
-    from explorer.evaluate import EvalConfig, evaluate
+    from explorer.evaluate import EvalConfig, evaluate, evaluate_distributed
     from explorer.methods import validate_methods
 
     methods = tuple(validate_methods(args.methods))
@@ -405,20 +405,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(UPSAMPLERS)}.")
     if not (0 < args.threshold_interval < 1):
         raise EvaluateError("--threshold-interval must lie strictly between 0 and 1")
-    backbone = load_backbone(args.backbone, args.weights, device=args.device)
+    rank, world = _distributed_rank()
+    # Under torchrun each process loads its own copy on its own device; this one only resolves
+    # the layer and the sigma preset.
+    backbone = load_backbone(args.backbone, args.weights, device="cpu" if world > 1 else args.device)
     sigma = args.sigma
     if sigma is None and "gaussian" in args.upsampler:
         label, sigma = next((label, value) for label, value in
                             sigma_presets(backbone.name, backbone.resolve_layer(args.layer),
                                           weights=backbone.weights).items() if value is not None)
-        print(f"sigma preset: {label}")
+        if rank == 0:
+            print(f"sigma preset: {label}")
     config = EvalConfig(dataset=args.dataset, split=args.split, backbone=args.backbone, weights=str(args.weights),
                         layer=backbone.resolve_layer(args.layer), methods=methods,
                         upsamplers=tuple(args.upsampler), sigma=tuple(sigma) if sigma else None, relu=args.relu,
                         threshold_interval=args.threshold_interval, batch_size=args.batch_size,
                         confidence=not args.no_confidence, limit=args.limit)
-    rank, world = _distributed_rank()
-    bar = tqdm(unit="image", desc=f"evaluate {args.backbone}", disable=rank != 0)
+    bar = tqdm(unit="image", desc=f"evaluate {args.backbone}" + (f" (rank 0 of {world})" if world > 1 else ""),
+               disable=rank != 0)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -427,7 +431,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        summary = evaluate(config, args.out, backbone=backbone, progress=progress, rank=rank, world=world)
+        if world > 1:  # under torchrun: one process per device, chunks gathered to rank 0
+            summary = evaluate_distributed(config, args.out, device=args.device, progress=progress)
+        else:
+            summary = evaluate(config, args.out, backbone=backbone, progress=progress)
     finally:
         bar.close()
     if summary is None:

@@ -501,3 +501,56 @@ def read_summary(out_dir: str | os.PathLike[str]) -> dict:
         raise EvaluateError(f"{path}: no summary; the evaluation has not finished (rerun it to resume)") from exc
     except ValueError as exc:
         raise EvaluateError(f"{path}: damaged ({exc}); rerun the evaluation to rewrite it") from exc
+
+
+# -------------------------------------------------------------------------- several processes
+
+def evaluate_distributed(config: EvalConfig, out_dir: str | os.PathLike[str], *,
+                         device: str | torch.device | None = None,
+                         progress: Callable[[int, int], object] | None = None) -> EvalSummary | None:
+    """The evaluation under ``torchrun`` (one process per device, any number of nodes).
+
+    torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; each process takes its own device (cuda:<local
+    rank> when GPUs exist, else the CPU with the gloo backend) and the chunks ``i % world ==
+    rank``. The chunk files are then gathered to rank 0 through ``torch.distributed`` (so the nodes
+    need no shared file system), and rank 0 writes the summary from all of them: exactly the
+    numbers of one process, since every number is rebuilt from the same per-image records.
+    Returns the summary on rank 0, None elsewhere.
+    """
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    if device is None:
+        device = f"cuda:{local}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(torch.device(device))
+    out = Path(out_dir)
+    started_here = not dist.is_initialized()
+    if started_here:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        backbone = load_backbone(config.backbone, config.weights, device=device)
+        if rank == 0:  # the settings file first, so the other ranks can check a resumed folder
+            out.mkdir(parents=True, exist_ok=True)
+            _check_or_write_config(out, config, 0)
+        dist.barrier()
+        evaluate(config, out, backbone=backbone, rank=rank, world=world, summarise=False,
+                 progress=progress if rank == 0 else None)
+        mine = {path.name: path.read_bytes() for path in sorted((out / "chunks").glob("chunk-*.npz"))
+                if int(path.stem.split("-")[1]) % world == rank}
+        gathered: list | None = [None] * world if rank == 0 else None
+        dist.gather_object(mine, gathered, dst=0)
+        if rank != 0:
+            return None
+        for files in gathered:
+            for name, data in files.items():
+                path = out / "chunks" / name
+                if not path.is_file():
+                    _write_atomically(path, data)
+        return evaluate(config, out, backbone=backbone, rank=0, world=1)
+    finally:
+        if started_here:
+            dist.destroy_process_group()
