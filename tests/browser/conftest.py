@@ -83,7 +83,13 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's runs folder ($CAM_EXPLORER_RUNS): tests put evaluations there for the metrics pages."""
+    return tmp_path_factory.mktemp("server-runs")
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory: pytest.TempPathFactory, server_runs_dir: Path) -> Iterator[str]:
     """`streamlit run app.py` from the repository root with this interpreter, stopped at teardown."""
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
@@ -93,7 +99,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
     ]
     with log.open("w") as sink:
-        server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "CAM_EXPLORER_RUNS": str(server_runs_dir)})
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, server, log)
