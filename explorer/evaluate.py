@@ -60,8 +60,8 @@ from explorer.metrics import (
 )
 from explorer.metrics.boxes import _image_curves
 from explorer.metrics.pixels import histogram_edges
-from explorer.pipeline import grid_maps
-from explorer.upsample import UPSAMPLERS, UpsampleError, normalise, upsample
+from explorer.pipeline import fcam_at, grid_maps
+from explorer.upsample import FCAM, UPSAMPLERS, UpsampleError, normalise, upsample
 
 EVAL_SIZE = 224
 VALUE_BINS = 50
@@ -94,9 +94,11 @@ class EvalConfig:
     references: bool = True
     limit: int | None = None
     method_options: dict = field(default_factory=dict)
+    decoders: dict = field(default_factory=dict)  # base method -> F-CAM decoder file (upsampler "fcam")
 
     def combos(self) -> list[tuple[str, str]]:
-        return [(m, u) for m in self.methods for u in self.upsamplers]
+        """(method, upsampler) pairs; "fcam" pairs only a method that a decoder was trained from."""
+        return [(m, u) for m in self.methods for u in self.upsamplers if u != FCAM or m in self.decoders]
 
 
 @dataclass
@@ -140,8 +142,11 @@ def evaluate(
     start_time = time.perf_counter()
     methods = tuple(validate_methods(config.methods))
     for up in config.upsamplers:
-        if up not in UPSAMPLERS:
-            raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(UPSAMPLERS)}.")
+        if up not in UPSAMPLERS and up != FCAM:
+            raise UpsampleError(f"Unknown upsampler '{up}'; use one of {', '.join(UPSAMPLERS + (FCAM,))}.")
+    if FCAM in config.upsamplers and not any(m in config.decoders for m in methods):
+        raise EvaluateError("the F-CAM upsampler needs a decoder trained from one of the methods evaluated "
+                            f"({', '.join(methods)}); train one with `python -m explorer train-fcam`")
     if config.batch_size < 1:
         raise EvaluateError("the batch size must be at least 1")
     out = Path(out_dir)
@@ -156,6 +161,7 @@ def evaluate(
     if backbone is None:
         backbone = load_backbone(config.backbone, config.weights, device=device)
     layer = backbone.resolve_layer(config.layer)
+    decoders = load_decoders(config, backbone)
     sigma = config.sigma
     if "gaussian" in config.upsamplers and sigma is None:
         raise EvaluateError("the Gaussian upsampler needs a sigma (x, y) in input pixels")
@@ -173,7 +179,7 @@ def evaluate(
             continue
         first = index * config.batch_size
         indices = list(range(first, min(first + config.batch_size, count)))
-        arrays = _evaluate_chunk(config, dataset, backbone, layer, methods, sigma, taus, indices, policy)
+        arrays = _evaluate_chunk(config, dataset, backbone, layer, methods, sigma, taus, indices, policy, decoders)
         _save_npz_atomically(arrays, path)
         done += len(indices)
         if progress is not None:
@@ -188,6 +194,27 @@ def evaluate(
         raise EvaluateError(f"{len(missing)} chunk(s) are not finished yet (first: {missing[0]}); "
                             f"rerun to complete them")
     return summarise_run(out, config, n_chunks, count, dataset, time.perf_counter() - start_time, policy)
+
+
+def load_decoders(config: EvalConfig, backbone: Backbone) -> dict:
+    """The F-CAM decoders the config names (only when "fcam" is among the upsamplers)."""
+    if FCAM not in config.upsamplers:
+        return {}
+    from explorer.fcam import FcamError, load_decoder
+
+    decoders = {}
+    for method, path in config.decoders.items():
+        if method not in config.methods:
+            continue
+        try:
+            decoder = load_decoder(path, backbone)
+        except FcamError as exc:
+            raise EvaluateError(str(exc)) from exc
+        if decoder.base_method != method or decoder.layer != backbone.resolve_layer(config.layer):
+            raise EvaluateError(f"{Path(path).name} was trained from {decoder.base_method} on layer {decoder.layer}, "
+                                f"not {method} on {backbone.resolve_layer(config.layer)}")
+        decoders[method] = decoder
+    return decoders
 
 
 def _target_policy(dataset, backbone: Backbone) -> str:
@@ -242,7 +269,8 @@ def _save_npz_atomically(arrays: dict[str, np.ndarray], path: Path) -> None:
 # -------------------------------------------------------------------------- one chunk
 
 def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str, methods: Sequence[str],
-                    sigma, taus: np.ndarray, indices: list[int], policy: str) -> dict[str, np.ndarray]:
+                    sigma, taus: np.ndarray, indices: list[int], policy: str,
+                    decoders: dict | None = None) -> dict[str, np.ndarray]:
     images, kept, skipped = [], [], []
     for i in indices:
         try:
@@ -284,25 +312,32 @@ def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str,
     arrays.update(labels=labels, targets=targets.cpu().numpy(), top_classes=top_i.cpu().numpy(),
                   top_probs=top_p.cpu().numpy().astype(np.float32))
 
-    grid = grid_maps(backbone, batch, targets, methods, layer, relu=config.relu, **config.method_options)
+    grid = grid_maps(backbone, batch, targets, methods, layer, relu=config.relu, decoders=decoders,
+                     **config.method_options)
     full_confidence = probs.gather(1, targets.view(-1, 1))[:, 0].cpu()
     input_size = backbone.input_size
-    for method in methods:
-        for up in config.upsamplers:
+    for method, up in config.combos():
+        if up == FCAM:  # the decoder's probability, scored as it is (the protocol does not normalise it)
+            maps = fcam_at(grid.fcam[method], (EVAL_SIZE, EVAL_SIZE))
+        else:
             maps = normalise(upsample(grid.maps[method], (EVAL_SIZE, EVAL_SIZE), up, sigma), "minmax")
-            maps_np = maps.detach().cpu().numpy().astype(np.float64)
-            prefix = combo_key(method, up) + "/"
-            _score(arrays, prefix, maps_np, taus, gt_boxes, gt_masks, ignores, has_boxes, has_masks)
-            if config.confidence:
-                at_input = maps if tuple(input_size) == (EVAL_SIZE, EVAL_SIZE) else normalise(
-                    upsample(grid.maps[method], input_size, up, sigma), "minmax")
-                for relative in (False, True):
-                    result = average_drop_increase(backbone.model, batch, at_input.float(), targets,
-                                                   relative=relative, mean=backbone.mean, std=backbone.std,
-                                                   batch_size=len(batch), full_confidence=full_confidence)
-                    name = "relative" if relative else "normal"
-                    arrays[prefix + "conf_full"] = result.confidence.astype(np.float64)
-                    arrays[prefix + f"conf_{name}"] = result.masked_confidence.astype(np.float64)
+        maps_np = maps.detach().cpu().numpy().astype(np.float64)
+        prefix = combo_key(method, up) + "/"
+        _score(arrays, prefix, maps_np, taus, gt_boxes, gt_masks, ignores, has_boxes, has_masks)
+        if config.confidence:
+            if tuple(input_size) == (EVAL_SIZE, EVAL_SIZE):
+                at_input = maps
+            elif up == FCAM:
+                at_input = fcam_at(grid.fcam[method], input_size)
+            else:
+                at_input = normalise(upsample(grid.maps[method], input_size, up, sigma), "minmax")
+            for relative in (False, True):
+                result = average_drop_increase(backbone.model, batch, at_input.float(), targets,
+                                               relative=relative, mean=backbone.mean, std=backbone.std,
+                                               batch_size=len(batch), full_confidence=full_confidence)
+                name = "relative" if relative else "normal"
+                arrays[prefix + "conf_full"] = result.confidence.astype(np.float64)
+                arrays[prefix + f"conf_{name}"] = result.masked_confidence.astype(np.float64)
     if config.references and has_masks:
         refs = {"object": np.stack(gt_masks).astype(np.float64)}
         if len(parts) == len(kept):

@@ -3,20 +3,30 @@
 The first half (`grid_maps`) is the expensive one: one forward + one gradient for all gradient
 methods, plus the declared extra passes. The second half (`pixel_maps`) is cheap and is all that
 a slider (sigma, normaliser, upsampler) reruns.
+
+The F-CAM decoder is the one upsampler that is not a function of the grid map: it decodes the
+classifier's multi-scale features. So it enters at the capture: `grid_maps(..., decoders=...)`
+records the decoders' taps in the same forward and stores each decoder's full-resolution map
+(foreground probability) in `GridMaps.fcam`, keyed by the base method it was trained from; the
+upsampler name "fcam" then reads it.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from explorer.backbones import Backbone
 from explorer.capture import capture
 from explorer.methods import METHODS, compute_cams, resolve_relu, validate_methods
-from explorer.upsample import normalise, upsample
+from explorer.upsample import FCAM, UpsampleError, normalise, upsample
+
+if TYPE_CHECKING:
+    from explorer.fcam.decoder import FcamDecoder
 
 
 @dataclass
@@ -29,6 +39,7 @@ class GridMaps:
     targets: torch.Tensor
     layer: str
     seconds: dict[str, float] = field(default_factory=dict)  # "capture" and one entry per method
+    fcam: dict[str, torch.Tensor] = field(default_factory=dict)  # base method -> B x H x W F-CAM
 
     @property
     def total_seconds(self) -> float:
@@ -42,16 +53,29 @@ def _sync(device: torch.device) -> None:
 
 def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
               methods: Iterable[str], layer: str | None = None,
-              relu: str | Mapping[str, str] = "none", **options) -> GridMaps:
-    """One capture shared by every method asked, then each method's formula, timed separately."""
+              relu: str | Mapping[str, str] = "none", *,
+              decoders: Mapping[str, "FcamDecoder"] | None = None, **options) -> GridMaps:
+    """One capture shared by every method asked, then each method's formula, timed separately.
+
+    decoders: base method -> F-CAM decoder; their taps are recorded in the same forward and
+    their maps land in `GridMaps.fcam` (timed as "fcam:<method>").
+    """
     methods = validate_methods(methods)
     layer = backbone.resolve_layer(layer)
     device = images.device
+    decoders = dict(decoders or {})
+    taps = tuple(dict.fromkeys(t for d in decoders.values() for t in d.taps))
     start = time.perf_counter()
     need_grad = any(METHODS[m].needs_gradient for m in methods)
-    cap = capture(backbone, images, targets, layer, gradient=need_grad)
+    cap = capture(backbone, images, targets, layer, gradient=need_grad, taps=taps)
     _sync(device)
     seconds = {"capture": time.perf_counter() - start}
+    fcam = {}
+    for method, decoder in decoders.items():
+        start = time.perf_counter()
+        fcam[method] = decoder.foreground(cap.features, tuple(images.shape[-2:]))
+        _sync(device)
+        seconds[f"fcam:{method}"] = time.perf_counter() - start
     maps, policies = {}, {}
     for method in methods:
         start = time.perf_counter()
@@ -61,13 +85,31 @@ def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | 
         _sync(device)
         seconds[method] = time.perf_counter() - start
     return GridMaps(maps=maps, relu=policies, logits=cap.logits, targets=cap.targets, layer=layer,
-                    seconds=seconds)
+                    seconds=seconds, fcam=fcam)
 
 
 def pixel_maps(maps: torch.Tensor, size: int | Sequence[int], upsampler: str = "bilinear",
-               sigma=None, normaliser: str = "minmax") -> torch.Tensor:
-    """Upsample then normalise a batch of grid maps (the cheap half of the pipeline)."""
+               sigma=None, normaliser: str = "minmax", fcam: torch.Tensor | None = None) -> torch.Tensor:
+    """Upsample then normalise a batch of grid maps (the cheap half of the pipeline).
+
+    For the upsampler "fcam", `fcam` is the decoder's map from `GridMaps.fcam` (B x H x W, a
+    probability): it is resized (bilinearly) only when `size` differs, and not normalised,
+    since the WSOL protocol scores the F-CAM as the probability it is.
+    """
+    if upsampler == FCAM:
+        if fcam is None:
+            raise UpsampleError("The F-CAM upsampler needs the decoder's map (GridMaps.fcam); no decoder "
+                                "was run for this method.")
+        return fcam_at(fcam, size)
     return normalise(upsample(maps, size, upsampler, sigma), normaliser)
+
+
+def fcam_at(fcam: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """An F-CAM batch B x H x W at `size` (bilinear when it differs), in [0, 1]."""
+    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if tuple(fcam.shape[-2:]) == size:
+        return fcam.float()
+    return F.interpolate(fcam[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0].clamp_(0, 1)
 
 
 def pixel_map_table(grid: GridMaps, size: int | Sequence[int], upsamplers: Iterable[str],
@@ -76,5 +118,8 @@ def pixel_map_table(grid: GridMaps, size: int | Sequence[int], upsamplers: Itera
     table = {}
     for method, maps in grid.maps.items():
         for up in upsamplers:
-            table[(method, up)] = pixel_maps(maps[index:index + 1], size, up, sigma, normaliser)[0]
+            if up == FCAM and method not in grid.fcam:
+                continue  # no decoder was trained from this method
+            fcam = grid.fcam[method][index:index + 1] if up == FCAM else None
+            table[(method, up)] = pixel_maps(maps[index:index + 1], size, up, sigma, normaliser, fcam)[0]
     return table

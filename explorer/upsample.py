@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 
 UPSAMPLERS = ("nearest", "bilinear", "bicubic", "gaussian")
+#: The F-CAM decoder's name where upsamplers are chosen (the pipeline, evaluate, the pages). It is
+#: not one of UPSAMPLERS: it decodes image features, not the grid map (see explorer.pipeline).
+FCAM = "fcam"
 NORMALISERS = ("none", "minmax", "max")
 
 # Bounds that keep every Gaussian finite and meaningful: below 0.05 px the kernel underflows
@@ -101,6 +104,9 @@ def upsample(maps: torch.Tensor, size: int | Sequence[int], method: str = "bilin
     H, W = _size(size)
     if method == "gaussian":
         return gaussian_upsample(maps, (H, W), sigma)
+    if method == FCAM:
+        raise UpsampleError("The F-CAM decoder reads the image's features, not the grid map: pass decoders= to "
+                            "explorer.grid_maps and read GridMaps.fcam (or pixel_maps(..., 'fcam', fcam=...)).")
     if method not in UPSAMPLERS:
         raise UpsampleError(f"Unknown upsampler '{method}'; use one of {', '.join(UPSAMPLERS)}.")
     kwargs = {} if method == "nearest" else {"align_corners": False}

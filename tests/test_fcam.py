@@ -1,0 +1,391 @@
+"""F-CAM: seeds against hand-made maps and scikit-image, the CRF loss against brute force, the
+log-barrier against its formula, decoders on every backbone, and resumable training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import grid_maps, load_backbone, pixel_maps
+from explorer.backbones import REGISTRY
+from explorer.datasets import make_synthetic
+from explorer.fcam import (
+    IGNORE,
+    FcamError,
+    SeedConfig,
+    UNetDecoder,
+    barrier_t,
+    build_decoder,
+    crf_loss,
+    crf_loss_dense,
+    draw_seeds,
+    load_decoder,
+    log_barrier,
+    otsu_thresholds,
+    partial_cross_entropy,
+    sampling_regions,
+    seeds_from_cam,
+    size_loss,
+)
+from explorer.fcam.train import FcamConfig, FcamInterrupted, train_fcam
+
+SIZES = {"train": 12, "val": 6, "test": 6}
+
+
+# ------------------------------------------------------------------------------ seeds
+
+def test_otsu_matches_scikit_image_on_random_and_degenerate_maps():
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(0)
+    maps = [rng.integers(0, 256, (40, 50)), rng.integers(30, 60, (40, 50)),
+            np.where(rng.random((40, 50)) > 0.7, 200, 10), (rng.beta(0.5, 2, (40, 50)) * 255).astype(int),
+            np.clip(rng.normal(120, 5, (40, 50)), 0, 255).astype(int)]
+    batch = torch.as_tensor(np.stack(maps), dtype=torch.uint8)
+    ours = otsu_thresholds(batch)
+    for m, t in zip(maps, ours.tolist()):
+        assert t == int(threshold_otsu(m.astype(np.uint8))), (t, threshold_otsu(m.astype(np.uint8)))
+
+
+def test_sampling_regions_on_a_hand_made_map():
+    """A bright 40 x 40 square on a left-to-right ramp: C+ is the square eroded by 5 px on each
+    side (11 x 11 kernel), C- the darkest n- fraction (the left columns)."""
+    H = W = 100
+    ramp = torch.linspace(0.0, 0.3, W).repeat(H, 1)
+    cam = ramp.clone()
+    cam[30:70, 50:90] = 1.0
+    fg, bg = sampling_regions(cam[None], SeedConfig(n_negative=0.2))
+    expected = torch.zeros(H, W, dtype=torch.bool)
+    expected[35:65, 55:85] = True
+    assert torch.equal(fg[0], expected)
+    assert int(bg[0].sum()) == 2000  # exactly 20 % of 10,000 pixels
+    assert bg[0][:, :20].all() and not bg[0][:, 21:].any()  # the darkest columns of the ramp
+
+
+def test_erosion_that_empties_keeps_the_otsu_region():
+    cam = torch.zeros(1, 60, 60)
+    cam[0, 10:14, 10:14] = 1.0  # 4 x 4: an 11 x 11 erosion leaves nothing
+    fg, _ = sampling_regions(cam, SeedConfig())
+    assert int(fg.sum()) == 16
+
+
+def test_constant_map_gives_no_seeds():
+    cam, fg, bg, labels = seeds_from_cam(torch.full((2, 7, 7), 3.0), (56, 56), SeedConfig(),
+                                         torch.Generator().manual_seed(0))
+    assert not fg.any() and not bg.any() and (labels == IGNORE).all()
+
+
+def test_seed_patches_lie_in_their_regions_and_overlaps_are_dropped():
+    g = torch.Generator().manual_seed(1)
+    fg = torch.zeros(3, 50, 50, dtype=torch.bool)
+    bg = torch.zeros(3, 50, 50, dtype=torch.bool)
+    fg[:, 10:20, 10:20] = True
+    bg[:, 30:45, 30:45] = True
+    labels = draw_seeds(fg, bg, SeedConfig(fg_samples=1, bg_samples=1), g)
+    for b in range(3):
+        assert int((labels[b] == 1).sum()) == 9 and int((labels[b] == 0).sum()) == 9  # one 3 x 3 patch each
+        ys, xs = torch.nonzero(labels[b] == 1, as_tuple=True)
+        assert fg[b, int(ys.float().mean()), int(xs.float().mean())]  # the patch's centre was drawn from C+
+        ys, xs = torch.nonzero(labels[b] == 0, as_tuple=True)
+        assert bg[b, int(ys.float().mean()), int(xs.float().mean())]
+    # The same region for both: every drawn pixel is marked twice or not at all -> dropped
+    both = draw_seeds(fg, fg, SeedConfig(fg_samples=40, bg_samples=40), torch.Generator().manual_seed(2))
+    assert ((both == 0) | (both == 1)).sum() < 2 * 40 * 9 * 3
+    assert not ((both == 0) & (both == 1)).any()
+
+
+def test_seeds_are_reproducible_from_the_generator():
+    cam = torch.rand(2, 7, 7, generator=torch.Generator().manual_seed(0))
+    a = seeds_from_cam(cam, (64, 64), SeedConfig(), torch.Generator().manual_seed(5))[3]
+    b = seeds_from_cam(cam, (64, 64), SeedConfig(), torch.Generator().manual_seed(5))[3]
+    c = seeds_from_cam(cam, (64, 64), SeedConfig(), torch.Generator().manual_seed(6))[3]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_partial_cross_entropy_reads_only_the_seeds():
+    logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+    labels = torch.full((2, 8, 8), IGNORE)
+    labels[0, 1, 1] = 1
+    labels[1, 5, 5] = 0
+    loss = partial_cross_entropy(logits, labels)
+    expected = 0.5 * (-torch.log_softmax(logits[0, :, 1, 1], 0)[1] - torch.log_softmax(logits[1, :, 5, 5], 0)[0])
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert int((logits.grad.abs().sum(1) > 0).sum()) == 2
+    assert partial_cross_entropy(logits, torch.full((2, 8, 8), IGNORE)).item() == 0.0
+
+
+# ------------------------------------------------------------------------------ CRF
+
+def _probs(B: int, H: int, W: int, seed: int = 0) -> torch.Tensor:
+    return torch.softmax(torch.randn(B, 2, H, W, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def test_crf_loss_is_the_dense_formula_at_block_size_one():
+    images = torch.randint(0, 256, (2, 3, 12, 16), generator=torch.Generator().manual_seed(0)).float()
+    probs = _probs(2, 12, 16)
+    ours = crf_loss(probs, images, scale=1, chunk=37)
+    dense = crf_loss_dense(probs, images)
+    torch.testing.assert_close(ours.double(), dense, rtol=1e-5, atol=0)
+
+
+def test_crf_gradient_is_the_dense_gradient_at_block_size_one():
+    images = torch.randint(0, 256, (1, 3, 10, 10), generator=torch.Generator().manual_seed(1)).float()
+    logits = torch.randn(1, 2, 10, 10, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    crf_loss(torch.softmax(logits, 1), images, scale=1).backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    crf_loss_dense(torch.softmax(logits.double(), 1), images).backward()
+    torch.testing.assert_close(ours.double(), logits.grad.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_crf_estimate_is_unbiased_over_block_draws():
+    """On a tiny image the mean of many draws of the s = 2 estimate approaches the dense sum
+    (within four standard errors)."""
+    images = torch.randint(0, 256, (1, 3, 4, 4), generator=torch.Generator().manual_seed(4)).float()
+    probs = _probs(1, 4, 4, seed=5)
+    dense = crf_loss_dense(probs, images).item()
+    g = torch.Generator().manual_seed(0)
+    draws = [crf_loss(probs, images, scale=2, generator=g).item() for _ in range(4000)]
+    assert abs(np.mean(draws) - dense) < 4 * np.std(draws) / math.sqrt(len(draws))
+
+
+CRF_SINGLE_DRAW_TOLERANCE = 0.15  # documented in explorer/fcam/losses.py and the README (s = 4, 256 blocks)
+CRF_MEAN_TOLERANCE = 0.01
+
+
+@pytest.mark.parametrize("name", ["chelsea", "astronaut", "coffee"])
+def test_crf_estimate_on_photo_crops_stays_within_the_documented_tolerance(name):
+    """64 x 64 crops of the sample photos at the network's 224 x 224 (brute force: 4096^2 pairs):
+    one draw of the s = 4 estimate, the mean of 32 draws, and the mean gradient's direction."""
+    from explorer.images import gallery_image
+
+    image = gallery_image(name).convert("RGB").resize((224, 224))
+    images = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None, :, 60:124, 60:124].float()
+    # A smooth, object-like foreground probability (what a decoder outputs), not noise.
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    fg = torch.sigmoid((18.0 - ((yy - 30) ** 2 + (xx - 34) ** 2).sqrt()) / 3.0)
+    logits = (4 * torch.stack([-fg, fg])[None]).requires_grad_(True)
+    exact = crf_loss_dense(torch.softmax(logits.double(), 1), images)
+    exact.backward()
+    g_exact = logits.grad.flatten().clone()
+    logits.grad = None
+    g = torch.Generator().manual_seed(0)
+    values, g_sum = [], torch.zeros_like(g_exact)
+    for _ in range(128):
+        estimate = crf_loss(torch.softmax(logits, 1), images, scale=4, generator=g)
+        estimate.backward()
+        values.append(estimate.item())
+        g_sum += logits.grad.flatten()
+        logits.grad = None
+    errors = np.abs(np.array(values) - exact.item()) / abs(exact.item())
+    assert errors.max() < CRF_SINGLE_DRAW_TOLERANCE, errors.max()
+    assert abs(np.mean(values[:32]) - exact.item()) / abs(exact.item()) < CRF_MEAN_TOLERANCE
+    cosine = torch.nn.functional.cosine_similarity(g_sum.double(), g_exact.double(), dim=0).item()
+    assert cosine > 0.95, cosine
+
+
+def test_crf_prefers_a_segmentation_that_follows_colour():
+    """Two colour halves: the split along the colour edge has a lower R than a split across it."""
+    images = torch.zeros(1, 3, 16, 16)
+    images[:, 0, :, :8] = 255.0
+    along = torch.zeros(1, 2, 16, 16)
+    along[:, 1, :, :8] = 1.0
+    along[:, 0, :, 8:] = 1.0
+    across = torch.zeros(1, 2, 16, 16)
+    across[:, 1, :8] = 1.0
+    across[:, 0, 8:] = 1.0
+    assert crf_loss(along, images, scale=2) < crf_loss(across, images, scale=2)
+
+
+# ------------------------------------------------------------------------------ size
+
+def test_log_barrier_is_its_formula_and_smooth_at_the_edge():
+    for t in (1.0, 2.5, 10.0):
+        z = torch.tensor([-1000.0, -5.0, -1.0 / t ** 2, -0.5 / t ** 2, 0.0, 3.0], dtype=torch.float64)
+        expected = [(-math.log(-v) / t) if v <= -1 / t ** 2 else (t * v - math.log(1 / t ** 2) / t + 1 / t)
+                    for v in z.tolist()]
+        torch.testing.assert_close(log_barrier(z, t), torch.tensor(expected, dtype=torch.float64))
+        edge = torch.tensor(-1.0 / t ** 2, dtype=torch.float64, requires_grad=True)
+        left = (edge - 1e-7).detach().requires_grad_(True)
+        right = (edge + 1e-7).detach().requires_grad_(True)
+        log_barrier(left, t).backward()
+        log_barrier(right, t).backward()
+        assert abs(left.grad.item() - right.grad.item()) < 1e-4 * t ** 2  # the derivative is t on both sides
+        assert abs(log_barrier(left, t).item() - log_barrier(right, t).item()) < 1e-5
+
+
+def test_size_loss_pushes_both_regions_to_grow_and_t_follows_its_schedule():
+    probs = torch.full((1, 2, 10, 10), 0.5, requires_grad=True)
+    size_loss(probs, 1.0).backward()
+    assert (probs.grad < 0).all()  # more mass in either region lowers the loss
+    torch.testing.assert_close(size_loss(probs.detach(), 1.0), torch.tensor(-math.log(50.0)))
+    assert barrier_t(0) == 1.0 and barrier_t(1) == pytest.approx(1.01) and barrier_t(10_000) == 10.0
+
+
+# ------------------------------------------------------------------------------ decoders
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_backbone_declares_a_decoder_with_full_resolution_output(name):
+    backbone = load_backbone(name, "random", device="cpu")
+    decoder = build_decoder(backbone, seed=0)
+    h, w = backbone.input_size
+    x = torch.randn(2, 3, h, w)
+    from explorer import capture
+
+    cap = capture(backbone, x, [0, 1], gradient=False, taps=decoder.taps)
+    logits = decoder.logits(cap.features, (h, w))
+    assert logits.shape == (2, 2, h, w)
+    fcam = decoder.foreground(cap.features, (h, w))
+    assert fcam.shape == (2, h, w) and float(fcam.min()) >= 0 and float(fcam.max()) <= 1
+
+
+def test_unet_rejects_inconsistent_shapes():
+    with pytest.raises(FcamError):
+        UNetDecoder([8, 16, 32], widths=[8])
+    net = UNetDecoder([8, 16], widths=[8])
+    with pytest.raises(FcamError):
+        net([torch.zeros(1, 16, 4, 4)], (8, 8))
+
+
+def test_grid_maps_runs_decoders_in_the_same_forward():
+    backbone = load_backbone("synthetic_cnn", "random", device="cpu")
+    decoder = build_decoder(backbone, seed=0)
+    decoder.net.eval()
+    calls = []
+    handle = backbone.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        x = torch.randn(2, 3, 224, 224)
+        grid = grid_maps(backbone, x, [0, 3], ["cam", "gradcam"], decoders={"cam": decoder})
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert grid.fcam["cam"].shape == (2, 224, 224) and "fcam:cam" in grid.seconds
+    out = pixel_maps(grid.maps["cam"], (100, 120), "fcam", fcam=grid.fcam["cam"])
+    assert out.shape == (2, 100, 120)
+
+
+# ------------------------------------------------------------------------------ training
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("fcam") / "synthetic", seed=7, sizes=SIZES)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return load_backbone("synthetic_cnn", "random", device="cpu")
+
+
+def tiny(data: Path, **changes) -> FcamConfig:
+    base = FcamConfig(backbone="synthetic_cnn", weights="random", dataset=f"synthetic:{data}", epochs=2,
+                      batch_size=4, save_every=1, decoder_widths=(16, 8, 8), decoder_centre=16)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, cnn, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fcam-full") / "dec.pt"
+    return train_fcam(tiny(data), out, backbone=cnn, command="python -m explorer test")
+
+
+def test_training_writes_a_card_and_a_loadable_decoder(uninterrupted, cnn):
+    card = json.loads(uninterrupted.card.read_text())
+    assert card["kind"] == "fcam_decoder" and card["command"] == "python -m explorer test"
+    assert card["base_method"] == "cam" and card["layer"] == "stage4" and card["widths"] == [16, 8, 8]
+    assert len(card["history"]) == 2 and card["best_epoch"] in (1, 2)
+    assert set(card["val"]) == {"max_box_acc", "max_box_acc_v2", "pxap"}
+    assert card["curve"] and {"ce", "crf", "size", "loss"} <= set(card["curve"][0])
+    decoder = load_decoder(uninterrupted.weights, cnn)
+    assert not decoder.net.training and decoder.base_method == "cam"
+
+
+def test_a_killed_run_resumes_to_the_same_decoder(data, cnn, uninterrupted, tmp_path):
+    out = tmp_path / "dec.pt"
+    with pytest.raises(FcamInterrupted):
+        train_fcam(tiny(data), out, backbone=cnn, max_steps=2)  # mid-epoch 1
+    assert not out.exists()
+    with pytest.raises(FcamInterrupted):
+        train_fcam(tiny(data), out, backbone=cnn, max_steps=2)  # into epoch 2
+    resumed = train_fcam(tiny(data), out, backbone=cnn, command="python -m explorer test")
+    a = torch.load(uninterrupted.weights, weights_only=True)
+    b = torch.load(resumed.weights, weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    card_a, card_b = (json.loads(p.read_text()) for p in (uninterrupted.card, resumed.card))
+    strip = lambda h: [{k: v for k, v in e.items() if k != "elapsed_s"} for e in h]  # noqa: E731
+    assert strip(card_a["history"]) == strip(card_b["history"]) and card_a["curve"] == card_b["curve"]
+
+
+def test_resuming_with_other_settings_is_refused(data, cnn, tmp_path):
+    out = tmp_path / "dec.pt"
+    with pytest.raises(FcamInterrupted):
+        train_fcam(tiny(data), out, backbone=cnn, max_steps=1)
+    with pytest.raises(FcamError, match="other settings"):
+        train_fcam(tiny(data, lr=0.5), out, backbone=cnn)
+
+
+def test_evaluate_scores_the_decoder_as_an_upsampler(data, cnn, uninterrupted, tmp_path):
+    from explorer.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(dataset=f"synthetic:{data}", backbone="synthetic_cnn", weights="random",
+                        methods=("cam", "gradcam"), upsamplers=("bilinear", "fcam"), confidence=True,
+                        decoders={"cam": str(uninterrupted.weights)})
+    summary = evaluate(config, tmp_path / "eval", backbone=cnn)
+    combos = {(r["method"], r["upsampler"]) for r in summary.rows}
+    assert ("cam", "fcam") in combos and ("gradcam", "fcam") not in combos
+    row = summary.row("cam", "fcam")
+    assert 0 <= row["max_box_acc"] <= 100 and 0 <= row["pxap"] <= 100 and "average_drop" in row
+    # The same number as scoring the decoder directly on the test split
+    from explorer.fcam.train import class_targets, load_split, score_split
+
+    split = load_split(f"synthetic:{data}", "test", (224, 224))
+    direct = score_split(cnn, load_decoder(uninterrupted.weights, cnn), split, class_targets(cnn, split)[0],
+                         tiny(data, layer="stage4"))
+    assert row["max_box_acc"] == pytest.approx(direct["max_box_acc"])
+    assert row["pxap"] == pytest.approx(direct["pxap"], abs=1e-3)
+
+
+# ------------------------------------------------------------------------------ files
+
+def test_damaged_cards_and_foreign_weights_are_refused(uninterrupted, cnn, tmp_path):
+    weights = tmp_path / "dec.pt"
+    weights.write_bytes(uninterrupted.weights.read_bytes())
+    card = json.loads(uninterrupted.card.read_text())
+    (tmp_path / "dec.json").write_text("{not json")
+    with pytest.raises(FcamError, match="damaged"):
+        load_decoder(weights, cnn)
+    (tmp_path / "dec.json").write_text(json.dumps({**card, "backbone": "vgg16"}))
+    with pytest.raises(FcamError, match="trained on vgg16"):
+        load_decoder(weights, cnn)
+    (tmp_path / "dec.json").write_text(json.dumps({**card, "widths": [32, 8, 8]}))
+    with pytest.raises(FcamError, match="does not fit"):
+        load_decoder(weights, cnn)
+    (tmp_path / "dec.json").unlink()
+    with pytest.raises(FcamError, match="no card"):
+        load_decoder(weights, cnn)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path("/tmp/fcam-exploit-ran").write_text, ("ran",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_not_run(uninterrupted, cnn, tmp_path):
+    marker = Path("/tmp/fcam-exploit-ran")
+    marker.unlink(missing_ok=True)
+    weights = tmp_path / "dec.pt"
+    torch.save({"net": _Exploit()}, weights)
+    (tmp_path / "dec.json").write_text(uninterrupted.card.read_text())
+    with pytest.raises(FcamError, match="Refused"):
+        load_decoder(weights, cnn)
+    assert not marker.exists()
+    assert pickle  # imported for clarity: torch.save pickles the object above
