@@ -39,4 +39,48 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
-    return obj
+    return dequantize_state(obj, path)
+
+
+# ------------------------------------------------------------------ compact shipped weights
+
+SCALE_SUFFIX = ".__int8_scale__"
+QUANTIZE_MIN_ELEMENTS = 4096
+
+
+def quantize_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict made compact for shipping: every float weight of at least 4096 elements
+    (convolutions, linear layers) becomes int8 with one float16 scale per output channel,
+
+        q = round(w / s), s = max|w_c| / 127 per output channel c,   w ~ q * s,
+
+    and the remaining floats (biases, BatchNorm) become float16. A quarter of the float32 bytes;
+    `load_state_dict` restores float tensors. Cards measure accuracy on the file as shipped."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dim() >= 2 and value.numel() >= QUANTIZE_MIN_ELEMENTS:
+            w = value.float()
+            scale = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-12) / 127.0
+            scale = scale.half().float()  # the scale as stored, so q is rounded against it
+            out[key] = torch.round(w / scale).clamp_(-127, 127).to(torch.int8)
+            out[key + SCALE_SUFFIX] = scale.half()
+        elif value.is_floating_point():
+            out[key] = value.half()
+        else:
+            out[key] = value.clone()
+    return out
+
+
+def dequantize_state(state: dict[str, torch.Tensor], path: Path | str = "the checkpoint") -> dict[str, torch.Tensor]:
+    """The float state_dict of a `quantize_state` file (a plain state_dict passes unchanged)."""
+    scales = [k for k in state if k.endswith(SCALE_SUFFIX)]
+    if not scales:
+        return state
+    out = {k: v for k, v in state.items() if not k.endswith(SCALE_SUFFIX)}
+    for key in scales:
+        base = key[: -len(SCALE_SUFFIX)]
+        if base not in out or out[base].dtype != torch.int8:
+            raise CheckpointError(f"{path}: the scale {key} has no int8 weight {base}; the file is damaged.")
+        out[base] = out[base].float() * state[key].float()
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in out.items()}

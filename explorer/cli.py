@@ -578,8 +578,9 @@ def _fcam_progress(desc: str):
 
     def progress(phase: str, done: int, total: int, info: dict) -> None:
         if phase == "load":
-            bar = bars.get("load") or bars.setdefault("load", tqdm(unit="image", desc="decoding images", leave=False))
-            bar.update(done)
+            if "load" not in bars:
+                bars["load"] = tqdm(unit="image", desc="decoding images", leave=False)
+            bars["load"].update(done)
         elif phase == "train":
             if "load" in bars:
                 bars.pop("load").close()

@@ -59,7 +59,6 @@ from explorer.metrics import (
     thresholds,
 )
 from explorer.metrics.boxes import _image_curves
-from explorer.metrics.pixels import histogram_edges
 from explorer.pipeline import fcam_at, grid_maps
 from explorer.upsample import FCAM, UPSAMPLERS, UpsampleError, normalise, upsample
 
@@ -401,9 +400,9 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
             chunks.append({key: data[key] for key in data.files})
     combos = list(config.combos())
     if config.references and "masks" in dataset.kind:
-        combos.append((f"reference_object", REFERENCE_UPSAMPLER))
+        combos.append(("reference_object", REFERENCE_UPSAMPLER))
         if all(s.part_path is not None for s in dataset.samples[:count]):
-            combos.append((f"reference_part", REFERENCE_UPSAMPLER))
+            combos.append(("reference_part", REFERENCE_UPSAMPLER))
     ids = np.concatenate([c["ids"] for c in chunks])
     skipped = [{"image_id": str(i), "reason": str(r)} for c in chunks
                for i, r in zip(c["skipped_ids"], c["skipped_reasons"])]

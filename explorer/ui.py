@@ -23,7 +23,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -42,13 +42,15 @@ from explorer.methods import METHODS, MethodError, method_label
 from explorer.pipeline import grid_maps, pixel_maps
 from explorer.presets import (ERF_DIR, MANUAL_LABEL, PAPER_LABEL, PAPER_SIGMA, CardError, erf_card_path,
                               fitted_sigma, sigma_presets)
-from explorer.upsample import UpsampleError
+from explorer.fcam.decoder import FcamDecoder, FcamError
+from explorer.upsample import FCAM, UPSAMPLERS, UpsampleError
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError, CardError)
+USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError, CardError,
+               FcamError)
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_GALLERY = "chelsea"
@@ -452,6 +454,7 @@ class GridResult:
     maps: dict[str, np.ndarray]  # method -> h x w
     relu: dict[str, str]  # method -> ReLU policy applied
     seconds: dict[str, float]
+    fcam: dict[str, np.ndarray] = field(default_factory=dict)  # base method -> H x W F-CAM (from the same forward)
 
     def label(self, method: str) -> str:
         return method_label(method, self.relu[method])
@@ -459,12 +462,20 @@ class GridResult:
 
 def grid(state: Selection, methods: Sequence[str], relu: str) -> GridResult:
     """Grid maps of `methods`: the cheap ones from one shared capture, each slow one alone, so
-    adding or removing a cheap method never recomputes a slow one."""
+    adding or removing a cheap method never recomputes a slow one. The F-CAM decoders trained
+    from the cheap methods run on that same capture's features."""
     slow = [m for m in methods if is_slow(state, m)]
     fast = [m for m in methods if m not in slow]
-    parts = [_grid(*_grid_key(state, fast, relu), _backbone=state.backbone, _image=state.image)] if fast else []
+    chosen = active_decoders(state)
+    parts = []
+    if fast:
+        decoders = {m: chosen[m] for m in fast if m in chosen}
+        parts.append(_grid(*_grid_key(state, fast, relu), _decoder_key(decoders), _backbone=state.backbone,
+                           _image=state.image, _decoders=decoders))
     for method in slow:
-        part = _grid(*_grid_key(state, [method], relu), _backbone=state.backbone, _image=state.image)
+        decoders = {method: chosen[method]} if method in chosen else {}
+        part = _grid(*_grid_key(state, [method], relu), _decoder_key(decoders), _backbone=state.backbone,
+                     _image=state.image, _decoders=decoders)
         seconds = {(f"capture:{method}" if stage == "capture" else stage): s for stage, s in part.seconds.items()}
         parts.append(replace(part, seconds=seconds))
     return _merge(parts, methods)
@@ -475,15 +486,22 @@ def _grid_key(state: Selection, methods: Sequence[str], relu: str) -> tuple:
             state.target, tuple(methods), relu)
 
 
+def _decoder_key(decoders: dict[str, "DecoderChoice"]) -> tuple:
+    return tuple(sorted((m, d.path, d.stamp) for m, d in decoders.items()))
+
+
 @st.cache_data(max_entries=24, show_spinner="Computing class activation maps…")
 def _grid(image_key: str, backbone_name: str, weights: str, layer: str, target: int,
-          methods: tuple[str, ...], relu: str, *, _backbone: Backbone, _image: Image.Image) -> GridResult:
+          methods: tuple[str, ...], relu: str, decoder_key: tuple = (), *, _backbone: Backbone,
+          _image: Image.Image, _decoders: dict | None = None) -> GridResult:
+    decoders = {m: load_cached_decoder(choice, _backbone) for m, choice in (_decoders or {}).items()}
     with _NETWORK_LOCK:
         batch = _backbone.preprocess(_image)
-        result = grid_maps(_backbone, batch, [target], methods, layer, relu=relu)
-    key = hashlib.sha256(repr((image_key, backbone_name, weights, layer, target, methods, relu)).encode()).hexdigest()
+        result = grid_maps(_backbone, batch, [target], methods, layer, relu=relu, decoders=decoders)
+    key = hashlib.sha256(repr((image_key, backbone_name, weights, layer, target, methods, relu,
+                               decoder_key)).encode()).hexdigest()
     return GridResult(key, {m: result.maps[m][0].cpu().numpy() for m in methods}, dict(result.relu),
-                      dict(result.seconds))
+                      dict(result.seconds), {m: f[0].cpu().numpy() for m, f in result.fcam.items()})
 
 
 def _merge(parts: list[GridResult], order: Sequence[str]) -> GridResult:
@@ -492,8 +510,9 @@ def _merge(parts: list[GridResult], order: Sequence[str]) -> GridResult:
     maps = {k: v for part in parts for k, v in part.maps.items()}
     relu = {k: v for part in parts for k, v in part.relu.items()}
     seconds = {k: v for part in parts for k, v in part.seconds.items()}
+    fcam = {k: v for part in parts for k, v in part.fcam.items()}
     key = hashlib.sha256("+".join(part.key for part in parts).encode()).hexdigest()
-    return GridResult(key, {m: maps[m] for m in order}, {m: relu[m] for m in order}, seconds)
+    return GridResult(key, {m: maps[m] for m in order}, {m: relu[m] for m in order}, seconds, fcam)
 
 
 def timing_rows(result: GridResult, state: Selection) -> list[dict[str, Any]]:
@@ -502,6 +521,8 @@ def timing_rows(result: GridResult, state: Selection) -> list[dict[str, Any]]:
     for stage, seconds in result.seconds.items():
         if stage == "capture":
             what = "shared capture: one forward + one gradient for all gradient methods"
+        elif stage.startswith("fcam:"):
+            what = f"F-CAM decoder trained from {method_name(stage.split(':', 1)[1])}: decodes the capture's features"
         elif stage.startswith("capture:"):
             what = f"{method_name(stage.split(':', 1)[1])}: its own forward"
         else:
@@ -525,14 +546,23 @@ def pixel_table(result: GridResult, size: tuple[int, int], upsamplers: Sequence[
     sigma, upsampler or normaliser change reruns."""
     methods = list(result.maps)
     stacked = torch.from_numpy(np.stack([result.maps[m] for m in methods]))
-    per_upsampler = {up: pixel_maps(stacked, size, up, sigma, normaliser).numpy() for up in upsamplers}
-    return {(m, up): per_upsampler[up][i] for i, m in enumerate(methods) for up in upsamplers}
+    table = {}
+    for up in upsamplers:
+        if up == FCAM:  # the decoder's probability as it is; only for methods a decoder was trained from
+            for m in methods:
+                if m in result.fcam:
+                    table[(m, up)] = pixel_map(result, m, size, up, sigma, normaliser)
+            continue
+        maps = pixel_maps(stacked, size, up, sigma, normaliser).numpy()
+        table.update({(m, up): maps[i] for i, m in enumerate(methods)})
+    return table
 
 
 def pixel_map(result: GridResult, method: str, size: tuple[int, int], upsampler: str,
               sigma: tuple[float, float] | None, normaliser: str) -> np.ndarray:
     grid_map = torch.from_numpy(result.maps[method])[None]
-    return pixel_maps(grid_map, size, upsampler, sigma, normaliser)[0].numpy()
+    fcam = torch.from_numpy(result.fcam[method])[None] if upsampler == FCAM and method in result.fcam else None
+    return pixel_maps(grid_map, size, upsampler, sigma, normaliser, fcam)[0].numpy()
 
 
 def scale_text(scale: views.ColourScale) -> str:
@@ -544,6 +574,8 @@ def scale_text(scale: views.ColourScale) -> str:
 def upsampler_label(upsampler: str, sigma: tuple[float, float]) -> str:
     if upsampler == "gaussian":
         return f"gaussian σ=({sigma[0]:.4g}, {sigma[1]:.4g})"
+    if upsampler == FCAM:
+        return "F-CAM decoder"
     return upsampler
 
 
@@ -553,7 +585,11 @@ def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray
     about four tiles: a fixed four-column grid would leave half the page empty with two upsamplers.
     Each tile is an overlay PNG captioned with its upsampler and colour range."""
     methods = list(dict.fromkeys(m for m, _ in table))
-    upsamplers = list(dict.fromkeys(u for _, u in table))
+    upsamplers = [u for u in col_labels if any(key[1] == u for key in table)]
+    if not upsamplers:
+        st.info("Nothing to show: no decoder was trained from the chosen methods (the F-CAM Decoder page "
+                "lists the decoders and can fit one).")
+        return
     blocks_per_line = max(1, TILES_PER_LINE // len(upsamplers))
     common = views.colour_scale(*table.values()) if shared_scale else None
     base = np.asarray(seen)
@@ -563,6 +599,10 @@ def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray
             with block.container(border=True):
                 st.markdown(f"**{row_labels[method]}**")
                 for column, up in zip(st.columns(len(upsamplers)), upsamplers):
+                    if (method, up) not in table:
+                        column.image((base * 0.25).astype(np.uint8), output_format="PNG", width="stretch",
+                                     caption=f"{col_labels[up]}: no decoder trained from {method_name(method)}")
+                        continue
                     scale = common or views.colour_scale(table[(method, up)])
                     column.image(views.overlay(base, table[(method, up)], scale), output_format="PNG",
                                  width="stretch", caption=f"{col_labels[up]} · {scale_text(scale)}")
@@ -1261,7 +1301,7 @@ def combo_label(method: str, upsampler: str) -> str:
     if method.startswith("reference_"):
         return {"reference_object": "reference: whole-object mask",
                 "reference_part": "reference: discriminative part only"}.get(method, method)
-    return f"{METHODS[method].label} · {upsampler}"
+    return f"{METHODS[method].label} · {'F-CAM decoder' if upsampler == FCAM else upsampler}"
 
 
 def available_runs():
@@ -1379,7 +1419,11 @@ def evaluation_form(state: Selection, name: str = "evalform") -> None:
         backbone_name = selectbox("Backbone", f"{name}.backbone", choices, default_backbone)
         methods = multiselect("Methods", f"{name}.methods", list(EVAL_METHODS), ["cam", "gradcam", "extendedcam"],
                               format_func=method_name)
-        upsamplers = multiselect("Upsamplers", f"{name}.upsamplers", list(EVAL_UPSAMPLERS), ["bilinear", "gaussian"])
+        from explorer.fcam import shipped_decoders
+
+        offered = list(EVAL_UPSAMPLERS) + ([FCAM] if shipped_decoders(backbone_name) else [])
+        upsamplers = multiselect("Upsamplers", f"{name}.upsamplers", offered, ["bilinear", "gaussian"],
+                                 format_func=lambda u: "F-CAM decoder (shipped)" if u == FCAM else u)
         limit = number_input("Images (the first N of the split)", f"{name}.limit", *EVAL_LIMIT)
         if not methods or not upsamplers:
             st.caption("Pick at least one method and one upsampler.")
@@ -1399,8 +1443,17 @@ def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence
     layer = backbone.default_layer
     sigma = next(v for v in sigma_presets(backbone_name, layer, weights=backbone.weights).values() if v is not None)
     methods = [m for m in methods if m != "cam" or backbone.has_gap_linear_head]
+    decoders = {}
+    if FCAM in upsamplers:
+        from explorer.fcam import read_decoder_card, shipped_decoders
+
+        decoders = {m: str(p) for m, p in shipped_decoders(backbone_name).items()
+                    if m in methods and read_decoder_card(p)["layer"] == layer}
+        if not decoders:
+            raise FcamError(f"No shipped F-CAM decoder of {backbone_name} was trained from {', '.join(methods)}; "
+                            f"add its base method to the methods or drop the F-CAM upsampler.")
     config = EvalConfig(dataset=spec, split=split, backbone=backbone_name, layer=layer, methods=tuple(methods),
-                        upsamplers=tuple(upsamplers), sigma=tuple(sigma), limit=limit)
+                        upsamplers=tuple(upsamplers), sigma=tuple(sigma), limit=limit, decoders=decoders)
     digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
     out = runs_dir() / f"{_slug(backbone_name)}-{_slug(spec)}-{split}-{limit}-{digest}"
     bar = st.progress(0.0, text="Starting…")
@@ -1554,3 +1607,283 @@ def _downscale_curves(spec: str, split: str, count: int, sigma_cells: float, dow
                 for up in ("bilinear", "gaussian")}
     return {"zooms": list(ZOOMS), "curves": curves, "images": n, "example_mask": example[0],
             "examples": examples, "example_image": np.asarray(dataset.load_image(0).convert("RGB").resize((224, 224)))}
+
+
+# --------------------------------------------------------------------------------- F-CAM
+
+FCAM_FIT_EPOCHS = (1, 20, 3)  # slider: min, max, default of a fit in the app
+FCAM_FIT_LIMIT = (8, 2000, 200)  # training images: min, max, default
+FCAM_VALUE_BINS = 50
+
+
+@dataclass(frozen=True)
+class DecoderChoice:
+    """A trained decoder on disk: its file, the card's facts, and a stamp (the file's mtime) so
+    a retrained file is a new cache key."""
+
+    path: str
+    stamp: float
+    base_method: str
+    shipped: bool
+    card: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label(self) -> str:
+        from pathlib import Path
+
+        where = "shipped" if self.shipped else "yours"
+        val = self.card.get("val", {})
+        score = f", val MaxBoxAcc {val['max_box_acc']:.1f}" if "max_box_acc" in val else ""
+        return f"{Path(self.path).name} · from {method_name(self.base_method)}{score} [{where}]"
+
+
+def fcam_user_dir():
+    from explorer.runs import runs_dir
+
+    return runs_dir() / "fcam"
+
+
+def decoder_choices(state: Selection) -> tuple[list[DecoderChoice], list[str]]:
+    """The decoders that fit the sidebar's backbone, weights and layer (shipped first, then the
+    user's, newest first), and one line per decoder file whose card could not be read."""
+    from explorer.fcam.decoder import FCAM_DIR, read_decoder_card
+
+    backbone = state.backbone
+    found, problems = [], []
+    for folder, shipped in ((FCAM_DIR, True), (fcam_user_dir(), False)):
+        if not folder.is_dir():
+            continue
+        paths = sorted(folder.glob(f"{backbone.name}__*.pt"), key=lambda p: (-p.stat().st_mtime, p.name))
+        for path in paths:
+            try:
+                card = read_decoder_card(path)
+            except FcamError as exc:
+                problems.append(str(exc))
+                continue
+            if card["backbone"] != backbone.name or card["layer"] != state.layer:
+                continue
+            if str(card.get("backbone_weights", "pretrained")) != backbone.weights:
+                continue
+            found.append(DecoderChoice(str(path), path.stat().st_mtime, card["base_method"], shipped, card))
+    return found, problems
+
+
+def active_decoders(state: Selection) -> dict[str, DecoderChoice]:
+    """base method -> the decoder the pages use: the one chosen on the F-CAM Decoder page, else
+    the shipped one, else the user's newest."""
+    choices, _ = decoder_choices(state)
+    active: dict[str, DecoderChoice] = {}
+    for choice in choices:
+        active.setdefault(choice.base_method, choice)
+    for method in list(active):
+        wanted = remembered(f"decoder.{state.backbone.name}.{state.layer}.{method}", None)
+        match = next((c for c in choices if c.path == wanted), None)
+        if match is not None:
+            active[method] = match
+    return active
+
+
+def use_decoder(state: Selection, choice: DecoderChoice) -> None:
+    remember(f"decoder.{state.backbone.name}.{state.layer}.{choice.base_method}", choice.path)
+
+
+def available_upsamplers(state: Selection) -> tuple[str, ...]:
+    """The interpolations, and the F-CAM decoder when one fits this backbone and layer."""
+    return UPSAMPLERS + ((FCAM,) if active_decoders(state) else ())
+
+
+def load_cached_decoder(choice: DecoderChoice, backbone: Backbone) -> FcamDecoder:
+    return _load_decoder(choice.path, choice.stamp, backbone.name, backbone.weights, _backbone=backbone)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the F-CAM decoder…")
+def _load_decoder(path: str, stamp: float, backbone_name: str, weights: str, *, _backbone: Backbone) -> FcamDecoder:
+    """Shared by all sessions and never modified: eval mode, forwards only."""
+    from explorer.fcam import load_decoder
+
+    return load_decoder(path, _backbone)
+
+
+@dataclass(frozen=True)
+class FcamView:
+    """What the F-CAM Decoder page shows for one image: the coarse CAM, its seeds and the maps."""
+
+    grid: np.ndarray  # raw low-resolution CAM of the base method
+    cam: np.ndarray  # C: min-max at low resolution, bilinear to the input (what the seeds read)
+    foreground: np.ndarray  # C+ (bool)
+    background: np.ndarray  # C- (bool)
+    labels: np.ndarray  # seeds drawn: 1 / 0 / IGNORE
+    cam_bilinear: np.ndarray  # the base CAM the protocol's way: bilinear, then min-max
+    fcam: np.ndarray  # the decoder's foreground probability
+    seconds: dict[str, float]
+
+
+def fcam_view(state: Selection, choice: DecoderChoice, draw: int) -> FcamView:
+    return _fcam_view(state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer, state.target,
+                      choice.path, choice.stamp, int(draw), _backbone=state.backbone, _image=state.image,
+                      _choice=choice)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the classifier and the decoder…")
+def _fcam_view(image_key: str, backbone_name: str, weights: str, layer: str, target: int, path: str, stamp: float,
+               draw: int, *, _backbone: Backbone, _image: Image.Image, _choice: DecoderChoice) -> FcamView:
+    from explorer.fcam.seeds import SeedConfig, cam_for_seeds, draw_seeds, sampling_regions
+
+    decoder = load_cached_decoder(_choice, _backbone)
+    settings = decoder.card.get("settings", {})
+    seeds = SeedConfig(**{k: settings[k] for k in ("n_negative", "fg_samples", "bg_samples", "patch", "erode")
+                          if k in settings})
+    method = decoder.base_method
+    with _NETWORK_LOCK:
+        batch = _backbone.preprocess(_image)
+        result = grid_maps(_backbone, batch, [target], [method], layer,
+                           relu=decoder.card.get("relu", "published"), decoders={method: decoder})
+    grid_map = result.maps[method]
+    cam = cam_for_seeds(grid_map, _backbone.input_size)
+    fg, bg = sampling_regions(cam, seeds)
+    labels = draw_seeds(fg, bg, seeds, torch.Generator().manual_seed(draw))
+    bilinear = pixel_maps(grid_map, _backbone.input_size, "bilinear", None, "minmax")
+    return FcamView(grid_map[0].cpu().numpy(), cam[0].cpu().numpy(), fg[0].cpu().numpy(), bg[0].cpu().numpy(),
+                    labels[0].cpu().numpy(), bilinear[0].cpu().numpy(), result.fcam[method][0].cpu().numpy(),
+                    dict(result.seconds))
+
+
+def largest_box(score_map: np.ndarray, tau: float) -> list[list[int]]:
+    """The protocol's MaxBoxAcc box at threshold tau: the largest contour's bounding box."""
+    from explorer.metrics import boxes_from_map
+
+    return [list(map(int, b)) for b in boxes_from_map(np.clip(score_map, 0, 1), tau)]
+
+
+def value_histograms(view: FcamView) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Pre-binned values of the CAM (bilinear, min-max) and of the F-CAM over this image (Fig. 6)."""
+    edges = np.linspace(0.0, 1.0, FCAM_VALUE_BINS + 1)
+    return edges, {"CAM + bilinear": np.histogram(np.clip(view.cam_bilinear, 0, 1), bins=edges)[0],
+                   "F-CAM decoder": np.histogram(np.clip(view.fcam, 0, 1), bins=edges)[0]}
+
+
+def card_settings_rows(card: dict) -> list[dict[str, Any]]:
+    """The settings a decoder was trained with, for a table."""
+    settings = card.get("settings", {})
+    wanted = ("dataset", "base_method", "epochs", "batch_size", "lr", "n_negative", "ce_weight", "crf_weight",
+              "crf_scale", "crf_sigma_rgb", "crf_sigma_xy", "size_weight", "t_start", "t_factor", "augment", "seed")
+    rows = [{"setting": key, "value": str(settings[key])} for key in wanted if key in settings]
+    rows += [{"setting": key, "value": str(card[key])} for key in ("taps", "widths", "centre", "parameters",
+                                                                  "model_selection", "best_epoch", "device")
+             if key in card]
+    return rows
+
+
+def steps_per_epoch(card: dict) -> int | None:
+    history, curve = card.get("history") or [], card.get("curve") or []
+    if not history or not curve:
+        return None
+    epochs = history[-1]["epoch"]
+    return max(1, round(curve[-1]["step"] / epochs)) if epochs else None
+
+
+class FcamFitJob:
+    """A decoder fit running in a background thread for one session: progress for the page to
+    poll, a stop event, and the decoder file when it is done. A stopped fit keeps its run state on
+    disk, so starting the same settings again continues it."""
+
+    def __init__(self, settings: dict[str, Any], out) -> None:
+        self.settings = settings
+        self.out = out
+        self.status = "running"  # running | stopped | done | failed
+        self.error: str | None = None
+        self.phase, self.done, self.total = "load", 0, 0
+        self.loaded = 0
+        self.info: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def progress(self, phase: str, done: int, total: int, info: dict) -> None:
+        with self.lock:
+            if phase == "load":
+                self.loaded += done
+            elif phase == "train":
+                self.phase, self.done, self.total, self.info = "train", done, total, dict(info)
+            else:
+                self.history.append(dict(info))
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+    def describe(self) -> str:
+        with self.lock:
+            if self.phase == "load":
+                return f"decoding images: {self.loaded}"
+            loss = self.info.get("loss")
+            return (f"step {self.done} / {self.total}, epoch {self.info.get('epoch', '?')}"
+                    + (f", loss {loss:.4f}" if loss is not None else "")
+                    + f" · {time.monotonic() - self.started:.0f} s")
+
+
+def _fcam_jobs() -> dict:
+    return st.session_state.setdefault("fcam.jobs", {})
+
+
+def fcam_job() -> FcamFitJob | None:
+    return _fcam_jobs().get("current")
+
+
+def start_fcam_fit(state: Selection, spec: str, base_method: str, epochs: int, limit: int) -> FcamFitJob:
+    """Start fitting a decoder on `spec` (a folder, a synthetic or protocol dataset) in a thread."""
+    from explorer.fcam.train import FcamConfig, FcamInterrupted, train_fcam
+
+    backbone = state.backbone
+    config = FcamConfig(backbone=backbone.name, weights=backbone.weights, base_method=base_method, layer=state.layer,
+                        dataset=spec, epochs=int(epochs), train_limit=int(limit), val_limit=min(int(limit), 300))
+    config.check()
+    digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
+    out = fcam_user_dir() / f"{backbone.name}__{base_method}__{_slug(spec)[-40:]}-{digest}.pt"
+    job = FcamFitJob({"spec": spec, "base_method": base_method, "epochs": epochs, "limit": limit,
+                      "backbone": backbone.name, "weights": backbone.weights, "layer": state.layer}, out)
+    command = (f"python -m explorer train-fcam --backbone {backbone.name} --weights {backbone.weights} "
+               f"--base-method {base_method} --layer {state.layer} --dataset {spec} --epochs {epochs} "
+               f"--train-limit {limit} --val-limit {min(int(limit), 300)} --out {out}")
+
+    def work() -> None:
+        try:
+            own = load_backbone(backbone.name, backbone.weights)  # the shared model stays untouched
+            train_fcam(config, out, command=command, backbone=own, progress=job.progress,
+                       should_stop=job.stop_event.is_set)
+        except FcamInterrupted:
+            job.status = "stopped"
+        except USER_ERRORS + (ValueError, OSError) as exc:
+            job.status, job.error = "failed", str(exc)
+        except Exception:
+            logger.exception("Unexpected error while fitting an F-CAM decoder")
+            job.status, job.error = "failed", "Something went wrong while fitting; the details are in the server log."
+        else:
+            job.status = "done"
+
+    job.thread = threading.Thread(target=work, name="fcam-fit", daemon=True)
+    _fcam_jobs()["current"] = job
+    job.thread.start()
+    return job
+
+
+def stop_fcam_fit() -> None:
+    job = fcam_job()
+    if job is not None and job.status == "running":
+        job.stop_event.set()
+
+
+def dataset_problem(spec: str) -> str | None:
+    """A quick check of a dataset typed on the F-CAM page; None when it looks usable."""
+    kind, _, arg = spec.partition(":")
+    if kind == "folder":
+        return folder_problem(arg)
+    if kind in ("synthetic", "cub", "openimages", "voc"):
+        from pathlib import Path
+
+        if arg and not Path(arg).expanduser().is_dir():
+            return f"The folder '{arg}' does not exist on the server."
+        return None
+    return "Give folder:<path>, synthetic, synthetic:<path>, cub:<root>, openimages:<root> or voc:<root>."

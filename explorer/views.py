@@ -229,14 +229,20 @@ def comparison_sheet(image: Image.Image, table: dict, row_labels: dict[str, str]
     """The side-by-side PNG: rows are methods, columns upsamplers, each cell an overlay.
 
     `table` maps (method, upsampler) -> H x W map; with `shared_scale` every cell uses one colour
-    range (so magnitudes compare across cells), otherwise each cell spans its own range.
+    range (so magnitudes compare across cells), otherwise each cell spans its own range. A pair
+    missing from the table (an F-CAM column for a method no decoder was trained from) is drawn as
+    the darkened image.
     """
     methods = list(dict.fromkeys(m for m, _ in table))
     ups = list(dict.fromkeys(u for _, u in table))
+    if col_labels:
+        ups = [u for u in col_labels if u in ups] + [u for u in ups if u not in col_labels]
     arrays = {key: to_numpy(value) for key, value in table.items()}
     common = colour_scale(*arrays.values()) if shared_scale else None
     base = np.asarray(image.convert("RGB"))
-    tiles = [[overlay(base, arrays[(m, u)], common or colour_scale(arrays[(m, u)])) for u in ups] for m in methods]
+    absent = (base * 0.25).astype(np.uint8)
+    tiles = [[overlay(base, arrays[(m, u)], common or colour_scale(arrays[(m, u)])) if (m, u) in arrays else absent
+              for u in ups] for m in methods]
     return labelled_grid(tiles, [row_labels.get(m, m) for m in methods], [col_labels.get(u, u) for u in ups], title)
 
 
@@ -558,4 +564,57 @@ def bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], ti
         fig.add_trace(go.Bar(x=list(categories), y=list(values), name=label))
     fig.update_layout(barmode="group", title=title, height=340, yaxis_title=y_title,
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def seed_picture(image: np.ndarray | Image.Image, foreground: np.ndarray, background: np.ndarray,
+                 labels: np.ndarray, alpha: float = 0.35) -> np.ndarray:
+    """F-CAM's sampling regions over the image: C+ tinted green, C- tinted blue, and the seeds
+    drawn this iteration (label 1 foreground, 0 background) ringed in white and black."""
+    base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
+    tinted = base.copy()
+    tinted[foreground] = (1 - alpha) * tinted[foreground] + alpha * np.array([0, 200, 0])
+    tinted[background] = (1 - alpha) * tinted[background] + alpha * np.array([40, 80, 255])
+    picture = Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    for value, fill in ((1, (0, 255, 0)), (0, (60, 120, 255))):
+        ys, xs = np.nonzero(labels == value)
+        for y, x in zip(ys, xs):
+            draw.point((int(x), int(y)), fill=fill)
+        for cy, cx in _patch_centres(labels == value):
+            draw.ellipse([cx - 6, cy - 6, cx + 6, cy + 6], outline="white", width=2)
+            draw.ellipse([cx - 8, cy - 8, cx + 8, cy + 8], outline="black", width=1)
+    return np.asarray(picture)
+
+
+def _patch_centres(mask: np.ndarray) -> list[tuple[float, float]]:
+    from scipy import ndimage
+
+    labelled, count = ndimage.label(mask)
+    if not count:
+        return []
+    return [tuple(c) for c in ndimage.center_of_mass(mask, labelled, range(1, count + 1))]
+
+
+def training_curve_figure(curve: Sequence[dict], history: Sequence[dict], steps_per_epoch: int | None = None):
+    """An F-CAM decoder's training: the loss terms every few steps (left axis) and the
+    validation localisation after each epoch (right axis)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    steps = [p["step"] for p in curve]
+    for key, label in (("loss", "total loss"), ("ce", "seed cross-entropy"), ("crf", "λ · CRF"), ("size", "size (log-barrier)")):
+        if curve and key in curve[0] and any(p.get(key) for p in curve):
+            fig.add_trace(go.Scatter(x=steps, y=[p[key] for p in curve], mode="lines", name=label), secondary_y=False)
+    if history and steps_per_epoch:
+        xs = [h["epoch"] * steps_per_epoch for h in history]
+        for key, label in (("val_max_box_acc", "val MaxBoxAcc"), ("val_pxap", "val PxAP")):
+            if key in history[0]:
+                fig.add_trace(go.Scatter(x=xs, y=[h[key] for h in history], mode="lines+markers", name=label,
+                                         line=dict(dash="dot")), secondary_y=True)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.3),
+                      xaxis_title="training step")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="validation (%)", secondary_y=True)
     return fig

@@ -7,7 +7,7 @@ colour-scale changes rerun only the fragment, which upsamples those cached maps.
 
 import streamlit as st
 
-from explorer import NORMALISERS, UPSAMPLERS, ui, views
+from explorer import FCAM, NORMALISERS, ui, views
 
 NORMALISER_LABELS = {
     "minmax": "min-max (0 to 1)",
@@ -50,7 +50,10 @@ def overlays() -> None:
     """Everything that only re-upsamples the cached grid maps."""
     upsampler_column, normaliser_column, scale_column = st.columns([3, 2, 1.5], vertical_alignment="bottom")
     with upsampler_column:
-        upsamplers = ui.multiselect("Upsamplers", "upsamplers", UPSAMPLERS, ("bilinear", "gaussian"))
+        upsamplers = ui.multiselect("Upsamplers", "upsamplers", ui.available_upsamplers(state), ("bilinear", "gaussian"),
+                                    format_func=lambda u: ui.upsampler_label(u, (0, 0)) if u == FCAM else u,
+                                    help="The F-CAM decoder is offered when one was trained for this backbone and "
+                                         "layer; it fills the rows of the methods it was trained from.")
     with normaliser_column:
         normaliser = ui.selectbox("Normaliser", "normaliser", NORMALISERS, "minmax", format_func=NORMALISER_LABELS.get,
                                   help="With 'none' or 'max' a signed map stays signed and is drawn with a "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +118,29 @@ def test_not_a_weight_file(tmp_path):
         load_backbone("efficientnet_lite0", path)
     with pytest.raises(BackboneError, match="does not exist"):
         load_backbone("efficientnet_lite0", tmp_path / "absent.pth")
+
+
+def test_quantized_state_dicts_load_close_to_the_float_weights(tmp_path):
+    """Shipped classifier files hold int8 weights with per-channel scales: loading restores float
+    tensors within half a quantisation step, and the network's outputs barely move."""
+    from explorer.checkpoints import SCALE_SUFFIX, load_state_dict, quantize_state
+
+    torch.manual_seed(0)
+    model = load_backbone("synthetic_cnn", "random", device="cpu").model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    packed = quantize_state(state)
+    assert packed["stage4.1.conv1.weight"].dtype == torch.int8 and "stage4.1.conv1.weight" + SCALE_SUFFIX in packed
+    path = tmp_path / "packed.pt"
+    torch.save(packed, path)
+    restored = load_state_dict(path)
+    assert restored.keys() == state.keys()
+    for key, value in state.items():
+        if value.is_floating_point():
+            step = value.abs().amax() / 127 if packed[key].dtype == torch.int8 else value.abs().amax() * 1e-3 + 1e-6
+            assert (restored[key] - value).abs().max() <= step, key
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        before = model(x)
+        model.load_state_dict(restored)
+        after = model(x)
+    assert torch.allclose(before, after, atol=0.05 * before.abs().max().item())

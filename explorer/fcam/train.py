@@ -259,7 +259,8 @@ def score_split(backbone: Backbone, decoder: FcamDecoder | None, data: SplitTens
     out = {}
     if boxes is not None:
         result = boxes.compute()
-        out.update(max_box_acc=round(result.max_box_acc, 4), max_box_acc_v2=round(result.max_box_acc_v2, 4))
+        out.update(max_box_acc=round(result.max_box_acc, 4), max_box_acc_v2=round(result.max_box_acc_v2, 4),
+                   best_threshold=round(result.best_threshold, 4))
     if pixels is not None:
         out["pxap"] = round(pixels.compute().pxap, 4)
     return out

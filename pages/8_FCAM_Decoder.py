@@ -1,0 +1,161 @@
+"""F-CAM Decoder: a trained U-Net decoder turns the classifier's coarse CAM into a full-resolution map.
+
+For the sidebar's image: the low-resolution CAM, the seeds drawn from it, the decoder's foreground
+map, CAM versus F-CAM with their boxes, and their value histograms (F-CAM Fig. 6); the decoder's
+training curves and settings from its card; and a form that fits a decoder on your own data.
+"""
+
+import streamlit as st
+
+from explorer import ui, views
+
+st.set_page_config(page_title="F-CAM Decoder · CAM Explorer", layout="wide")
+state = ui.sidebar()
+
+st.title("F-CAM Decoder")
+st.markdown(
+    "A CAM is computed on a coarse grid (7×7 to 14×14 here) and usually *interpolated* to the image. "
+    "F-CAM (Belharbi et al.) trains a small U-Net **decoder** on the frozen classifier's multi-scale features "
+    "instead, from the classifier's own CAM only: a few pixels drawn each step from the CAM's confident "
+    "foreground (above Otsu's threshold, eroded) and background (its lowest *n⁻* fraction) supervise it, a CRF "
+    "loss makes pixels of similar colour nearby agree, and a log-barrier size constraint keeps both regions "
+    "from collapsing. No box or mask is ever used."
+)
+ui.context_banner(state)
+
+choices, problems = ui.decoder_choices(state)
+for problem in problems:
+    st.warning(problem)
+if not choices:
+    st.info(f"No F-CAM decoder is trained for `{state.backbone.name}` layer `{state.layer}` with these weights. "
+            "The shipped decoders belong to `synthetic_cnn` and `synthetic_lite0` (pick one in the sidebar, with a "
+            "synthetic image uploaded or the benchmark's own), or fit one below.")
+else:
+    active = ui.active_decoders(state)
+    labels = {c.path: c.label for c in choices}
+    default = next(iter(active.values())).path
+    path = ui.selectbox("Decoder", f"fcam.decoder.{state.backbone.name}.{state.layer}", list(labels), default,
+                        format_func=labels.get)
+    choice = next(c for c in choices if c.path == path)
+    if active.get(choice.base_method) != choice:
+        st.button("Use this decoder on the other pages", on_click=ui.use_decoder, args=(state, choice),
+                  help="Compare and the evaluation form then use it as the F-CAM upsampler.")
+    card = choice.card
+    draw = ui.number_input("Seed draw", "fcam.draw", 0, 10_000, 0,
+                           help="The seeds are drawn anew at every training step; change this to see another draw.")
+    view = ui.attempt("running the decoder", lambda: ui.fcam_view(state, choice, draw))
+    if view is not None:
+        base = state.seen
+        h, w = view.grid.shape
+        st.subheader("From coarse CAM to seeds to F-CAM")
+        c1, c2, c3 = st.columns(3, gap="medium")
+        with c1:
+            st.plotly_chart(views.heatmap_figure(view.grid, title=f"{ui.method_name(choice.base_method)}: raw {h}×{w} grid",
+                                                 class_name=state.target_name))
+            st.caption("The classifier's own map at grid level: all the decoder is told about the object.")
+        with c2:
+            st.image(views.seed_picture(base, view.foreground, view.background, view.labels), width="stretch",
+                     output_format="PNG",
+                     caption=f"C⁺ (green: above Otsu, eroded) and C⁻ (blue: the lowest "
+                             f"{card.get('settings', {}).get('n_negative', 0.3):.0%} of the CAM); ringed: the seed "
+                             f"patches of draw {draw}, the only pixels that supervise one training step")
+        with c3:
+            st.image(views.overlay(base, view.fcam, views.ColourScale(0.0, 1.0, False)), width="stretch",
+                     output_format="PNG", caption="F-CAM: the decoder's foreground probability (0 to 1, not normalised)")
+
+        st.subheader("CAM versus F-CAM, with their boxes")
+        val = card.get("val", {})
+        t1, t2 = st.columns(2)
+        with t1:
+            tau_cam = ui.slider("τ for the CAM", "fcam.tau_cam", 0.0, 0.99,
+                                float(card.get("val_baseline", {}).get("best_threshold", 0.2)), step=0.01,
+                                help="Default: the threshold that gave the base CAM its best validation MaxBoxAcc.")
+        with t2:
+            tau_fcam = ui.slider("τ for the F-CAM", "fcam.tau_fcam", 0.0, 0.99, float(val.get("best_threshold", 0.5)),
+                                 step=0.01, help="Default: the decoder's best validation threshold.")
+        left, right = st.columns(2, gap="large")
+        cam_boxes = ui.largest_box(view.cam_bilinear, tau_cam)
+        fcam_boxes = ui.largest_box(view.fcam, tau_fcam)
+        with left:
+            picture = views.overlay(base, view.cam_bilinear)
+            st.image(views.draw_boxes(picture, cam_boxes, (255, 40, 40)), width="stretch", output_format="PNG",
+                     caption=f"{ui.method_name(choice.base_method)} + bilinear, min-max · box at τ = {tau_cam:.2f}")
+        with right:
+            picture = views.overlay(base, view.fcam, views.ColourScale(0.0, 1.0, False))
+            st.image(views.draw_boxes(picture, fcam_boxes, (255, 40, 40)), width="stretch", output_format="PNG",
+                     caption=f"F-CAM · box at τ = {tau_fcam:.2f}")
+        edges, histograms = ui.value_histograms(view)
+        st.plotly_chart(views.value_histogram_figure(edges, histograms, title="Map values over this image (F-CAM Fig. 6)"))
+        st.caption("A CAM piles its values near 0 with a long tail, so its box depends delicately on τ; the "
+                   "decoder's cross-entropy pushes values to 0 or 1, and the second mode near 1 makes the box "
+                   "robust to τ.")
+        timing = {k: round(1000 * v, 1) for k, v in view.seconds.items()}
+        st.caption(f"Timings (ms): {timing}.")
+
+    st.subheader("How this decoder was trained")
+    history = card.get("history") or []
+    if history:
+        st.plotly_chart(views.training_curve_figure(card.get("curve") or [], history, ui.steps_per_epoch(card)))
+    m1, m2, m3 = st.columns(3)
+    base_val = card.get("val_baseline", {})
+    if "max_box_acc" in val:
+        m1.metric("validation MaxBoxAcc", f"{val['max_box_acc']:.1f}",
+                  delta=f"{val['max_box_acc'] - base_val.get('max_box_acc', val['max_box_acc']):+.1f} vs CAM + bilinear")
+    if "pxap" in val:
+        m2.metric("validation PxAP", f"{val['pxap']:.1f}",
+                  delta=f"{val['pxap'] - base_val.get('pxap', val['pxap']):+.1f} vs CAM + bilinear")
+    m3.metric("training time", f"{card.get('train_seconds', 0) / 60:.0f} min", help=card.get("device", ""))
+    st.caption(f"Reproduce with `{card.get('command', '')}`")
+    st.dataframe(ui.card_settings_rows(card), hide_index=True)
+
+st.subheader("Fit a decoder on your own data")
+job = ui.fcam_job()
+with st.form("fcam.fit"):
+    spec = st.text_input("Dataset", value="folder:/path/to/photos",
+                         help="folder:<path> (photos only: each image's CAM explains the classifier's top-1, the "
+                              "last epoch is kept), or synthetic, synthetic:<path>, cub:<root>, openimages:<root>.")
+    f1, f2, f3 = st.columns(3)
+    method = f1.selectbox("Base CAM", ui.available_methods(state), format_func=ui.method_name)
+    epochs = f2.slider("Epochs", *ui.FCAM_FIT_EPOCHS)
+    limit = f3.number_input("Training images (at most)", ui.FCAM_FIT_LIMIT[0], ui.FCAM_FIT_LIMIT[1],
+                            ui.FCAM_FIT_LIMIT[2], step=1)
+    submitted = st.form_submit_button("Fit a decoder", type="primary",
+                                      disabled=job is not None and job.status == "running")
+if submitted:
+    problem = ui.dataset_problem(spec.strip())
+    if problem:
+        st.error(problem)
+    else:
+        job = ui.attempt("starting the fit",
+                         lambda: ui.start_fcam_fit(state, spec.strip(), method, int(epochs), int(limit)))
+
+
+@st.fragment(run_every=1.0)
+def fit_progress() -> None:
+    job = ui.fcam_job()
+    if job is None:
+        return
+    with st.container(border=True):
+        st.markdown(f"**Fitting** a decoder for `{job.settings['backbone']}` from "
+                    f"{ui.method_name(job.settings['base_method'])} on `{job.settings['spec']}`")
+        if job.status == "running":
+            st.progress(job.fraction, text=job.describe())
+            st.button("Stop", key="fcam.stop", on_click=ui.stop_fcam_fit,
+                      help="Stops after the current step; the run state is kept, so fitting the same settings "
+                           "again continues it.")
+        elif job.status == "done":
+            st.success(f"Done: {job.out.name} is in the decoder list above (and in runs/fcam/).")
+            if not getattr(job, "announced", False):
+                job.announced = True
+                st.rerun(scope="app")  # the decoder list at the top of the page now includes it
+        elif job.status == "stopped":
+            st.info("Stopped. Fit the same settings again to continue from the last checkpoint.")
+        else:
+            st.error(job.error or "The fit failed.")
+        for record in job.history:
+            scores = ", ".join(f"{k[4:]} {v:.1f}" for k, v in record.items() if k.startswith("val_"))
+            st.caption(f"epoch {record['epoch']}: loss {record.get('train_loss', float('nan')):.4f}"
+                       + (f", validation {scores}" if scores else ""))
+
+
+fit_progress()
