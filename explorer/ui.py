@@ -32,20 +32,56 @@ import torch
 from PIL import Image
 
 from explorer import views
-from explorer.backbones import REGISTRY, Backbone, BackboneError, backbone_names, load_backbone
+from explorer.backbones import (
+    REGISTRY,
+    Backbone,
+    BackboneError,
+    backbone_names,
+    load_backbone,
+)
 from explorer.capture import CaptureError
 from explorer.checkpoints import CheckpointError
-from explorer.erf import (ErfError, ErfEstimate, ErfFit, ErfFitError, convergence, estimate_erf, fit_erf,
-                          folder_batches, gallery_batches, load_erf_card, noise_batches)
-from explorer.images import GALLERY, GALLERY_PREFIX, ImageError, gallery_image, gallery_names, image_digest, load_image
+from explorer.erf import (
+    ErfError,
+    ErfEstimate,
+    ErfFit,
+    ErfFitError,
+    convergence,
+    estimate_erf,
+    fit_erf,
+    folder_batches,
+    gallery_batches,
+    load_erf_card,
+    noise_batches,
+)
+from explorer.fcam.decoder import FcamDecoder, FcamError
+from explorer.images import (
+    GALLERY,
+    GALLERY_PREFIX,
+    ImageError,
+    gallery_image,
+    gallery_names,
+    image_digest,
+    load_image,
+)
 from explorer.methods import METHODS, MethodError, method_label
 from explorer.pipeline import grid_maps, pixel_maps
-from explorer.presets import (ERF_DIR, MANUAL_LABEL, PAPER_LABEL, PAPER_SIGMA, CardError, erf_card_path,
-                              fitted_sigma, sigma_presets)
-from explorer.fcam.decoder import FcamDecoder, FcamError
+from explorer.presets import (
+    ERF_DIR,
+    MANUAL_LABEL,
+    PAPER_LABEL,
+    PAPER_SIGMA,
+    CardError,
+    erf_card_path,
+    fitted_sigma,
+    sigma_presets,
+)
+from explorer.runtime import tune_allocator
 from explorer.upsample import FCAM, UPSAMPLERS, UpsampleError
 
 T = TypeVar("T")
+
+tune_allocator()  # the app's server process: reuse freed activations instead of re-faulting them
 
 logger = logging.getLogger(__name__)
 
@@ -1727,7 +1763,12 @@ def fcam_view(state: Selection, choice: DecoderChoice, draw: int) -> FcamView:
 @st.cache_data(max_entries=16, show_spinner="Running the classifier and the decoder…")
 def _fcam_view(image_key: str, backbone_name: str, weights: str, layer: str, target: int, path: str, stamp: float,
                draw: int, *, _backbone: Backbone, _image: Image.Image, _choice: DecoderChoice) -> FcamView:
-    from explorer.fcam.seeds import SeedConfig, cam_for_seeds, draw_seeds, sampling_regions
+    from explorer.fcam.seeds import (
+        SeedConfig,
+        cam_for_seeds,
+        draw_seeds,
+        sampling_regions,
+    )
 
     decoder = load_cached_decoder(_choice, _backbone)
     settings = decoder.card.get("settings", {})

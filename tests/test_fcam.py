@@ -389,3 +389,26 @@ def test_a_pickle_that_would_run_code_is_refused_not_run(uninterrupted, cnn, tmp
         load_decoder(weights, cnn)
     assert not marker.exists()
     assert pickle  # imported for clarity: torch.save pickles the object above
+
+
+# ------------------------------------------------------------------------------ commands
+
+def test_train_fcam_and_ablation_commands_on_a_tiny_configuration(data, tmp_path, capsys):
+    """The CI smoke test: both commands end to end on 12 training images, one epoch each."""
+    from explorer.cli import main
+
+    common = ["--backbone", "synthetic_cnn", "--weights", "random", "--dataset", f"synthetic:{data}",
+              "--epochs", "1", "--batch-size", "4"]
+    assert main(["train-fcam", *common, "--out", str(tmp_path / "dec.pt")]) == 0
+    card = json.loads((tmp_path / "dec.json").read_text())
+    assert card["command"].startswith("python -m explorer train-fcam --backbone synthetic_cnn")
+    assert main(["fcam-ablation", *common, "--out", str(tmp_path / "ablation")]) == 0
+    table = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
+    assert [r["variant"] for r in table["rows"]] == ["seeds", "seeds+crf", "seeds+size", "seeds+crf+size"]
+    assert [(r["crf_weight"] > 0, r["size_weight"] > 0) for r in table["rows"]] == [
+        (False, False), (True, False), (False, True), (True, True)]
+    assert "max_box_acc" in table["baseline_bilinear"] and "pxap" in table["rows"][0]
+    out = capsys.readouterr().out
+    assert "CAM + SR + CRF + ASC (F-CAM)" in out
+    assert main(["train-fcam", *common, "--lr", "-1", "--out", str(tmp_path / "bad.pt")]) == 2
+    assert "must be positive" in capsys.readouterr().err

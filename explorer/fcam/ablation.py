@@ -52,7 +52,9 @@ class AblationTable:
 def variant_config(config: FcamConfig, variant: str) -> FcamConfig:
     if variant not in ABLATION_VARIANTS:
         raise FcamError(f"unknown ablation variant '{variant}'; choose from {', '.join(ABLATION_VARIANTS)}")
-    base = dataclasses.replace(config, crf_weight=config.crf_weight or 2e-9, size_weight=config.size_weight or 0.1)
+    default = FcamConfig(backbone=config.backbone)
+    base = dataclasses.replace(config, crf_weight=config.crf_weight or default.crf_weight,
+                               size_weight=config.size_weight or default.size_weight)
     return dataclasses.replace(base, **ABLATION_VARIANTS[variant])
 
 

@@ -66,8 +66,10 @@ class FcamConfig:
     """Every knob of a decoder run; all of it goes into the card and is checked on resume.
 
     Defaults are F-CAM's (shared/reference/fcam-decoder.md) except where this CPU forces a
-    choice: fewer epochs than the paper's 50, a batch of 16, and a background fraction n- chosen
-    for objects that cover 5-35 % of the image.
+    choice, each picked on the synthetic benchmark's validation split (README, "F-CAM"): 5 epochs
+    instead of 50, a batch of 16, SGD at 0.03 instead of 0.01 for the short schedule, and a CRF
+    weight of 2e-8 instead of 2e-9 (after 200 steps, validation MaxBoxAcc 26.7 with 2e-9, 65.3
+    with 1e-8, 87.3 with 2e-8). n- = 0.3 suits objects that cover 5-35 % of the image.
     """
 
     backbone: str
@@ -80,9 +82,9 @@ class FcamConfig:
     val_split: str = "val"
     train_limit: int | None = None
     val_limit: int | None = None
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 16
-    lr: float = 0.01
+    lr: float = 0.03
     momentum: float = 0.9
     weight_decay: float = 1e-4
     n_negative: float = 0.3
@@ -91,7 +93,7 @@ class FcamConfig:
     patch: int = 3
     erode: int = 11
     ce_weight: float = 1.0
-    crf_weight: float = 2e-9
+    crf_weight: float = 2e-8
     crf_sigma_rgb: float = 15.0
     crf_sigma_xy: float = 100.0
     crf_scale: int = 4

@@ -1,0 +1,176 @@
+"""App latency in a real browser: from a sigma slider move to the repainted grid, and from a method
+switch to the redrawn heatmap.
+
+    python benchmarks/bench_app_latency.py [--moves 30] [--json PATH]
+
+Starts `streamlit run app.py` headless on a free port, drives Debian's Chromium with Playwright
+(never a downloaded browser), opens Compare with the default image and backbone, picks the manual
+sigma preset, then:
+
+* sigma: presses ArrowRight on the sigma_x slider `--moves` times (one 0.5 px step each) and times
+  each press until every Gaussian tile's caption shows the new sigma and the app reports no run in
+  progress (the slider lives in a fragment: only the upsampling and the tiles rerun);
+* method: switches the "Heatmap of" selectbox between two methods `--moves` times and times each
+  switch until the heatmap's title names the new method (a whole-page rerun on cached maps).
+
+Median and 95th percentile, milliseconds. Target for the sigma move: median <= 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import describe_machine, machine_info, percentile, verdict, write_json  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+TARGET_SIGMA_MS = 300.0
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--moves", type=int, default=30)
+    p.add_argument("--json", dest="json_path", default=None)
+    return p.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false"]
+    sink = log.open("w")
+    server = subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                              env={**os.environ, "CAM_EXPLORER_RUNS": str(log.parent / "runs")})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().decode().strip() == "ok":
+                    return server, url
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("streamlit did not become healthy in 90 s")
+
+
+def settle(page, marker: str) -> None:
+    page.wait_for_selector(marker)
+    page.wait_for_selector(READY, state="attached")
+    page.wait_for_timeout(300)
+    page.wait_for_selector(READY, state="attached")
+
+
+def slider_value(page, label: str) -> float:
+    slider = page.locator('[data-testid="stSlider"]', has_text=label)
+    return float(slider.locator('[data-testid="stSliderThumbValue"]').inner_text().strip())
+
+
+def measure(page, moves: int) -> dict:
+    page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
+    settle(page, '[data-testid="stImage"] img')
+    page.locator('input[aria-label="Gaussian σ preset"]').click()
+    page.locator('[role="option"]', has_text="manual").first.click()
+    settle(page, '[data-testid="stImage"] img')
+    slider = page.locator('input[type="range"][aria-label="σx (pixels)"]')
+    sigma_ms = []
+    for _ in range(moves):
+        value = slider_value(page, "σx (pixels)")
+        expected = f"σ=({value + 0.5:.4g}, {value + 0.5:.4g})"
+        slider.focus()
+        start = time.perf_counter()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            """expected => {
+                const caps = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
+                    .map(c => c.innerText).filter(t => t.startsWith('gaussian'));
+                const app = document.querySelector('[data-testid="stApp"]');
+                return caps.length > 0 && caps.every(t => t.includes(expected))
+                    && app.getAttribute('data-test-script-state') === 'notRunning';
+            }""", arg=expected, polling=5)
+        sigma_ms.append(1000 * (time.perf_counter() - start))
+    box = page.locator('input[aria-label="Heatmap of"]')
+    names = []
+    for option in ("Grad-CAM", "Extended-CAM"):
+        names.append(option)
+    method_ms = []
+    for i in range(moves):
+        option = names[i % 2]
+        box.click()
+        start = time.perf_counter()
+        page.locator('[role="option"]', has_text=option).first.click()
+        page.wait_for_function(
+            """name => {
+                const titles = [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(t => t.textContent);
+                const app = document.querySelector('[data-testid="stApp"]');
+                return titles.some(t => t.startsWith(name + ':') || t.startsWith(name + ' ('))
+                    && app.getAttribute('data-test-script-state') === 'notRunning';
+            }""", arg=option, polling=5)
+        method_ms.append(1000 * (time.perf_counter() - start))
+    return {"sigma_ms": sigma_ms, "method_ms": method_ms}
+
+
+def summary(samples: list[float]) -> dict:
+    return {"median_ms": statistics.median(samples), "p95_ms": percentile(samples, 95), "n": len(samples)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    info = machine_info("cpu")
+    print(describe_machine(info))
+    if not CHROMIUM.exists():
+        print(f"skipped: {CHROMIUM} is missing (apt-get install chromium); `make test` installs it")
+        return 0
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server, url = start_server(Path(tmp) / "server.log")
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+                page = browser.new_context(viewport={"width": 1600, "height": 1400}).new_page()
+                page.set_default_timeout(120_000)
+                page.goto(url)
+                settle(page, '[data-testid="stDataFrame"]')
+                samples = measure(page, args.moves)
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    result = {"sigma": summary(samples["sigma_ms"]), "method": summary(samples["method_ms"]), "samples": samples}
+    result["sigma"]["verdict"] = verdict(result["sigma"]["median_ms"], TARGET_SIGMA_MS)
+    print(f"sigma slider move -> repainted grid: median {result['sigma']['median_ms']:.0f} ms, "
+          f"p95 {result['sigma']['p95_ms']:.0f} ms over {args.moves} moves (target median <= {TARGET_SIGMA_MS:.0f} ms) "
+          f"{result['sigma']['verdict']}")
+    print(f"method switch -> redrawn heatmap: median {result['method']['median_ms']:.0f} ms, "
+          f"p95 {result['method']['p95_ms']:.0f} ms over {args.moves} switches")
+    if args.json_path:
+        write_json(args.json_path, {"machine": info, **result})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

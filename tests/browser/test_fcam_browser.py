@@ -1,0 +1,83 @@
+"""The F-CAM Decoder page in a real Chromium, with the shipped decoder of synthetic_lite0 on an
+uploaded image of the synthetic benchmark: CAM, seeds and F-CAM drawn; the threshold slider and a
+new seed draw redraw; Compare shows the decoder as an upsampler column.
+
+Screenshots land in test-artifacts/screenshots/fcam-*.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from explorer.datasets import make_synthetic
+
+from .test_receptive_field_browser import open_page_from_nav, settle, shoot, slider_value
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def synthetic_image(tmp_path_factory) -> Path:
+    data = make_synthetic(tmp_path_factory.mktemp("browser-fcam") / "synthetic", seed=3,
+                          sizes={"train": 0, "val": 0, "test": 2})
+    return sorted((data / "images" / "test").rglob("*.jpg"))[0]
+
+
+def choose(page: Page, label: str, option: str, marker: str = '[data-testid="stImage"]') -> None:
+    page.locator(f'input[aria-label="{label}"]').click()
+    page.locator('[role="option"]', has_text=option).first.click()
+    settle(page, marker)
+
+
+def captions(page: Page) -> list[str]:
+    return page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+
+
+def test_fcam_page_and_the_fcam_column_in_compare(page: Page, app_url: str, synthetic_image: Path,
+                                                  screenshot_dir: Path) -> None:
+    page.goto(app_url)
+    settle(page, '[data-testid="stDataFrame"]')
+    choose(page, "Backbone", "synthetic_lite0", '[data-testid="stDataFrame"]')
+    page.locator("label", has_text="upload").first.click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(synthetic_image))
+    settle(page, '[data-testid="stDataFrame"]')
+    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(synthetic_image.name)
+
+    open_page_from_nav(page, "FCAM Decoder", "F-CAM Decoder")
+    page.wait_for_selector('[data-testid="stImage"] img')
+    expect(page.locator('[data-testid="stImage"] img')).to_have_count(4)
+    assert any(c.startswith("C⁺ (green") for c in captions(page))
+    expect(page.locator(".js-plotly-plot")).to_have_count(3)  # grid heatmap, value histograms, training curves
+    shoot(page, screenshot_dir, "fcam-01-page")
+
+    before = slider_value(page, "τ for the F-CAM")
+    slider = page.locator('input[type="range"][aria-label="τ for the F-CAM"]')
+    slider.focus()
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+        settle(page, '[data-testid="stImage"] img')
+    after = slider_value(page, "τ for the F-CAM")
+    assert after != before
+    assert any(c.startswith(f"F-CAM · box at τ = {float(after):.2f}") for c in captions(page)), captions(page)
+
+    draw = page.locator('input[aria-label="Seed draw"]')
+    draw.fill("7")
+    draw.press("Enter")
+    settle(page, '[data-testid="stImage"] img')
+    assert any("patches of draw 7" in c for c in captions(page))
+    shoot(page, screenshot_dir, "fcam-02-threshold-and-draw")
+
+    open_page_from_nav(page, "Compare", "Compare CAM methods")
+    page.wait_for_selector('[data-testid="stImage"] img')
+    box = page.locator('[data-testid="stMultiSelect"]', has_text="Upsamplers")
+    box.locator("input").click()
+    page.locator('[role="option"]', has_text="F-CAM decoder").first.click()
+    page.keyboard.press("Escape")
+    settle(page, '[data-testid="stImage"] img')
+    texts = captions(page)
+    assert any(t.startswith("F-CAM decoder ·") for t in texts), texts
+    assert any("no decoder trained from Grad-CAM" in t for t in texts), texts
+    shoot(page, screenshot_dir, "fcam-03-compare-with-fcam")
