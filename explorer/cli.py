@@ -7,6 +7,7 @@ and exit with status 2; they never show a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -238,25 +239,34 @@ def run_erf(args: argparse.Namespace) -> int:
     print(f"ERF of {backbone.name} ({backbone.weights_label}) / {layer}, {args.mode} gradient, "
           f"{source.total} {source.name} images, batch {args.batch_size}")
 
+    # The running sum is kept beside the card after every batch: a killed run resumes from it.
+    state = out.with_name(f".{out.name}.partial.npz")
+    key = json.dumps({"backbone": backbone.name, "weights": str(args.weights), "layer": layer, "mode": args.mode,
+                      "source": source.name, "images": args.images, "batch": args.batch_size, "seed": args.seed},
+                     sort_keys=True)
     bar = tqdm(total=source.total, unit="img", desc="ERF", dynamic_ncols=True)
 
     def progress(done: int, _total: int | None, _map) -> None:
         bar.update(done - bar.n)
 
+    if state.is_file():
+        print(f"resuming the partial estimate in {state}")
     try:
-        # interruptible: Ctrl-C keeps what was accumulated; it is fitted and written, marked.
-        estimate = erf.estimate_erf(backbone, layer, source, mode=args.mode, batch_size=args.batch_size,
-                                    progress=progress, interruptible=True)
+        # Ctrl-C keeps what was accumulated: it is fitted and written, marked, and the state stays.
+        estimate = erf.estimate_erf_resumable(backbone, layer, source, state, mode=args.mode, key=key,
+                                              progress=progress)
     finally:
         bar.close()
     if estimate.interrupted:
         print(f"interrupted after {estimate.n_images} of {source.total} images: fitting and writing what "
-              f"was accumulated (the card says interrupted: true)")
+              f"was accumulated (the card says interrupted: true); rerun the same command to continue")
     fit = erf.fit_erf(estimate.map, offset=args.offset, rotation=args.rotation)
     argv = getattr(args, "argv", None)
     command_line = "python -m explorer " + shlex.join(argv if argv is not None else sys.argv[1:])
     erf.save_erf_card(estimate, fit, out, command_line)
     erf.erf_figure_png(estimate, fit, png)
+    if not estimate.interrupted:
+        state.unlink(missing_ok=True)
 
     def pm(name: str) -> str:
         err = fit.stderr.get(name)
@@ -335,7 +345,7 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
                    help="a synthetic dataset folder (default: the cached one, generated on first use)")
     p.add_argument("--out", type=Path, default=None, help="weights file (default: checkpoints/<arch>.pt); "
                    "the card is written beside it with .json")
-    p.add_argument("--epochs", type=int, default=None, help="default: 18 for synthetic_cnn, 6 for synthetic_lite0")
+    p.add_argument("--epochs", type=int, default=None, help="default: 100 for synthetic_cnn, 6 for synthetic_lite0")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per architecture)")
     p.add_argument("--seed", type=int, default=0)

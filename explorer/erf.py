@@ -37,6 +37,7 @@ raised by a scoped, thread-owned hook), so the layers above it cost nothing.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -432,6 +433,77 @@ def estimate_erf(
         interrupted=interrupted, source=source, n_planned=total,
         seconds=time.perf_counter() - start, snapshots=snapshots,
     )
+
+
+def merge_estimate(total: np.ndarray | None, done: int, snapshots: list[tuple[int, np.ndarray]],
+                   part: ErfEstimate) -> tuple[np.ndarray, int, list[tuple[int, np.ndarray]]]:
+    """Running totals after one more batch: (sum, count, snapshots) with sum += part.map * k and
+    the running mean at every power of two the batch crosses (exact: `part.snapshots` hold the
+    batch's own running means after 1, 2, 4, ... images, and the batch size is a power of two
+    wherever snapshots are read)."""
+    k = part.n_images
+    base = 0.0 if total is None else total
+    new = [(done + j, (base + mean * j) / (done + j)) for j, mean in part.snapshots
+           if (done + j) & (done + j - 1) == 0]
+    return base + part.map * k, done + k, snapshots + new
+
+
+def estimate_erf_resumable(backbone: Backbone, layer: str | None, source: ImageSource, state_path: str | os.PathLike[str],
+                           *, mode: str = "abs", key: str = "",
+                           progress: Callable[[int, int | None, np.ndarray], None] | None = None) -> ErfEstimate:
+    """`estimate_erf` over `source`, batch by batch, with the running sum written atomically to
+    `state_path` after every batch. Started again with the same `key` (the settings), it skips the
+    batches already summed: a killed run resumes and ends with exactly the map of an uninterrupted
+    one (the same float64 sums in the same order). A state of other settings is an error; the
+    caller deletes the state once the result is safe. Ctrl-C keeps the state and returns what was
+    accumulated, marked interrupted."""
+    import itertools
+
+    state_path = Path(state_path)
+    layer = backbone.resolve_layer(layer)
+    total, done, snapshots, seconds, meta = None, 0, [], 0.0, None
+    if state_path.is_file():
+        try:
+            with np.load(state_path, allow_pickle=False) as saved:
+                if str(saved["key"]) != key:
+                    raise ErfError(f"{state_path} holds a partial ERF estimate with other settings; delete it or "
+                                   f"give the same settings to resume")
+                total, done, seconds = saved["sum"].copy(), int(saved["done"]), float(saved["seconds"])
+                snapshots = [(int(n), m.copy()) for n, m in zip(saved["snapshot_n"], saved["snapshot_maps"])]
+                meta = json.loads(str(saved["meta"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ErfError(f"{state_path}: the partial ERF estimate cannot be read ({exc}); delete it to start over") from exc
+    interrupted = False
+    start = time.perf_counter()
+    try:
+        for batch in itertools.islice(iter(source), done // source.batch_size, None):
+            part = estimate_erf(backbone, layer, batch, mode=mode, batch_size=source.batch_size)
+            total, done, snapshots = merge_estimate(total, done, snapshots, part)
+            if meta is None:
+                meta = {"input_size": list(part.input_size), "grid": list(part.grid),
+                        "centre_cell": list(part.centre_cell), "centre_px": list(part.centre_px)}
+            buffer = io.BytesIO()
+            np.savez(buffer, key=np.array(key), sum=total, done=np.array(done),
+                     seconds=np.array(seconds + time.perf_counter() - start),
+                     snapshot_n=np.array([n for n, _ in snapshots]),
+                     snapshot_maps=np.stack([m for _, m in snapshots]), meta=np.array(json.dumps(meta)))
+            _atomic_write(state_path, buffer.getvalue())
+            if progress is not None:
+                progress(done, source.total, total / done)
+    except KeyboardInterrupt:
+        if done == 0:
+            raise
+        interrupted = True
+    if done == 0 or total is None or meta is None:
+        raise ErfError("No image was given to the ERF estimate.")
+    final = total / done
+    if not snapshots or snapshots[-1][0] != done:
+        snapshots = snapshots + [(done, final.copy())]
+    return ErfEstimate(
+        map=final, n_images=done, mode=mode, layer=layer, backbone=backbone.name, weights=backbone.weights,
+        input_size=tuple(meta["input_size"]), grid=tuple(meta["grid"]), centre_cell=tuple(meta["centre_cell"]),
+        centre_px=tuple(meta["centre_px"]), interrupted=interrupted or done < source.total, source=source.name,
+        n_planned=source.total, seconds=seconds + time.perf_counter() - start, snapshots=snapshots)
 
 
 # ============================================================================ fitting

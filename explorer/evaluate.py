@@ -270,13 +270,28 @@ def _save_npz_atomically(arrays: dict[str, np.ndarray], path: Path) -> None:
 def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str, methods: Sequence[str],
                     sigma, taus: np.ndarray, indices: list[int], policy: str,
                     decoders: dict | None = None) -> dict[str, np.ndarray]:
+    has_boxes = "boxes" in dataset.kind
+    has_masks = "masks" in dataset.kind
     images, kept, skipped = [], [], []
+    gt_boxes, gt_masks, ignores, parts = [], [], [], []
     for i in indices:
-        try:
-            images.append(dataset.load_image(i))
-            kept.append(i)
+        try:  # everything about the image first: one unreadable file skips the image, not the run
+            image = dataset.load_image(i)
+            boxes = dataset.gt_boxes(i, EVAL_SIZE) if has_boxes else None
+            masks = dataset.gt_mask(i, EVAL_SIZE, image_size=image.size) if has_masks else None
+            part = dataset.part_mask(i, EVAL_SIZE) if has_masks and dataset[i].part_path is not None else None
         except (ImageError, DatasetError, OSError) as exc:
             skipped.append((dataset[i].image_id, str(exc)))
+            continue
+        images.append(image)
+        kept.append(i)
+        if boxes is not None:
+            gt_boxes.append(boxes)
+        if masks is not None:
+            gt_masks.append(masks[0])
+            ignores.append(masks[1])
+        if part is not None:
+            parts.append(part)
     arrays: dict[str, np.ndarray] = {
         "version": np.array(CHUNK_VERSION),
         "skipped_ids": np.array([s[0] for s in skipped], dtype=str),
@@ -285,18 +300,6 @@ def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str,
     }
     if not kept:
         return arrays
-    has_boxes = "boxes" in dataset.kind
-    has_masks = "masks" in dataset.kind
-    gt_boxes, gt_masks, ignores, parts = [], [], [], []
-    for i in kept:
-        if has_boxes:
-            gt_boxes.append(dataset.gt_boxes(i, EVAL_SIZE))
-        if has_masks:
-            fg, ig = dataset.gt_mask(i, EVAL_SIZE)
-            gt_masks.append(fg)
-            ignores.append(ig)
-            if dataset[i].part_path is not None:
-                parts.append(dataset.part_mask(i, EVAL_SIZE))
     labels = np.array([-1 if dataset[i].label is None else int(dataset[i].label) for i in kept])
     batch = backbone.preprocess(images)
     with torch.no_grad():  # in float64, as average_drop_increase reads the masked images
@@ -404,8 +407,11 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
         if all(s.part_path is not None for s in dataset.samples[:count]):
             combos.append(("reference_part", REFERENCE_UPSAMPLER))
     ids = np.concatenate([c["ids"] for c in chunks])
-    skipped = [{"image_id": str(i), "reason": str(r)} for c in chunks
-               for i, r in zip(c["skipped_ids"], c["skipped_reasons"])]
+    # What the lenient loader left out (malformed lines, paths leaving the dataset, missing files),
+    # then the images a chunk could not read: each with its reason, file and line where known.
+    skipped = [{"image_id": None, "reason": str(issue)} for issue in dataset.issues]
+    skipped += [{"image_id": str(i), "reason": str(r)} for c in chunks
+                for i, r in zip(c["skipped_ids"], c["skipped_reasons"])]
     evaluated = [c for c in chunks if len(c["ids"])]
     labels = np.concatenate([c["labels"] for c in evaluated]) if evaluated else np.zeros(0, int)
     top = np.concatenate([c["top_classes"] for c in evaluated]) if evaluated else np.zeros((0, 1), int)

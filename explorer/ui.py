@@ -52,6 +52,7 @@ from explorer.erf import (
     folder_batches,
     gallery_batches,
     load_erf_card,
+    merge_estimate,
     noise_batches,
 )
 from explorer.fcam.decoder import FcamDecoder, FcamError
@@ -879,16 +880,12 @@ class ErfJob:
 
     def commit(self, part: ErfEstimate, seconds: float) -> None:
         """Add one batch's estimate (its own mean and snapshots) to the running totals."""
-        k = part.n_images
-        base = 0.0 if self.sum is None else self.sum
-        new = [(self.done + j, (base + mean * j) / (self.done + j)) for j, mean in part.snapshots
-               if (self.done + j) & (self.done + j - 1) == 0]  # powers of two only
         if not self.meta:
             self.meta = {"input_size": part.input_size, "grid": part.grid, "centre_cell": part.centre_cell,
                          "centre_px": part.centre_px, "layer": part.layer}
+        total, done, snapshots = merge_estimate(self.sum, self.done, self.snapshots, part)
         # One batch, committed together: sum, count and snapshots never disagree.
-        self.snapshots, self.sum, self.done, self.seconds = (
-            self.snapshots + new, base + part.map * k, self.done + k, self.seconds + seconds)
+        self.snapshots, self.sum, self.done, self.seconds = snapshots, total, done, self.seconds + seconds
 
     def estimate(self) -> ErfEstimate | None:
         """What has been accumulated so far as an ErfEstimate (None before the first batch);

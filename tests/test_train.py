@@ -55,7 +55,7 @@ def test_card_records_command_seed_accuracy_and_time(uninterrupted):
 def test_weights_load_as_a_registered_backbone(uninterrupted, data):
     backbone = load_backbone("synthetic_cnn", uninterrupted.weights, device="cpu")
     assert backbone.class_names == ["disc", "spike", "hammer", "star", "fork"]
-    assert backbone.has_gap_linear_head and backbone.layer_shape() == (256, 14, 14)
+    assert backbone.has_gap_linear_head and backbone.layer_shape() == (128, 14, 14)
     x, y = load_split_tensor(data, "test")
     assert accuracy(backbone.model, x, y) == pytest.approx(uninterrupted.test_accuracy)
     maps = compute_cams(backbone, x[:2].float() / 127.5 - 1, [0, 1], ["cam", "gradcam"])

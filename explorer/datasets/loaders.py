@@ -132,15 +132,17 @@ class WsolDataset(Sequence[Sample]):
             return _no_boxes()
         return rescale_boxes(sample.boxes_original, sample.original_size, size)
 
-    def gt_mask(self, index: int, size: int = EVAL_SIZE) -> tuple[np.ndarray, np.ndarray]:
-        """(foreground, ignore) boolean ``size`` x ``size`` masks, as the protocol builds them."""
+    def gt_mask(self, index: int, size: int = EVAL_SIZE,
+                image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(foreground, ignore) boolean ``size`` x ``size`` masks, as the protocol builds them;
+        with ``image_size`` (width, height), masks of another size are an error."""
         sample = self.samples[index]
         if not sample.mask_paths:
             raise DatasetError(f"{self.name} has no masks (its ground truth is {self.kind}); use the boxes")
-        foreground = np.logical_or.reduce([read_mask(path, size) for path in sample.mask_paths])
+        foreground = np.logical_or.reduce([read_mask(path, size, image_size) for path in sample.mask_paths])
         if sample.ignore_path is None:
             return foreground, np.zeros_like(foreground)
-        return foreground, read_mask(sample.ignore_path, size) & ~foreground
+        return foreground, read_mask(sample.ignore_path, size, image_size) & ~foreground
 
     def part_mask(self, index: int, size: int = EVAL_SIZE) -> np.ndarray:
         """The synthetic benchmark's mask of the class-deciding part, ``size`` x ``size``."""
@@ -167,9 +169,11 @@ def rescale_boxes(boxes: np.ndarray, original_size: tuple[int, int], size: int =
     return scaled
 
 
-def read_mask(path: str | os.PathLike[str], size: int = EVAL_SIZE) -> np.ndarray:
+def read_mask(path: str | os.PathLike[str], size: int = EVAL_SIZE,
+              expected: tuple[int, int] | None = None) -> np.ndarray:
     """One mask PNG as the protocol reads it: grayscale (an RGB ignore mask too), nearest-resized
-    to ``size`` x ``size`` with OpenCV, then ``> 0.5``.
+    to ``size`` x ``size`` with OpenCV, then ``> 0.5``. With ``expected`` (the image's width and
+    height), a mask of another size is an error: it cannot be aligned with the image.
 
     OpenCV rather than Pillow because its ``INTER_NEAREST`` samples ``floor(i * scale)``, not pixel
     centres, and its grayscale weights differ slightly: the protocol's numbers come from OpenCV.
@@ -183,6 +187,9 @@ def read_mask(path: str | os.PathLike[str], size: int = EVAL_SIZE) -> np.ndarray
     grey = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if grey is None:
         raise DatasetError(f"{path}: not a readable mask image")
+    if expected is not None and (grey.shape[1], grey.shape[0]) != tuple(expected):
+        raise DatasetError(f"{path}: the mask is {grey.shape[1]}x{grey.shape[0]} but its image is "
+                           f"{expected[0]}x{expected[1]}; masks must have their image's size")
     return cv2.resize(grey, (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
 
 

@@ -89,8 +89,19 @@ def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory: pytest.TempPathFactory, server_runs_dir: Path) -> Iterator[str]:
-    """`streamlit run app.py` from the repository root with this interpreter, stopped at teardown."""
+def app_url(app_server) -> str:
+    return app_server[0]
+
+
+@pytest.fixture(scope="session")
+def app_server_pid(app_server) -> int:
+    return app_server[1].pid
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory: pytest.TempPathFactory, server_runs_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run app.py` from the repository root with this interpreter, stopped at teardown:
+    (its URL, its process)."""
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
     command = [
@@ -104,7 +115,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory, server_runs_dir: Path) -> 
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, server, log)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         try:
