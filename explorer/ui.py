@@ -1879,7 +1879,11 @@ def start_fcam_fit(state: Selection, spec: str, base_method: str, epochs: int, l
                         dataset=spec, epochs=int(epochs), train_limit=int(limit), val_limit=min(int(limit), 300))
     config.check()
     digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
-    out = fcam_user_dir() / f"{backbone.name}__{base_method}__{_slug(spec)[-40:]}-{digest}.pt"
+    from pathlib import Path
+
+    kind, _, where = spec.partition(":")
+    name = _slug(f"{kind}-{Path(where).name}" if where else kind)  # e.g. folder-photos
+    out = fcam_user_dir() / f"{backbone.name}__{base_method}__{name}-{digest}.pt"
     job = FcamFitJob({"spec": spec, "base_method": base_method, "epochs": epochs, "limit": limit,
                       "backbone": backbone.name, "weights": backbone.weights, "layer": state.layer}, out)
     command = (f"python -m explorer train-fcam --backbone {backbone.name} --weights {backbone.weights} "
