@@ -108,8 +108,17 @@ def test_missing_shipped_weights_name_the_command(monkeypatch, tmp_path):
         load_backbone("synthetic_cnn")
 
 
+SHIPPED = [name for name in ("synthetic_cnn", "synthetic_lite0") if (CHECKPOINT_DIR / f"{name}.pt").is_file()]
+
+
+def test_the_fine_tuned_classifier_ships():
+    """synthetic_lite0 ships; synthetic_cnn (from scratch) does not yet: on this project's CPU it
+    stayed at chance level for 3150 steps (README, "It is learnable")."""
+    assert "synthetic_lite0" in SHIPPED
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["synthetic_cnn", "synthetic_lite0"])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_classifier_reaches_90_percent(name):
     """The shipped weights, read as shipped, on the full synthetic test split (generated into the
     cache on first use), match the accuracy their card claims, which is at least 90 %."""
