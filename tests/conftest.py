@@ -1,5 +1,8 @@
-"""Fixtures for the real-browser tests: Debian's Chromium, a live `streamlit run app.py` server and
-a Playwright page.
+"""Fixtures for the real-browser tests (tests/browser and the reliability soak): Debian's Chromium,
+a live `streamlit run app.py` server and a Playwright page.
+
+They live at the top of the suite so that one session-scoped Chromium serves every directory: two
+sync Playwright instances in one thread refuse to start.
 
 Chromium comes from apt (never `playwright install`, which downloads from the internet); when it is
 missing the session installs it once and fails loudly if it cannot, because a silently skipped
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [
