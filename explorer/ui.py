@@ -637,11 +637,11 @@ def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray
                 st.markdown(f"**{row_labels[method]}**")
                 for column, up in zip(st.columns(len(upsamplers)), upsamplers):
                     if (method, up) not in table:
-                        column.image((base * 0.25).astype(np.uint8), output_format="PNG", width="stretch",
+                        column.image(views.jpeg_bytes((base * 0.25).astype(np.uint8)), width="stretch",
                                      caption=f"{col_labels[up]}: no decoder trained from {method_name(method)}")
                         continue
                     scale = common or views.colour_scale(table[(method, up)])
-                    column.image(views.overlay(base, table[(method, up)], scale), output_format="PNG",
+                    column.image(views.jpeg_bytes(views.overlay(base, table[(method, up)], scale)),
                                  width="stretch", caption=f"{col_labels[up]} · {scale_text(scale)}")
 
 

@@ -123,6 +123,17 @@ def png_bytes(image: Image.Image | np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_bytes(image: Image.Image | np.ndarray, quality: int = 90) -> bytes:
+    """A tile for the screen: JPEG at quality 90 is about a sixth of the PNG's bytes and encodes some
+    sixty times faster (0.3 ms against 19 ms for a 224x224 overlay), which is most of what a slider
+    move costs with eight tiles. Downloads stay PNG."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def npy_bytes(arrays: dict[str, np.ndarray] | np.ndarray) -> bytes:
     """Raw maps as a .npy file (a dict becomes one stacked array, rows in the dict's order)."""
     if isinstance(arrays, dict):

@@ -39,9 +39,9 @@ def lab() -> None:
     explicit_label = f"{result.label('extendedcam')}, Gaussian σ=({sigma[0]:.4g}, {sigma[1]:.4g})"
     implicit_label = f"{result.label('gradcam')}, bilinear"
     explicit_column, implicit_column, score_column = st.columns([2, 2, 3], gap="medium")
-    explicit_column.image(views.mark_row(views.overlay(state.seen, explicit), row), output_format="PNG",
+    explicit_column.image(views.jpeg_bytes(views.mark_row(views.overlay(state.seen, explicit), row)),
                           width="stretch", caption=f"{explicit_label}, min-max")
-    implicit_column.image(views.mark_row(views.overlay(state.seen, implicit), row), output_format="PNG",
+    implicit_column.image(views.jpeg_bytes(views.mark_row(views.overlay(state.seen, implicit), row)),
                           width="stretch", caption=f"{implicit_label}, min-max")
     curve = ui.sigma_correlation(result, state.size)
     with score_column:
