@@ -518,7 +518,8 @@ def _small_cnn_layers() -> tuple[dict[str, str], dict[str, str]]:
 
 register_backbone(BackboneSpec(
     name="synthetic_cnn",
-    description="Small CNN trained from scratch on the synthetic WSOL benchmark (5 classes, 224x224)",
+    description=("Small CNN trained from scratch (random initialisation) on the synthetic WSOL benchmark, "
+                 "guided by attention transfer from synthetic_lite0's CAM (5 classes, 224x224)"),
     build=_build_small_cnn, pretrained_file=lambda: synthetic_weight_file("synthetic_cnn"),
     pretrained_label="trained on the synthetic benchmark (checkpoints/synthetic_cnn.pt)",
     input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),

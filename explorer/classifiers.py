@@ -65,9 +65,12 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(8 * w, num_classes)
 
+    def features(self, x):
+        """The 8w x 14 x 14 map (at 224) that the GAP + linear head reads: CAM's A."""
+        return self.stage4(self.stage3(self.stage2(self.stage1(x))))
+
     def forward(self, x):
-        x = self.stage4(self.stage3(self.stage2(self.stage1(x))))
-        return self.fc(self.pool(x).flatten(1))
+        return self.fc(self.pool(self.features(x)).flatten(1))
 
 
 SMALL_CNN_LAYERS = {"stage1": "stage1", "stage2": "stage2", "stage3": "stage3", "stage4": "stage4"}

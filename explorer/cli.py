@@ -345,10 +345,15 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
                    help="a synthetic dataset folder (default: the cached one, generated on first use)")
     p.add_argument("--out", type=Path, default=None, help="weights file (default: checkpoints/<arch>.pt); "
                    "the card is written beside it with .json")
-    p.add_argument("--epochs", type=int, default=None, help="default: 100 for synthetic_cnn, 6 for synthetic_lite0")
+    p.add_argument("--epochs", type=int, default=None, help="default: 40 for synthetic_cnn, 6 for synthetic_lite0")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per architecture)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", default=None,
+                   help="a registered classifier whose CAM guides the student by attention transfer "
+                        "(default: synthetic_lite0 for synthetic_cnn, none for synthetic_lite0; 'none' turns it off)")
+    p.add_argument("--attention-weight", type=float, default=None,
+                   help="weight of the attention-transfer term (default 5 with a teacher)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the resumable run state lives (default: <out without .pt>.run/)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -363,7 +368,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from explorer.backbones import CHECKPOINT_DIR
+    from explorer.backbones import CHECKPOINT_DIR, REGISTRY
     from explorer.datasets.synthetic import ensure_synthetic
     from explorer.train import TrainConfig, TrainError, train_classifier
 
@@ -377,7 +382,19 @@ def run_train_classifier(args: argparse.Namespace) -> int:
         changes["epochs"] = args.epochs
     if args.lr is not None:
         changes["lr"] = args.lr
+    if args.teacher is not None:
+        changes["teacher"] = "" if args.teacher.lower() == "none" else args.teacher
+        if changes["teacher"] and changes["teacher"] not in REGISTRY:
+            raise TrainError(f"unknown teacher '{args.teacher}'; choose a registered backbone or 'none'")
+        if changes["teacher"] and not config.attention_weight and args.attention_weight is None:
+            changes["attention_weight"] = 5.0
+    if args.attention_weight is not None:
+        if args.attention_weight < 0:
+            raise TrainError(f"--attention-weight must be zero or positive, not {args.attention_weight}")
+        changes["attention_weight"] = args.attention_weight
     for key, value in changes.items():
+        if key in ("teacher", "attention_weight"):
+            continue
         if isinstance(value, (int, float)) and value <= 0 and key != "seed":
             raise TrainError(f"--{key.replace('_', '-')} must be positive, not {value}")
     config = dataclasses.replace(config, **changes)
@@ -390,7 +407,15 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     bars: dict[str, tqdm] = {}
 
     def progress(phase: str, done: int, total: int, info: dict) -> None:
-        if phase == "train":
+        if phase == "teacher":
+            bar = bars.get("teacher")
+            if bar is None:
+                bar = bars["teacher"] = tqdm(total=total, unit="image", desc=f"teacher CAMs ({config.teacher})")
+            bar.n = done
+            bar.refresh()
+            if done >= total:
+                bars.pop("teacher").close()
+        elif phase == "train":
             bar = bars.get("train")
             if bar is None:
                 bar = bars["train"] = tqdm(total=total, initial=done - 1, unit="step", desc=args.arch)

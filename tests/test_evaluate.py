@@ -170,3 +170,28 @@ def test_cli_evaluate_reports_a_missing_dataset(tmp_path, capsys):
                  "--weights", "random", "--methods", "cam", "--upsampler", "bilinear", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "error:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the shipped evaluations
+
+SHIPPED_EVALUATIONS = ("synthetic_cnn", "synthetic_lite0")
+
+
+@pytest.mark.parametrize("name", SHIPPED_EVALUATIONS)
+def test_shipped_evaluation_shows_the_phenomenon_and_the_decoder_gain(name):
+    """Each shipped classifier's full test-split evaluation (checkpoints/evaluations/<name>, read as
+    the metrics pages read it): CAM with bilinear upsampling stays far below a map covering the
+    object (the reference row: 100), and CAM + its F-CAM decoder gains at least 10 points of
+    MaxBoxAcc and of PxAP over it (F-CAM's acceptance)."""
+    from explorer.backbones import CHECKPOINT_DIR
+
+    summary = json.loads((CHECKPOINT_DIR / "evaluations" / name / "summary.json").read_text())
+    rows = {(r["method"], r["upsampler"]): r for r in summary["rows"]}
+    assert summary["num_images"] == 600 and summary["config"]["split"] == "test"
+    methods = set(summary["config"]["methods"])
+    assert {"cam", "gradcam", "gradcampp", "xgradcam", "layercam", "extendedcam"} <= methods
+    assert all((m, u) in rows for m in methods for u in ("bilinear", "gaussian"))
+    base, fcam = rows[("cam", "bilinear")], rows[("cam", "fcam")]
+    assert base["max_box_acc"] < 50
+    assert fcam["max_box_acc"] >= base["max_box_acc"] + 10
+    assert fcam["pxap"] >= base["pxap"] + 10
