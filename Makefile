@@ -25,7 +25,7 @@ test: $(VENV)/.dev
 	$(PY) -m pytest
 
 bench: $(VENV)/.dev
-	$(PY) benchmarks/bench_cams.py
+	$(PY) -m benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -21,7 +21,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,17 +43,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(SUITE), help=f"comma-separated subset of {', '.join(SUITE)}")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    p.add_argument("--reuse", action="store_true",
+                   help="summarise the JSON results already in benchmarks/results/ instead of running again")
     return p.parse_args(argv)
 
 
-def run_one(name: str, quick: bool, folder: Path) -> tuple[dict | None, str, float]:
+RESULTS_DIR = HERE / "results"
+
+
+def run_one(name: str, quick: bool, folder: Path, reuse: bool = False) -> tuple[dict | None, str, float]:
     script, args, quick_args = SUITE[name]
     out = folder / f"{name}.json"
+    log = folder / f"{name}.txt"
+    if reuse and out.is_file():
+        return json.loads(out.read_text()), log.read_text() if log.is_file() else "", 0.0
     command = [sys.executable, str(HERE / script), *args, *(quick_args if quick else []), "--json", str(out)]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
     seconds = time.perf_counter() - start
     text = done.stdout + (f"\n[stderr]\n{done.stderr[-3000:]}" if done.returncode else "")
+    log.write_text(text)
     if done.returncode != 0 or not out.is_file():
         return None, text, seconds
     return json.loads(out.read_text()), text, seconds
@@ -68,7 +76,7 @@ def rows_from(name: str, result: dict) -> list[list[str]]:
             rows.append([h["what"], f"{h['ratio']:.3f}", f"<= {h['target']}", h["verdict"]])
         derived = result["cams"]["derived"]
         timings = result["cams"]["timings"]
-        ours = next(v for k, v in timings.items() if k.startswith("ours: all"))
+        ours = next(v for k, v in timings.items() if k.startswith("ours: ") and "one pass" in k)
         for key, value in derived.items():
             if key.startswith("torchcam:"):
                 rows.append([f"our maps / {key}", f"{ours['median_s'] / value['median_s']:.3f}", "<= 1", ""])
@@ -114,16 +122,19 @@ def main(argv=None) -> int:
     machine = describe_machine(machine_info())
     print(machine)
     table, logs = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in chosen:
-            print(f"running {SUITE[name][0]} ...", flush=True)
-            result, text, seconds = run_one(name, args.quick, Path(tmp))
-            logs[name] = text
-            if result is None:
-                table.append([f"{SUITE[name][0]} failed (see its output below)", "", "", "FAILED"])
-                continue
+    RESULTS_DIR.mkdir(exist_ok=True)
+    for name in chosen:
+        print(f"running {SUITE[name][0]} ...", flush=True)
+        result, text, seconds = run_one(name, args.quick, RESULTS_DIR, args.reuse)
+        logs[name] = text
+        if result is None:
+            table.append([f"{SUITE[name][0]} failed (see its output below)", "", "", "FAILED"])
+            continue
+        try:
             table.extend(rows_from(name, result))
-            print(f"  done in {seconds:.0f} s")
+        except (KeyError, StopIteration, TypeError) as exc:  # a changed JSON layout: say so, go on
+            table.append([f"{SUITE[name][0]}: its results could not be summarised ({exc!r})", "", "", "FAILED"])
+        print(f"  done in {seconds:.0f} s")
     headers = ["measurement", "ratio / value", "target", "verdict"]
     print(format_table(headers, table))
     lines = ["# Benchmark results", "", f"`python -m benchmarks{' --quick' if args.quick else ''}` on "

@@ -14,6 +14,7 @@ sigma preset, then:
   switch until the heatmap's title names the new method (a whole-page rerun on cached maps).
 
 Median and 95th percentile, milliseconds. Target for the sigma move: median <= 300 ms.
+BENCH_LOG=<file> keeps the server's log there (by default it goes to a temporary folder).
 """
 
 from __future__ import annotations

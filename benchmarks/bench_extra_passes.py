@@ -6,7 +6,7 @@
 In ONE process on the SAME model and inputs (the gallery photos; targets = top-1):
 
 * Score-CAM (one masked forward per channel: 1280 for Lite0's head): ours (`compute_cams(...,
-  ["scorecam"])`, chunks of 32 masked images through one reusable buffer) against
+  ["scorecam"])`, chunks of 16 masked images through one reusable buffer) against
   pytorch-grad-cam's ScoreCAM (which builds the B x K x 3 x H x W masked batch at once, then
   forwards it 16 at a time) and torchcam's ScoreCAM (batch_size 32);
 * Smooth Grad-CAM++ (4 noisy copies, noise std 0.3, torchcam's defaults): ours against torchcam's
@@ -145,7 +145,7 @@ def run(args) -> dict:
     out: dict = {"backbone": backbone.name, "layer": layer, "channels": channels, "device": str(device), "groups": {}}
     for method, batch, contestants in (
         ("scorecam", args.scorecam_batch, lambda x, t: {
-            "ours Score-CAM (chunks of 32, one buffer)": make_ours(backbone, x, t, layer, "scorecam"),
+            "ours Score-CAM (chunks of 16, one buffer)": make_ours(backbone, x, t, layer, "scorecam"),
             "pytorch-grad-cam ScoreCAM": make_pgc_scorecam(backbone, x, t, layer),
             "torchcam ScoreCAM (batch 32)": make_torchcam(backbone, x, t, layer, "ScoreCAM", batch_size=32),
         }),
