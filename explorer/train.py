@@ -350,13 +350,12 @@ def train_classifier(
     if len(train_x) < config.batch_size:
         raise TrainError(f"the train split has {len(train_x)} images, fewer than one batch of {config.batch_size}")
 
+    model = build_model(config).to(device)
     guided = bool(config.teacher) and config.attention_weight > 0
-    if guided and not hasattr(REGISTRY[arch].build(), "features"):
+    if guided and not hasattr(model, "features"):
         raise TrainError(f"attention transfer needs a network with a features() map; {arch} has none")
     cams = (teacher_cams(config.teacher, train_x, train_y, device, cache=run_dir / "teacher_cams.pt",
                          progress=progress) if guided else None)
-
-    model = build_model(config).to(device)
     frozen = _frozen_modules(model, config)
     optimiser = torch.optim.AdamW(_param_groups(model, config, frozen), weight_decay=config.weight_decay)
     steps_per_epoch = len(train_x) // config.batch_size  # the incomplete last batch is dropped
