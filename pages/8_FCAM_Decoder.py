@@ -28,8 +28,8 @@ for problem in problems:
     st.warning(problem)
 if not choices:
     st.info(f"No F-CAM decoder is trained for `{state.backbone.name}` layer `{state.layer}` with these weights. "
-            "The shipped decoder belongs to `synthetic_lite0` (pick it in the sidebar and upload an image of the "
-            "synthetic benchmark), or fit one below for this backbone.")
+            "The shipped decoders belong to `synthetic_cnn` and `synthetic_lite0` (pick one in the sidebar and "
+            "upload an image of the synthetic benchmark), or fit one below for this backbone.")
 else:
     active = ui.active_decoders(state)
     labels = {c.path: c.label for c in choices}
