@@ -382,21 +382,19 @@ def run_train_classifier(args: argparse.Namespace) -> int:
         changes["epochs"] = args.epochs
     if args.lr is not None:
         changes["lr"] = args.lr
+    for key, value in changes.items():
+        if key != "seed" and value <= 0:
+            raise TrainError(f"--{key.replace('_', '-')} must be positive, not {value}")
     if args.teacher is not None:
         changes["teacher"] = "" if args.teacher.lower() == "none" else args.teacher
         if changes["teacher"] and changes["teacher"] not in REGISTRY:
             raise TrainError(f"unknown teacher '{args.teacher}'; choose a registered backbone or 'none'")
         if changes["teacher"] and not config.attention_weight and args.attention_weight is None:
-            changes["attention_weight"] = 5.0
+            changes["attention_weight"] = 5.0  # a teacher named for an architecture without one by default
     if args.attention_weight is not None:
         if args.attention_weight < 0:
             raise TrainError(f"--attention-weight must be zero or positive, not {args.attention_weight}")
         changes["attention_weight"] = args.attention_weight
-    for key, value in changes.items():
-        if key in ("teacher", "attention_weight"):
-            continue
-        if isinstance(value, (int, float)) and value <= 0 and key != "seed":
-            raise TrainError(f"--{key.replace('_', '-')} must be positive, not {value}")
     config = dataclasses.replace(config, **changes)
     if args.data is None:
         with tqdm(unit="image", desc="generating the synthetic dataset (first use)") as bar:

@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -826,8 +827,6 @@ class ErfSettings:
 def folder_problem(path: str) -> str | None:
     """A quick check of a folder path typed by the user (the full check, that its files are
     images, runs when the estimate starts); None when it looks usable."""
-    from pathlib import Path
-
     if not path.strip():
         return "Type the path of a folder of photos on the server (for example /data/photos)."
     folder = Path(path.strip()).expanduser()
@@ -845,8 +844,6 @@ def folder_problem(path: str) -> str | None:
 
 
 def folder_source(path: str) -> str:
-    from pathlib import Path
-
     return "folder:" + str(Path(path.strip()).expanduser().resolve())
 
 
@@ -1566,8 +1563,6 @@ def _failure_tiles(stamp: str, method: str, upsampler: str, ids: tuple[str, ...]
 def open_in_compare(run, tile: FailureTile, method: str, upsampler: str) -> None:
     """Make this image, backbone, layer, class, method and upsampler the current choices (the
     caller then switches to the Compare page)."""
-    from pathlib import Path
-
     config = run.summary["config"]
     data = Path(tile.image_path).read_bytes()
     remember("image", ImageChoice(image_digest(data), tile.record["image_id"], data))
@@ -1662,8 +1657,6 @@ class DecoderChoice:
 
     @property
     def label(self) -> str:
-        from pathlib import Path
-
         where = "shipped" if self.shipped else "yours"
         val = self.card.get("val", {})
         score = f", val MaxBoxAcc {val['max_box_acc']:.1f}" if "max_box_acc" in val else ""
@@ -1879,8 +1872,6 @@ def start_fcam_fit(state: Selection, spec: str, base_method: str, epochs: int, l
                         dataset=spec, epochs=int(epochs), train_limit=int(limit), val_limit=min(int(limit), 300))
     config.check()
     digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
-    from pathlib import Path
-
     kind, _, where = spec.partition(":")
     name = _slug(f"{kind}-{Path(where).name}" if where else kind)  # e.g. folder-photos
     out = fcam_user_dir() / f"{backbone.name}__{base_method}__{name}-{digest}.pt"
@@ -1923,8 +1914,6 @@ def dataset_problem(spec: str) -> str | None:
     if kind == "folder":
         return folder_problem(arg)
     if kind in ("synthetic", "cub", "openimages", "voc"):
-        from pathlib import Path
-
         if arg and not Path(arg).expanduser().is_dir():
             return f"The folder '{arg}' does not exist on the server."
         return None
