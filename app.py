@@ -1,50 +1,34 @@
-"""CAM Explorer's landing page: what the tool is, the image as the network sees it, its top-5.
+"""CAM Explorer's router: `streamlit run app.py` (or `make app`).
 
-Run with `streamlit run app.py` (or `make app`). The pages in `pages/` share the sidebar through
-`explorer.ui.sidebar()`, so a choice made here holds on every page.
+It sets the page up, draws the shared sidebar once (image, backbone, weights, layer, target class;
+`explorer.ui.selection()` hands its choices to the page) and runs the page chosen in the
+navigation. The pages in `app_pages/` are layout only.
 """
 
 import streamlit as st
 
 from explorer import ui
 
+PAGES = [
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", url_path="Home", default=True),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/grid_view:", url_path="Compare"),
+    st.Page("app_pages/smoothing_lab.py", title="Smoothing Lab", icon=":material/blur_on:", url_path="Smoothing_Lab"),
+    st.Page("app_pages/receptive_field.py", title="Receptive Field", icon=":material/center_focus_strong:",
+            url_path="Receptive_Field"),
+    st.Page("app_pages/thresholds_and_histograms.py", title="Thresholds and Histograms", icon=":material/ssid_chart:",
+            url_path="Thresholds_and_Histograms"),
+    st.Page("app_pages/failure_cases.py", title="Failure Cases", icon=":material/report:", url_path="Failure_Cases"),
+    st.Page("app_pages/confidence_metrics.py", title="Confidence Metrics", icon=":material/speed:",
+            url_path="Confidence_Metrics"),
+    st.Page("app_pages/downscale_simulation.py", title="Downscale Simulation", icon=":material/photo_size_select_small:",
+            url_path="Downscale_Simulation"),
+    st.Page("app_pages/fcam.py", title="F-CAM", icon=":material/auto_fix_high:", url_path="F-CAM"),
+]
+
 st.set_page_config(page_title="CAM Explorer", layout="wide")
-state = ui.sidebar()
-
-st.title("CAM Explorer")
-st.markdown(
-    "How does a convolutional network *see* an image? Class activation maps (CAMs) answer by "
-    "weighting the feature maps of one layer by how much they matter for one class. CAM Explorer "
-    "lets teachers and students of explainability and weakly-supervised object localisation "
-    "(WSOL) compare the published methods side by side: CAM, Grad-CAM, Grad-CAM++, Smooth "
-    "Grad-CAM++, XGrad-CAM, LayerCAM, Score-CAM and Extended-CAM, with each step of the pipeline "
-    "(ReLU placement, upsampling, normalisation) as an explicit choice."
-)
-ui.context_banner(state)
-
-picture, predictions = st.columns(2, gap="large")
-with picture:
-    height, width = state.size
-    st.subheader("What the network sees")
-    st.image(state.seen, caption=f"{state.image_choice.label}, resized to {width}×{height} as the network's "
-                                 f"input (original {state.image.width}×{state.image.height}, aspect not kept)")
-with predictions:
-    st.subheader("Top-5 predictions")
-    if state.backbone.is_random:
-        st.caption("An untrained network's guesses: meaningless by design.")
-    st.dataframe(
-        [{"rank": rank, "class": name, "index": index, "probability": prob}
-         for rank, (index, name, prob) in enumerate(state.predictions, 1)],
-        hide_index=True,
-        column_config={"probability": st.column_config.ProgressColumn("probability", format="percent",
-                                                                       min_value=0.0, max_value=1.0)},
-    )
-    st.subheader("Where to next")
-    st.page_link("pages/1_Compare.py", label="Compare methods", icon=":material/grid_view:")
-    st.caption("Every method × upsampler as overlays, an interactive grid-level heatmap, the raw "
-               "values' histograms, timings and downloads.")
-    st.page_link("pages/2_Smoothing_Lab.py", label="Smoothing Lab", icon=":material/blur_on:")
-    st.caption("Find the Gaussian σ at which Extended-CAM's explicit smoothing matches Grad-CAM's "
-               "implicit one (Extended-CAM paper, section 5).")
-    st.caption("Choose the image, backbone, weights, target layer and class in the sidebar; the choices "
-               "hold on every page.")
+page = st.navigation(PAGES)
+ui.draw_sidebar()
+try:
+    page.run()
+finally:
+    ui.forget_selection()  # a page run on its own (AppTest) never sees a stale choice

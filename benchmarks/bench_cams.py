@@ -346,7 +346,8 @@ def bench_cams(backbone, images, targets, layer, methods, args, sync) -> dict:
                       f"{args.repeats} interleaved rounds after {args.warmup} warm-up "
                       f"(derived 'sum' rows: sum of medians, sum of p95s)")
     h, w = backbone.layer_shape(layer)[1:]
-    print(f"Outputs: ours, the floor and torchcam stop at the grid (B x {h} x {w}); pytorch-grad-cam always returns ReLU'd, min-max'd maps resized (cv2, per image) to "
+    print(f"Outputs: ours, the floor and torchcam stop at the grid (B x {h} x {w}); pytorch-grad-cam always returns "
+          f"ReLU'd, min-max'd maps resized (cv2, per image) to "
           f"{backbone.input_size[0]}; the '+ ReLU/bilinear/min-max' row is ours doing that same output work.")
     print(f"Hooks on the model, checked after every call: {count_hooks(model)} (before: {baseline_hooks}); "
           f"parameters with .grad: {params_with_grad(model)} (pytorch-grad-cam's are reset after each of its calls)")

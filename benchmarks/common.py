@@ -15,9 +15,9 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ class Timing:
     def p95_ms(self) -> float:
         return self.p95 * 1e3
 
-    def scaled(self, factor: float) -> "Timing":
+    def scaled(self, factor: float) -> Timing:
         """The same timing per unit of work, e.g. per map when one call did `1 / factor` maps."""
         return Timing(self.median * factor, self.p95 * factor, [s * factor for s in self.samples])
 

@@ -22,11 +22,11 @@ from scipy import ndimage  # noqa: E402
 
 from explorer import load_backbone, views  # noqa: E402
 from explorer.datasets import open_dataset  # noqa: E402
-from explorer.metrics import boxes_from_map  # noqa: E402
+from explorer.evaluate import read_summary  # noqa: E402
 from explorer.fcam import load_decoder  # noqa: E402
+from explorer.metrics import boxes_from_map  # noqa: E402
 from explorer.pipeline import fcam_at, grid_maps  # noqa: E402
 from explorer.runs import Run  # noqa: E402
-from explorer.evaluate import read_summary  # noqa: E402
 from explorer.upsample import normalise, upsample  # noqa: E402
 
 PAIRS = (("cam", "bilinear"), ("gradcam", "bilinear"), ("extendedcam", "gaussian"))

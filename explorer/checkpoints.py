@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 
+from explorer.errors import ExplorerError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(ExplorerError):
     """A weight file cannot be used; the message says which file and why."""
 
 

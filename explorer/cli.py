@@ -10,25 +10,17 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from explorer.backbones import BackboneError
-from explorer.capture import CaptureError
-from explorer.checkpoints import CheckpointError
-from explorer.datasets.errors import DatasetError
 from explorer.erf import MODES as ERF_MODES
-from explorer.erf import ErfError, ErfFitError
+from explorer.errors import ExplorerError
 from explorer.evaluate import EvaluateError
-from explorer.images import ImageError
-from explorer.methods import METHODS, MethodError
-from explorer.presets import CardError, sigma_presets
 from explorer.fcam.decoder import FcamError
-from explorer.train import TrainError
+from explorer.methods import METHODS, MethodError
+from explorer.presets import sigma_presets
 from explorer.upsample import FCAM, UPSAMPLERS, UpsampleError
 
-USER_ERRORS = (ImageError, BackboneError, CaptureError, CheckpointError, MethodError, UpsampleError,
-               ErfError, ErfFitError, CardError, DatasetError, TrainError, EvaluateError, FcamError)
 ALL_UPSAMPLERS = UPSAMPLERS + (FCAM,)
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
@@ -50,7 +42,7 @@ def parse_sigma(text: str) -> tuple[float, float]:
     try:
         values = [float(v) for v in csv_list(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"sigma must be one or two numbers like 31.8,33.4; got '{text}'")
+        raise argparse.ArgumentTypeError(f"sigma must be one or two numbers like 31.8,33.4; got '{text}'") from None
     if len(values) == 1:
         values = values * 2
     if len(values) != 2:
@@ -140,11 +132,10 @@ def _configure_cam(p: argparse.ArgumentParser) -> None:
 def run_cam(args: argparse.Namespace) -> int:
     from explorer import views
     from explorer.backbones import load_backbone
+    from explorer.fcam import load_decoder
     from explorer.images import load_image
     from explorer.methods import method_label, validate_methods
     from explorer.pipeline import grid_maps, pixel_map_table
-
-    from explorer.fcam import load_decoder
 
     methods = validate_methods(args.methods)
     check_upsamplers(args.upsampler)
@@ -224,14 +215,7 @@ def run_erf(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)  # random weights are part of what the card must reproduce
     backbone = load_backbone(args.backbone, args.weights, device=args.device)
     layer = backbone.resolve_layer(args.layer)
-    if args.source == "noise":
-        source = erf.noise_batches(args.images, args.batch_size, backbone.input_size, args.seed)
-    elif args.source == "gallery":
-        source = erf.gallery_batches(backbone, args.images, args.batch_size, args.seed)
-    elif args.source.startswith("folder:"):
-        source = erf.folder_batches(backbone, args.source[len("folder:"):], args.images, args.batch_size, args.seed)
-    else:
-        raise erf.ErfError(f"Unknown --source '{args.source}'; use noise, gallery or folder:<dir>.")
+    source = erf.image_source(args.source, backbone, args.images, args.batch_size, args.seed)
     if source.note:
         print(f"source {source.name}: {source.note}")
     out = args.out or erf_card_path(backbone.name, layer)
@@ -368,7 +352,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from explorer.backbones import CHECKPOINT_DIR, REGISTRY
+    from explorer.backbones import CHECKPOINT_DIR
     from explorer.datasets.synthetic import ensure_synthetic
     from explorer.train import TrainConfig, TrainError, train_classifier
 
@@ -382,20 +366,13 @@ def run_train_classifier(args: argparse.Namespace) -> int:
         changes["epochs"] = args.epochs
     if args.lr is not None:
         changes["lr"] = args.lr
-    for key, value in changes.items():
-        if key != "seed" and value <= 0:
-            raise TrainError(f"--{key.replace('_', '-')} must be positive, not {value}")
     if args.teacher is not None:
         changes["teacher"] = "" if args.teacher.lower() == "none" else args.teacher
-        if changes["teacher"] and changes["teacher"] not in REGISTRY:
-            raise TrainError(f"unknown teacher '{args.teacher}'; choose a registered backbone or 'none'")
         if changes["teacher"] and not config.attention_weight and args.attention_weight is None:
             changes["attention_weight"] = 5.0  # a teacher named for an architecture without one by default
     if args.attention_weight is not None:
-        if args.attention_weight < 0:
-            raise TrainError(f"--attention-weight must be zero or positive, not {args.attention_weight}")
         changes["attention_weight"] = args.attention_weight
-    config = dataclasses.replace(config, **changes)
+    config = dataclasses.replace(config, **changes).check()
     if args.data is None:
         with tqdm(unit="image", desc="generating the synthetic dataset (first use)") as bar:
             data = ensure_synthetic(progress=bar.update)
@@ -457,7 +434,8 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
                    help="F-CAM decoder file for --upsampler fcam; may repeat (default: the shipped decoders)")
     p.add_argument("--sigma", type=parse_sigma, default=None,
                    help="Gaussian sigma x,y in input pixels (default: the backbone/layer preset)")
-    p.add_argument("--relu", default="none", help="ReLU policy: none (default), after (the channel sum), before, or published (each method's own)")
+    p.add_argument("--relu", default="none",
+                   help="ReLU policy: none (default), after (the channel sum), before, or published (each method's own)")
     p.add_argument("--threshold-interval", type=float, default=0.001, help="the protocol's 0.001 by default")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -554,7 +532,7 @@ def format_summary(rows: list[dict]) -> str:
 # ---------------------------------------------------------------------------- train-fcam
 
 def _configure_fcam_common(p: argparse.ArgumentParser) -> None:
-    from explorer.fcam.train import FcamConfig
+    from explorer.fcam_train import FcamConfig
 
     d = FcamConfig(backbone="")
     p.add_argument("--backbone", required=True, help="the frozen classifier (e.g. synthetic_lite0, synthetic_cnn)")
@@ -570,9 +548,11 @@ def _configure_fcam_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help=f"SGD, Nesterov momentum 0.9 (default {d.lr})")
     p.add_argument("--n-negative", type=float, default=d.n_negative,
                    help=f"fraction of lowest-CAM pixels that may be background seeds (default {d.n_negative})")
-    p.add_argument("--crf-weight", type=float, default=d.crf_weight, help=f"lambda of the CRF loss (default {d.crf_weight:g}; 0 turns it off)")
+    p.add_argument("--crf-weight", type=float, default=d.crf_weight,
+                   help=f"lambda of the CRF loss (default {d.crf_weight:g}; 0 turns it off)")
     p.add_argument("--crf-scale", type=int, default=d.crf_scale, help=f"CRF block size in pixels (default {d.crf_scale})")
-    p.add_argument("--size-weight", type=float, default=d.size_weight, help=f"weight of the size constraint (default {d.size_weight:g}; 0 turns it off)")
+    p.add_argument("--size-weight", type=float, default=d.size_weight,
+                   help=f"weight of the size constraint (default {d.size_weight:g}; 0 turns it off)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
     p.add_argument("--seed", type=int, default=0)
@@ -585,7 +565,7 @@ def _fcam_config(args: argparse.Namespace, **changes):
 
     import torch
 
-    from explorer.fcam.train import FcamConfig
+    from explorer.fcam_train import FcamConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -648,7 +628,7 @@ def _configure_train_fcam(p: argparse.ArgumentParser) -> None:
          _configure_train_fcam)
 def run_train_fcam(args: argparse.Namespace) -> int:
     from explorer.fcam import decoder_path
-    from explorer.fcam.train import train_fcam
+    from explorer.fcam_train import train_fcam
 
     config = _fcam_config(args)
     out = args.out or decoder_path(args.backbone, args.base_method)
@@ -666,7 +646,7 @@ def run_train_fcam(args: argparse.Namespace) -> int:
 
 
 def _configure_ablation(p: argparse.ArgumentParser) -> None:
-    from explorer.fcam.train import ABLATION_VARIANTS
+    from explorer.fcam_train import ABLATION_VARIANTS
 
     _configure_fcam_common(p)
     p.add_argument("--variants", type=csv_list, default=list(ABLATION_VARIANTS),
@@ -682,7 +662,7 @@ def _configure_ablation(p: argparse.ArgumentParser) -> None:
 @command("fcam-ablation", "F-CAM Table D.1 on a dataset: seeds only, + CRF, + size, all three (trained and scored)",
          _configure_ablation)
 def run_fcam_ablation(args: argparse.Namespace) -> int:
-    from explorer.fcam.ablation import run_ablation
+    from explorer.fcam_ablation import run_ablation
 
     config = _fcam_config(args)
     progress, close = _fcam_progress(f"F-CAM {args.backbone}")
@@ -721,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command][2](args)
-    except USER_ERRORS as exc:
+    except ExplorerError as exc:  # the one place the CLI turns a user's mistake into a message
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

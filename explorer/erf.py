@@ -41,7 +41,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -54,7 +53,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from explorer.atomic import write_atomically
 from explorer.backbones import Backbone
+from explorer.errors import ExplorerError
 from explorer.images import ImageError, gallery_image, gallery_names, load_image
 from explorer.presets import CardError
 
@@ -69,7 +70,7 @@ MIN_R2 = 0.1
 CROP_SCALE = (0.3, 1.0)
 
 
-class ErfError(ValueError):
+class ErfError(ExplorerError):
     """An ERF cannot be estimated as asked; the message says why and what to do."""
 
 
@@ -228,6 +229,21 @@ def folder_batches(backbone: Backbone, folder: str | os.PathLike[str], n: int, b
     if skipped:
         note += f"; skipped {len(skipped)}: {', '.join(skipped)}"
     return ImageSource(f"folder:{root}", n, batch_size, backbone.input_size, make, skipped, note)
+
+
+SOURCES = ("noise", "gallery", "folder:<dir>")
+
+
+def image_source(spec: str, backbone: Backbone, n: int, batch_size: int, seed: int = 0) -> ImageSource:
+    """The images an ERF is averaged over, named as the CLI and the app name them: "noise",
+    "gallery" or "folder:<dir>"."""
+    if spec == "noise":
+        return noise_batches(n, batch_size, backbone.input_size, seed)
+    if spec == "gallery":
+        return gallery_batches(backbone, n, batch_size, seed)
+    if spec.startswith("folder:"):
+        return folder_batches(backbone, spec[len("folder:"):], n, batch_size, seed)
+    raise ErfError(f"Unknown image source '{spec}'; use {', '.join(SOURCES)}.")
 
 
 # ============================================================================ estimation
@@ -487,7 +503,7 @@ def estimate_erf_resumable(backbone: Backbone, layer: str | None, source: ImageS
                      seconds=np.array(seconds + time.perf_counter() - start),
                      snapshot_n=np.array([n for n, _ in snapshots]),
                      snapshot_maps=np.stack([m for _, m in snapshots]), meta=np.array(json.dumps(meta)))
-            _atomic_write(state_path, buffer.getvalue())
+            write_atomically(state_path, buffer.getvalue())
             if progress is not None:
                 progress(done, source.total, total / done)
     except KeyboardInterrupt:
@@ -740,7 +756,7 @@ def erf_card(estimate: ErfEstimate, fit: ErfFit, command: str) -> dict[str, Any]
         "height": fit.height, "r2": fit.r2, "fit_options": dict(fit.options), "fit_nfev": fit.nfev,
         "fit_message": fit.message, "stderr_note": fit.stderr_note, "command": command,
         "seconds": round(estimate.seconds, 2), "fit_seconds": round(fit.seconds, 2),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "torch": torch.__version__, "lmfit": lmfit.__version__,
     })
     return card
@@ -750,24 +766,8 @@ def save_erf_card(estimate: ErfEstimate, fit: ErfFit, path: str | os.PathLike[st
     """Write the card as JSON atomically (a temporary file in the same folder, then os.replace),
     so a reader never sees half a card. Returns the card."""
     card = erf_card(estimate, fit, command)
-    _atomic_write(Path(path), (json.dumps(card, indent=2) + "\n").encode("utf-8"))
+    write_atomically(Path(path), (json.dumps(card, indent=2) + "\n").encode("utf-8"))
     return card
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); a card is a shared artefact, readable by all.
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_erf_card(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -864,4 +864,4 @@ def erf_figure_png(estimate: ErfEstimate, fit: ErfFit, path: str | os.PathLike[s
         small = image.convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE)
     out = io.BytesIO()
     small.save(out, format="PNG", optimize=True)
-    _atomic_write(Path(path), out.getvalue())
+    write_atomically(Path(path), out.getvalue())

@@ -44,8 +44,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from explorer.atomic import save_npz_atomically, write_atomically
 from explorer.backbones import Backbone, load_backbone
 from explorer.datasets.errors import DatasetError
+from explorer.errors import ExplorerError
 from explorer.images import ImageError
 from explorer.methods import validate_methods
 from explorer.metrics import (
@@ -58,7 +60,7 @@ from explorer.metrics import (
     score_map_to_uint8,
     thresholds,
 )
-from explorer.metrics.boxes import _image_curves
+from explorer.metrics.boxes import image_curves_uint8
 from explorer.pipeline import fcam_at, grid_maps
 from explorer.upsample import FCAM, UPSAMPLERS, UpsampleError, normalise, upsample
 
@@ -70,7 +72,7 @@ REFERENCES = {"object": "ground-truth object mask (a perfect localiser)",
 CHUNK_VERSION = 1
 
 
-class EvaluateError(ValueError):
+class EvaluateError(ExplorerError):
     """The evaluation cannot run or resume as asked; the message says why."""
 
 
@@ -179,7 +181,7 @@ def evaluate(
         first = index * config.batch_size
         indices = list(range(first, min(first + config.batch_size, count)))
         arrays = _evaluate_chunk(config, dataset, backbone, layer, methods, sigma, taus, indices, policy, decoders)
-        _save_npz_atomically(arrays, path)
+        save_npz_atomically(path, arrays)
         done += len(indices)
         if progress is not None:
             progress(done, sum(min(config.batch_size, count - i * config.batch_size) for i in mine))
@@ -247,22 +249,7 @@ def _check_or_write_config(out: Path, config: EvalConfig, rank: int) -> None:
                                 f"--out folder, or delete that one to start over")
         return
     if rank == 0:
-        _write_atomically(path, text.encode())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _save_npz_atomically(arrays: dict[str, np.ndarray], path: Path) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    _write_atomically(path, buffer.getvalue())
+        write_atomically(path, text.encode())
 
 
 # -------------------------------------------------------------------------- one chunk
@@ -355,7 +342,7 @@ def _score(arrays: dict, prefix: str, maps: np.ndarray, taus: np.ndarray, gt_box
     """Reduce a batch of [0, 1] maps to what the summary and the pages need (see module doc)."""
     n = len(maps)
     if has_boxes:
-        curves = [_image_curves(score_map_to_uint8(m), b, taus) for m, b in zip(maps, gt_boxes)]
+        curves = [image_curves_uint8(score_map_to_uint8(m), b, taus) for m, b in zip(maps, gt_boxes)]
         sizes = np.array([len(c.iou_largest) for c in curves])
         arrays[prefix + "mask_of_threshold"] = np.stack([c.mask_of_threshold.astype(np.uint8) for c in curves])
         arrays[prefix + "masks_per_image"] = sizes
@@ -477,12 +464,12 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
             "classification_accuracy": class_acc, "target_policy": policy,
             "dataset_kind": dataset.kind, "classes": list(dataset.classes), "rows": rows,
             "seconds_this_call": round(seconds, 1)}
-    _write_atomically(out / "summary.json", (json.dumps(meta, indent=2, default=_json_default) + "\n").encode())
-    _write_atomically(out / "summary.csv", _csv(rows).encode())
+    write_atomically(out / "summary.json", (json.dumps(meta, indent=2, default=_json_default) + "\n").encode())
+    write_atomically(out / "summary.csv", _csv(rows).encode())
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **curves_out)
-    _write_atomically(out / "curves.npz", buffer.getvalue())
-    _write_atomically(out / "records.csv", _records_csv(ids, labels, targets, top, top_probs, records,
+    write_atomically(out / "curves.npz", buffer.getvalue())
+    write_atomically(out / "records.csv", _records_csv(ids, labels, targets, top, top_probs, records,
                                                         dataset.classes).encode())
     return summary
 
@@ -589,7 +576,7 @@ def evaluate_distributed(config: EvalConfig, out_dir: str | os.PathLike[str], *,
             for name, data in files.items():
                 path = out / "chunks" / name
                 if not path.is_file():
-                    _write_atomically(path, data)
+                    write_atomically(path, data)
         return evaluate(config, out, backbone=backbone, rank=0, world=1)
     finally:
         if started_here:

@@ -27,6 +27,8 @@ from typing import IO, TypeAlias
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from explorer.errors import ExplorerError
+
 __all__ = [
     "GALLERY",
     "MIN_SIDE",
@@ -83,7 +85,7 @@ GALLERY: dict[str, str] = {
 }
 
 
-class ImageError(ValueError):
+class ImageError(ExplorerError):
     """An image could not be used; ``str(error)`` is a message meant for end users.
 
     It says what is wrong and what to do about it, without jargon, so the app

@@ -8,20 +8,21 @@ separate policy (see `channel_sum`). Raw maps are signed: no method applies a Re
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from explorer.backbones import Backbone
 from explorer.capture import Capture, capture
+from explorer.errors import ExplorerError
 from explorer.upsample import normalise
 
 RELU_POLICIES = ("none", "after", "before")
 
 
-class MethodError(ValueError):
+class MethodError(ExplorerError):
     """A method cannot be applied as asked (for example plain CAM on a network without a
     GAP + linear head); the message says why."""
 

@@ -14,8 +14,9 @@ upsampler name "fcam" then reads it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ def _sync(device: torch.device) -> None:
 def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
               methods: Iterable[str], layer: str | None = None,
               relu: str | Mapping[str, str] = "none", *,
-              decoders: Mapping[str, "FcamDecoder"] | None = None, **options) -> GridMaps:
+              decoders: Mapping[str, FcamDecoder] | None = None, **options) -> GridMaps:
     """One capture shared by every method asked, then each method's formula, timed separately.
 
     decoders: base method -> F-CAM decoder; their taps are recorded in the same forward and

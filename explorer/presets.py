@@ -13,13 +13,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.errors import ExplorerError
+
 ERF_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "erf"
 PAPER_SIGMA = (31.78, 33.36)  # Extended-CAM Table 1, pretrained VGG16 conv5_3
 PAPER_LABEL = "Extended-CAM paper, VGG16 (31.78, 33.36)"
 MANUAL_LABEL = "manual"
 
 
-class CardError(ValueError):
+class CardError(ExplorerError):
     """A stored fit (card) is damaged; reported, never silently ignored."""
 
 

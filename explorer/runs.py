@@ -22,6 +22,11 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 SHIPPED_RUNS_DIR = REPO_DIR / "checkpoints" / "evaluations"
 
 
+def slug(text: str) -> str:
+    """`text` as a safe file-name part: letters, digits, '-' and '_' only, at most 60 characters."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")[:60] or "run"
+
+
 def runs_dir() -> Path:
     """``$CAM_EXPLORER_RUNS`` when set, else ``runs/`` in the repository."""
     env = os.environ.get("CAM_EXPLORER_RUNS")

@@ -34,14 +34,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from explorer.backbones import REGISTRY, BackboneError, _build_lite, _lite_weight_file
+from explorer.atomic import save_torch_atomically, write_json_atomically
+from explorer.backbones import REGISTRY, BackboneError, build_lite, lite_weight_file
 from explorer.checkpoints import CheckpointError, dequantize_state, load_state_dict, quantize_state
+from explorer.errors import ExplorerError
 
 ARCHS = ("synthetic_cnn", "synthetic_lite0")
 STATE_VERSION = 1
 
 
-class TrainError(ValueError):
+class TrainError(ExplorerError):
     """Training cannot start or resume; the message says why."""
 
 
@@ -64,7 +66,7 @@ class TrainConfig:
     attention_weight: float = 0.0  # beta of the attention-transfer term (0: labels only)
 
     @staticmethod
-    def defaults(arch: str) -> "TrainConfig":
+    def defaults(arch: str) -> TrainConfig:
         if arch == "synthetic_cnn":
             # From scratch, with labels alone, ten recipes of up to 3150 steps stayed at chance: the
             # 10-40 px head that decides the class is a needle the network never finds. Attention
@@ -76,6 +78,26 @@ class TrainConfig:
             # the body needs to move more to learn the part shapes.
             return TrainConfig(arch=arch, epochs=6, lr=2e-3, backbone_lr_scale=0.5, freeze_below_stride=4)
         raise TrainError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHS)}")
+
+    def check(self) -> TrainConfig:
+        """TrainError naming the first setting a run cannot start with; the config itself when all are usable."""
+        from explorer.backbones import REGISTRY
+
+        if self.arch not in ARCHS:
+            raise TrainError(f"unknown architecture '{self.arch}'; choose one of {', '.join(ARCHS)}")
+        for name in ("epochs", "batch_size", "lr", "save_every"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise TrainError(f"--{name.replace('_', '-')} must be positive, not {value}")
+        for name in ("backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_epochs", "attention_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise TrainError(f"--{name.replace('_', '-')} must be zero or positive, not {value}")
+        if self.label_smoothing >= 1:
+            raise TrainError(f"--label-smoothing must be below 1, not {self.label_smoothing}")
+        if self.teacher and self.teacher not in REGISTRY:
+            raise TrainError(f"unknown teacher '{self.teacher}'; choose a registered backbone or 'none'")
+        return self
 
 
 @dataclass
@@ -97,8 +119,8 @@ def build_model(config: TrainConfig) -> nn.Module:
     if config.arch == "synthetic_cnn":
         return REGISTRY["synthetic_cnn"].build()
     if config.arch == "synthetic_lite0":
-        model = _build_lite("efficientnet_lite0", num_classes=5)
-        state = load_state_dict(_lite_weight_file("efficientnet_lite0"))
+        model = build_lite("efficientnet_lite0", num_classes=5)
+        state = load_state_dict(lite_weight_file("efficientnet_lite0"))
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
@@ -225,7 +247,7 @@ def teacher_cams(teacher: str, images: torch.Tensor, labels: torch.Tensor, devic
             progress("teacher", min(start + batch_size, len(images)), len(images), {})
     cams = torch.cat(out)
     if cache is not None:
-        save_atomically({"key": key, "cams": cams}, cache)
+        save_torch_atomically(cache, {"key": key, "cams": cams})
     return cams
 
 
@@ -236,11 +258,11 @@ def _student_cam(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[to
     return logits, torch.einsum("bchw,bc->bhw", features, model.fc.weight[y])
 
 
-def _step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003) + epoch) * 100_003 + step)
 
 
-def _permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
@@ -262,28 +284,6 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 # ------------------------------------------------------------------------------ checkpoints
-
-def save_atomically(obj: object, path: Path) -> None:
-    """torch.save to a sibling temporary file, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text_atomically(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def shipped_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state_dict as written to checkpoints/: int8 weights with per-channel scales, float16
@@ -331,7 +331,7 @@ def train_classifier(
     ``max_steps`` stops after that many steps in this call (the checkpoint is saved): tests use
     it to simulate an interruption.
     """
-    config = config or TrainConfig.defaults(arch)
+    config = (config or TrainConfig.defaults(arch)).check()
     if config.arch != arch:
         raise TrainError(f"the settings are for {config.arch}, not {arch}")
     root = Path(data_root)
@@ -380,17 +380,17 @@ def train_classifier(
         best = {"val_accuracy": saved["best_val_accuracy"], "epoch": saved["best_epoch"], "state": saved["best_state"]}
 
     def checkpoint() -> None:
-        save_atomically({
+        save_torch_atomically(state_path, {
             "version": STATE_VERSION, "config": asdict(config), "model": model.state_dict(),
             "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step, "history": history,
             "elapsed": elapsed, "best_val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"],
             "best_state": best["state"],
-        }, state_path)
+        })
 
     steps_this_call = 0
     running = {"loss": 0.0, "correct": 0, "seen": 0}
     while epoch < config.epochs:
-        order = _permutation(config.seed, epoch, len(train_x))
+        order = epoch_permutation(config.seed, epoch, len(train_x))
         _set_train_mode(model, frozen)
         tick = time.perf_counter()
         while step < steps_per_epoch:
@@ -399,7 +399,7 @@ def train_classifier(
                 checkpoint()
                 raise TrainInterrupted(f"stopped after {steps_this_call} steps (epoch {epoch}, step {step})")
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
-            generator = _step_generator(config.seed, epoch, step)
+            generator = step_generator(config.seed, epoch, step)
             if guided:
                 images, teacher_map = augment(train_x[index], generator, cams[index])
                 teacher_map = teacher_map.to(device)
@@ -457,7 +457,7 @@ def train_classifier(
     final.to(device)
     test_x, test_y = load_split_tensor(root, "test")
     test_accuracy = accuracy(final, test_x, test_y, device=device)
-    save_atomically(shipped, out)
+    save_torch_atomically(out, shipped)
     card_path = out.with_suffix(".json")
     card = {
         "kind": "classifier",
@@ -478,7 +478,7 @@ def train_classifier(
         "history": history,
         "bytes": out.stat().st_size,
     }
-    write_text_atomically(json.dumps(card, indent=2) + "\n", card_path)
+    write_json_atomically(card_path, card)
     return TrainResult(out, card_path, test_accuracy, best["val_accuracy"], best["epoch"], elapsed, history)
 
 

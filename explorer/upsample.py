@@ -16,10 +16,12 @@ out: scaling is the normaliser's job.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from explorer.errors import ExplorerError
 
 UPSAMPLERS = ("nearest", "bilinear", "bicubic", "gaussian")
 #: The F-CAM decoder's name where upsamplers are chosen (the pipeline, evaluate, the pages). It is
@@ -33,7 +35,7 @@ SIGMA_MIN = 0.05
 SIGMA_MAX = 100_000.0
 
 
-class UpsampleError(ValueError):
+class UpsampleError(ExplorerError):
     """Bad upsampling or normalisation arguments; the message says what is allowed."""
 
 

@@ -30,7 +30,7 @@ def test_lite0_matches_the_pypi_architecture_exactly(lite0):
     from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0", image_size=224)
-    net.load_state_dict(torch.load(backbones._lite_weight_file("efficientnet_lite0"), weights_only=True))
+    net.load_state_dict(torch.load(backbones.lite_weight_file("efficientnet_lite0"), weights_only=True))
     net.eval()
     x = lite0.preprocess([gallery_image("coffee"), gallery_image("rocket")])
     with torch.no_grad():

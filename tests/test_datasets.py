@@ -17,8 +17,8 @@ from PIL import Image
 
 from explorer.cli import main
 from explorer.datasets import (
-    DatasetError,
     SYNTHETIC_CLASSES,
+    DatasetError,
     ensure_synthetic,
     load_folder,
     load_protocol,
@@ -113,7 +113,9 @@ def test_an_existing_folder_is_kept_and_an_interrupted_run_leaves_nothing(synthe
     with pytest.raises(DatasetError, match="not empty"):
         make_synthetic(synthetic, sizes=SMALL)
 
-    def interrupt_after_three(_n, seen=[]):
+    seen = []
+
+    def interrupt_after_three(_n):
         seen.append(1)
         if len(seen) == 3:
             raise KeyboardInterrupt

@@ -512,7 +512,7 @@ def test_cam_default_sigma_comes_from_the_presets(tmp_path, capsys, tiny_registe
     import explorer.presets as presets
 
     # ERF cards are read from a temporary folder: a fitted card there becomes cam's default sigma
-    monkeypatch.setattr(cli, "sigma_presets", lambda b, l, **kw: presets.sigma_presets(b, l, directory=tmp_path, **kw))
+    monkeypatch.setattr(cli, "sigma_presets", lambda b, layer, **kw: presets.sigma_presets(b, layer, directory=tmp_path, **kw))
     out = tmp_path / "tiny__out.json"
     assert cli.main(["erf", "--backbone", "tiny", "--weights", "random", "--images", "4", "--source", "noise",
                      "--out", str(out)]) == 0

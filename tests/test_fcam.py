@@ -34,7 +34,7 @@ from explorer.fcam import (
     seeds_from_cam,
     size_loss,
 )
-from explorer.fcam.train import FcamConfig, FcamInterrupted, train_fcam
+from explorer.fcam_train import FcamConfig, FcamInterrupted, train_fcam
 
 SIZES = {"train": 12, "val": 6, "test": 6}
 
@@ -345,7 +345,7 @@ def test_evaluate_scores_the_decoder_as_an_upsampler(data, cnn, uninterrupted, t
     row = summary.row("cam", "fcam")
     assert 0 <= row["max_box_acc"] <= 100 and 0 <= row["pxap"] <= 100 and "average_drop" in row
     # The same number as scoring the decoder directly on the test split
-    from explorer.fcam.train import class_targets, load_split, score_split
+    from explorer.fcam_train import class_targets, load_split, score_split
 
     split = load_split(f"synthetic:{data}", "test", (224, 224))
     direct = score_split(cnn, load_decoder(uninterrupted.weights, cnn), split, class_targets(cnn, split)[0],

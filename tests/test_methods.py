@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from explorer import compute_cams, method_label
-from explorer.methods import METHODS, MethodError, channel_sum, scorecam_weights
 from explorer.capture import capture
+from explorer.methods import METHODS, MethodError, channel_sum, scorecam_weights
 from tests.nets import conv_net, gap_linear_net, piecewise_linear_net, quadratic_net
 
 GRADIENT_METHODS = ["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "extendedcam"]

@@ -34,7 +34,7 @@ from explorer.metrics import (
     thresholds,
     value_histogram,
 )
-from explorer.metrics.pixels import IGNORED, TN, TP, FP, FN
+from explorer.metrics.pixels import FN, FP, IGNORED, TN, TP
 
 LEVELS = (30, 50, 70)
 
@@ -511,10 +511,10 @@ def test_average_drop_and_increase_by_hand():
     maps = rng.random((4, h, w))
     res = average_drop_increase(_mean_model(scale), images, maps, targets=[0, 0, 0, 0], batch_size=3)
     Y = [_sigmoid(scale * v) for v in levels]
-    O = [_sigmoid(scale * v * maps[i].mean()) for i, v in enumerate(levels)]
+    masked = [_sigmoid(scale * v * maps[i].mean()) for i, v in enumerate(levels)]
     assert res.confidence == pytest.approx(Y, rel=1e-12)
-    assert res.masked_confidence == pytest.approx(O, rel=1e-12)
-    drop = 100 * np.mean([max(0.0, y - o) / y for y, o in zip(Y, O)])
+    assert res.masked_confidence == pytest.approx(masked, rel=1e-12)
+    drop = 100 * np.mean([max(0.0, y - o) / y for y, o in zip(Y, masked)])
     assert res.average_drop == pytest.approx(drop, rel=1e-10)
     assert res.increase == 50.0  # exactly the two negative images gain confidence
     whole = average_drop_increase(_mean_model(scale), images, maps, targets=[0, 0, 0, 0], batch_size=64)
@@ -530,9 +530,9 @@ def test_relative_masking_keeps_exactly_the_top_half():
     res = average_drop_increase(_mean_model(scale), images, maps, targets=[0, 0, 0], relative=True)
     assert res.kept_fraction.tolist() == [12 / 25] * 3
     Y = _sigmoid(scale * 0.7)
-    O = _sigmoid(scale * 0.7 * 12 / 25)
-    assert res.masked_confidence == pytest.approx([O] * 3, rel=1e-12)
-    assert res.average_drop == pytest.approx(100 * (Y - O) / Y, rel=1e-10)
+    masked = _sigmoid(scale * 0.7 * 12 / 25)
+    assert res.masked_confidence == pytest.approx([masked] * 3, rel=1e-12)
+    assert res.average_drop == pytest.approx(100 * (Y - masked) / Y, rel=1e-10)
     mask = relative_mask(torch.as_tensor(maps), 0.5)
     assert mask.sum(dim=(1, 2)).tolist() == [12.0] * 3
     assert mask[1].flatten()[13:].all() and not mask[1].flatten()[:13].any()  # the 12 largest values

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from explorer.errors import ExplorerError
+
 __all__ = ["DatasetError"]
 
 
-class DatasetError(ValueError):
+class DatasetError(ExplorerError):
     """A dataset cannot be read or written as asked; ``str(error)`` is meant for the user.
 
     Problems in a metadata file name the file and the line (``.../localization.txt line 17:

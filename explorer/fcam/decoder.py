@@ -19,9 +19,9 @@ Where each backbone is tapped, and the block widths, are declared in the backbon
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +29,12 @@ from torch import nn
 
 from explorer.backbones import CHECKPOINT_DIR, Backbone, DecoderSpec
 from explorer.checkpoints import CheckpointError, load_state_dict
+from explorer.errors import ExplorerError
 
 FCAM_DIR = CHECKPOINT_DIR / "fcam"
 
 
-class FcamError(ValueError):
+class FcamError(ExplorerError):
     """An F-CAM decoder cannot be built, loaded or applied as asked; the message says why."""
 
 

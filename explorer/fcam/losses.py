@@ -46,7 +46,7 @@ from explorer.fcam.seeds import IGNORE
 
 CRF_SIGMA_RGB = 15.0
 CRF_SIGMA_XY = 100.0
-CRF_WEIGHT_PAPER = 2e-9  # F-CAM eq. 3 lambda; explorer.fcam.train.FcamConfig uses 2e-8 (see there)
+CRF_WEIGHT_PAPER = 2e-9  # F-CAM eq. 3 lambda; explorer.fcam_train.FcamConfig uses 2e-8 (see there)
 CRF_CHUNK = 128  # rows of W per step for the whole batch: 16 x 128 x 3136 floats = 26 MB, kept below
 # glibc's mmap threshold (explorer.runtime) so the block is reused, not page-faulted in anew
 

@@ -37,8 +37,8 @@ per-threshold loop; benchmarks/bench_metrics.py measures the speed-up.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -232,10 +232,10 @@ def image_curves(score_map: ArrayLike, gt_boxes: ArrayLike, taus: ArrayLike) -> 
     arr = check_map(score_map)
     gt = check_boxes(gt_boxes, "gt_boxes")
     taus = check_thresholds(taus)
-    return _image_curves(score_map_to_uint8(arr), gt, taus)
+    return image_curves_uint8(score_map_to_uint8(arr), gt, taus)
 
 
-def _image_curves(img: np.ndarray, gt: np.ndarray, taus: np.ndarray) -> ImageCurves:
+def image_curves_uint8(img: np.ndarray, gt: np.ndarray, taus: np.ndarray) -> ImageCurves:
     height, width = img.shape
     peak = int(img.max())
     # int(tau * max(img)): the same double product and truncation as the reference.
@@ -259,11 +259,11 @@ def _image_curves(img: np.ndarray, gt: np.ndarray, taus: np.ndarray) -> ImageCur
     lengths: list[int] = []
     counts = np.zeros(n_masks, dtype=np.int64)
     find, tree, simple = cv2.findContours, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
-    for j, (level, t, b, l, r) in enumerate(zip(mask_levels.tolist(), top.tolist(), bottom.tolist(),
+    for j, (level, t, b, left_, r) in enumerate(zip(mask_levels.tolist(), top.tolist(), bottom.tolist(),
                                                 left.tolist(), right.tolist())):
         if t >= height:  # empty mask: no contour
             continue
-        found = find((img[t:b, l:r] > level).view(np.uint8), tree, simple, offset=(l, t))[0]
+        found = find((img[t:b, left_:r] > level).view(np.uint8), tree, simple, offset=(left_, t))[0]
         if len(found):
             counts[j] = len(found)
             data, sizes = _flatten(found)
@@ -402,10 +402,10 @@ class BoxEvaluator:
             raise MetricError(f"Got {len(maps)} maps but {len(gt_boxes)} ground-truth box lists.")
         checked = [check_boxes(b, f"gt_boxes[{self.num_images + i}]") for i, b in enumerate(gt_boxes)]
         for arr, gt in zip(maps, checked):
-            self.add_curves(_image_curves(score_map_to_uint8(arr), gt, self.thresholds))
+            self.add_curves(image_curves_uint8(score_map_to_uint8(arr), gt, self.thresholds))
 
     def add_curves(self, curves: ImageCurves) -> None:
-        """Add one image already reduced by `image_curves` (at this evaluator's thresholds), e.g.
+        """Add one image already reduced by `image_curves_uint8` (at this evaluator's thresholds), e.g.
         a record read back from disk by a resumed or sharded evaluation."""
         per_tau = curves.mask_of_threshold
         if per_tau.shape != self.thresholds.shape:

@@ -9,14 +9,16 @@ float32 map is evaluated exactly as its float64 copy would be.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
-ArrayLike = Union[np.ndarray, Sequence]
+from explorer.errors import ExplorerError
+
+ArrayLike = np.ndarray | Sequence
 
 
-class MetricError(ValueError):
+class MetricError(ExplorerError):
     """Bad metric input (NaN or out-of-range map, reversed box, mask without a positive pixel...).
     The message says what was wrong and where."""
 

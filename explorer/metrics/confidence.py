@@ -24,8 +24,8 @@ Without them, the map multiplies the input as given (right for a model fed un-no
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -1,47 +1,25 @@
 """AppTest checks of every page: they render, every control reruns cleanly, and user errors
 (broken uploads, missing weights) become friendly messages while the app keeps working.
 
-AppTest runs one page file per instance and reruns the whole script for every interaction
-(fragments included), so these tests cover behaviour, not fragment latency: that is measured in
-tests/browser. Models come from `st.cache_resource`, shared by every AppTest in this process.
+AppTest runs the router (app.py draws the sidebar, then the page) and reruns the whole script for
+every interaction (fragments included), so these tests cover behaviour, not fragment latency: that
+is measured in tests/browser. Models come from `st.cache_resource`, shared by every AppTest here.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer import ui
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 180
-
-
-def widget(name: str) -> str:
-    """The session-state key of a persistent widget (see explorer.ui.persistent)."""
-    return f"cam.widget.{name}"
-
-
-def open_page(path: str) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / path), default_timeout=TIMEOUT_S)
-    return run(at)
-
-
-def run(at: AppTest) -> AppTest:
-    """Rerun and insist on a clean run: no uncaught exception reached the page."""
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> str:
-    return "\n".join(str(element.value) for element in elements)
-
-
-def image_captions(at: AppTest) -> str:
-    return "\n".join(caption for image in at.image for caption in image.captions)
+from explorer.ui import maps as ui_maps
+from tests.app.conftest import (
+    image_captions,
+    open_page,
+    run,
+    switch,
+    texts,
+    widget,
+)
 
 
 def top5_classes(at: AppTest) -> list[str]:
@@ -49,7 +27,7 @@ def top5_classes(at: AppTest) -> list[str]:
 
 
 def test_landing_page_shows_image_and_top5() -> None:
-    at = open_page("app.py")
+    at = open_page("home")
     assert at.title[0].value == "CAM Explorer"
     assert top5_classes(at)[0] == "Egyptian cat"
     assert len(at.image) == 1
@@ -57,7 +35,7 @@ def test_landing_page_shows_image_and_top5() -> None:
 
 
 def test_compare_page_every_control_reruns_cleanly() -> None:
-    at = open_page("pages/1_Compare.py")
+    at = open_page("compare")
     assert len(at.image) == 4 * 2  # CAM, Grad-CAM, Grad-CAM++, Extended-CAM x bilinear, gaussian
 
     at.multiselect(key=widget("methods")).set_value(["gradcam", "extendedcam", "layercam"])
@@ -102,14 +80,14 @@ def test_compare_page_every_control_reruns_cleanly() -> None:
 
 def test_sigma_and_normaliser_changes_never_rerun_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real_grid_maps = ui.grid_maps
+    real_grid_maps = ui_maps.grid_maps
 
     def counting_grid_maps(*args, **kwargs):
         calls.append(kwargs.get("relu"))
         return real_grid_maps(*args, **kwargs)
 
-    monkeypatch.setattr(ui, "grid_maps", counting_grid_maps)
-    at = open_page("pages/1_Compare.py")
+    monkeypatch.setattr(ui_maps, "grid_maps", counting_grid_maps)
+    at = open_page("compare")
     at.multiselect(key=widget("methods")).set_value(["xgradcam", "gradcam"])
     at.selectbox(key=widget("relu")).set_value("before")  # a combination no other test computes
     run(at)
@@ -132,8 +110,8 @@ def test_an_unexpected_failure_is_logged_and_shown_briefly(monkeypatch: pytest.M
     def broken_grid_maps(*args, **kwargs):
         raise RuntimeError("simulated internal failure")
 
-    at = open_page("pages/1_Compare.py")
-    monkeypatch.setattr(ui, "grid_maps", broken_grid_maps)
+    at = open_page("compare")
+    monkeypatch.setattr(ui_maps, "grid_maps", broken_grid_maps)
     at.multiselect(key=widget("methods")).set_value(["gradcampp", "layercam"])
     at.selectbox(key=widget("relu")).set_value("before")  # not cached by any other test
     run(at)
@@ -149,7 +127,7 @@ def test_an_unexpected_failure_is_logged_and_shown_briefly(monkeypatch: pytest.M
 
 
 def test_compare_offers_cam_only_at_its_layer_and_gates_slow_methods() -> None:
-    at = open_page("pages/1_Compare.py")
+    at = open_page("compare")
     assert "CAM" in at.multiselect(key=widget("methods")).options  # options are shown by label
     assert "cam" in at.multiselect(key=widget("methods")).value
 
@@ -170,7 +148,7 @@ def test_compare_offers_cam_only_at_its_layer_and_gates_slow_methods() -> None:
 
 
 def test_smoothing_lab_follows_sigma() -> None:
-    at = open_page("pages/2_Smoothing_Lab.py")
+    at = open_page("smoothing_lab")
     correlation = at.metric[0].value
     assert at.metric[0].label.startswith("Pearson correlation")
     assert len(at.image) == 2
@@ -189,7 +167,7 @@ def test_smoothing_lab_follows_sigma() -> None:
 
 
 def test_broken_upload_is_reported_and_the_previous_image_kept() -> None:
-    at = open_page("app.py")
+    at = open_page("home")
     at.radio(key=widget("image_source")).set_value("upload")
     run(at)
     at.file_uploader(key=widget("upload")).set_value(("x.png", b"not an image", "image/png"))
@@ -208,7 +186,7 @@ def test_broken_upload_is_reported_and_the_previous_image_kept() -> None:
 
 
 def test_missing_weights_are_named_and_random_weights_labelled() -> None:
-    at = open_page("app.py")
+    at = open_page("home")
     at.selectbox(key=widget("backbone")).set_value("vgg16")
     run(at)
     assert "vgg16-397923af.pth" in texts(at.error)
@@ -223,15 +201,15 @@ def test_missing_weights_are_named_and_random_weights_labelled() -> None:
 
 
 def test_target_class_can_be_any_imagenet_class() -> None:
-    at = open_page("app.py")
+    at = open_page("home")
     at.selectbox(key=widget("target")).set_value(281)
     run(at)
     assert "target **tabby** (class 281)" in texts(at.markdown)
 
 
 def test_choices_survive_a_page_switch() -> None:
-    at = open_page("app.py")
-    at.switch_page("pages/1_Compare.py")
+    at = open_page("home")
+    switch(at, "compare")
     run(at)
     at.selectbox(key=widget("layer.efficientnet_lite0")).set_value("blocks.15")
     at.selectbox(key=widget("sigma_preset")).set_value("manual")
@@ -239,17 +217,17 @@ def test_choices_survive_a_page_switch() -> None:
     at.slider(key=widget("sigma_x")).set_value(55.0)
     run(at)
 
-    at.switch_page("pages/2_Smoothing_Lab.py")
+    switch(at, "smoothing_lab")
     run(at)
     assert "layer `blocks.15`" in texts(at.markdown)
     assert at.slider(key=widget("sigma_x")).value == 55.0
 
-    at.switch_page("pages/1_Compare.py")
+    switch(at, "compare")
     run(at)
     assert at.selectbox(key=widget("sigma_preset")).value == "manual"
     assert at.slider(key=widget("sigma_x")).value == 55.0
     assert at.selectbox(key=widget("layer.efficientnet_lite0")).value == "blocks.15"
 
-    at.switch_page("app.py")
+    switch(at, "home")
     run(at)
     assert "layer `blocks.15`" in texts(at.markdown)

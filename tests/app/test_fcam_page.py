@@ -11,14 +11,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.datasets import make_synthetic
-from explorer.fcam.train import FcamConfig, train_fcam
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 240
-
-
-def widget(name: str) -> str:
-    return f"cam.widget.{name}"
+from explorer.fcam_train import FcamConfig, train_fcam
+from tests.app.conftest import (
+    TIMEOUT_S,
+    all_text,
+    image_captions,
+    open_page,
+    run,
+    widget,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +43,12 @@ def env(runs, monkeypatch):
     return runs
 
 
-def open_page(path: str) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / path), default_timeout=TIMEOUT_S)
-    return run(at)
 
 
-def run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
-def all_text(at: AppTest) -> str:
-    return "\n".join(str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.error, *at.warning, *at.success))
 
 
-def captions(at: AppTest) -> str:
-    return "\n".join(c for image in at.image for c in image.captions)
 
 
 def use_random_cnn(at: AppTest) -> AppTest:
@@ -69,43 +59,43 @@ def use_random_cnn(at: AppTest) -> AppTest:
 
 
 def test_page_says_when_no_decoder_fits_the_backbone(env):
-    at = open_page("pages/8_FCAM_Decoder.py")
+    at = open_page("fcam")
     assert at.title[0].value == "F-CAM Decoder"
     assert "No F-CAM decoder is trained for `efficientnet_lite0`" in all_text(at)
 
 
 def test_page_shows_cam_seeds_fcam_boxes_and_training(env):
-    at = use_random_cnn(open_page("pages/8_FCAM_Decoder.py"))
+    at = use_random_cnn(open_page("fcam"))
     text = all_text(at)
     assert "No F-CAM decoder" not in text
     assert "synthetic_cnn__cam__tiny.pt" in str(at.selectbox(key=widget("fcam.decoder.synthetic_cnn.stage4")).value)
-    shown = captions(at)
+    shown = image_captions(at)
     assert "C⁺ (green" in shown and "F-CAM: the decoder's foreground probability" in shown
     assert "box at τ" in shown
     assert "Reproduce with `python -m explorer test`" in text
     at.number_input(key=widget("fcam.draw")).set_value(3)
     run(at)
-    assert "patches of draw 3" in captions(at)
+    assert "patches of draw 3" in image_captions(at)
     at.slider(key=widget("fcam.tau_fcam")).set_value(0.9)
     run(at)
-    assert "F-CAM · box at τ = 0.90" in captions(at)
+    assert "F-CAM · box at τ = 0.90" in image_captions(at)
 
 
 def test_compare_offers_the_decoder_as_an_upsampler(env):
-    at = use_random_cnn(open_page("pages/1_Compare.py"))
+    at = use_random_cnn(open_page("compare"))
     assert "F-CAM decoder" in at.multiselect(key=widget("upsamplers")).options
     at.multiselect(key=widget("methods")).set_value(["cam", "gradcam"])
     run(at)
     at.multiselect(key=widget("upsamplers")).set_value(["bilinear", "fcam"])
     run(at)
-    shown = captions(at)
+    shown = image_captions(at)
     assert "F-CAM decoder ·" in shown
     assert "no decoder trained from Grad-CAM" in shown
     assert len(at.image) == 4
 
 
 def test_fit_a_decoder_on_a_folder_from_the_page(env):
-    at = use_random_cnn(open_page("pages/8_FCAM_Decoder.py"))
+    at = use_random_cnn(open_page("fcam"))
     photos = env.parent / "photos"
     at.text_input[0].set_value(f"folder:{photos}")
     next(s for s in at.slider if s.label == "Epochs").set_value(1)
@@ -121,7 +111,7 @@ def test_fit_a_decoder_on_a_folder_from_the_page(env):
 
 
 def test_fit_form_rejects_a_missing_folder(env):
-    at = use_random_cnn(open_page("pages/8_FCAM_Decoder.py"))
+    at = use_random_cnn(open_page("fcam"))
     at.text_input[0].set_value("folder:/nonexistent/photos")
     at.button[-1].click()
     run(at)

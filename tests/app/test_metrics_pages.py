@@ -7,17 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from explorer.datasets import make_synthetic
 from explorer.evaluate import EvalConfig, evaluate
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 240
-
-
-def widget(name: str) -> str:
-    return f"cam.widget.{name}"
+from tests.app.conftest import (
+    all_text,
+    open_page,
+    run,
+    widget,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +36,14 @@ def env(runs, monkeypatch):
     return runs
 
 
-def open_page(path: str) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / path), default_timeout=TIMEOUT_S)
-    return run(at)
 
 
-def run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
-def all_text(at: AppTest) -> str:
-    parts = [str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.error, *at.warning)]
-    return "\n".join(parts)
 
 
 def test_thresholds_page_draws_the_curves(env):
-    at = open_page("pages/4_Thresholds_and_Histograms.py")
+    at = open_page("thresholds_and_histograms")
     assert at.title[0].value == "Thresholds & Histograms"
     assert not at.error
     assert len(at.get("plotly_chart")) == 3
@@ -72,12 +60,12 @@ def test_thresholds_page_draws_the_curves(env):
 def test_thresholds_page_without_runs_explains_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.setenv("CAM_EXPLORER_RUNS", str(tmp_path / "empty"))
     monkeypatch.setattr("explorer.runs.SHIPPED_RUNS_DIR", tmp_path / "none")
-    at = open_page("pages/4_Thresholds_and_Histograms.py")
+    at = open_page("thresholds_and_histograms")
     assert "No finished evaluation yet" in all_text(at)
 
 
 def test_failure_cases_sorts_and_opens_compare(env):
-    at = open_page("pages/5_Failure_Cases.py")
+    at = open_page("failure_cases")
     assert not at.error
     assert len(at.image) == 8
     captions = [c for image in at.image for c in image.captions]
@@ -96,7 +84,7 @@ def test_failure_cases_sorts_and_opens_compare(env):
 
 
 def test_confidence_page_computes_table4_on_the_gallery(env):
-    at = open_page("pages/6_Confidence_Metrics.py")
+    at = open_page("confidence_metrics")
     assert not at.error
     table = at.dataframe[0].value
     assert list(table["equation"]) == ["Grad-CAM", "Grad-CAM", "Grad-CAM++", "Grad-CAM++", "Extended-CAM", "Extended-CAM"]
@@ -110,7 +98,7 @@ def test_confidence_page_computes_table4_on_the_gallery(env):
 
 
 def test_downscale_page_draws_the_ceiling(env, runs, tmp_path):
-    at = open_page("pages/7_Downscale_Simulation.py")
+    at = open_page("downscale_simulation")
     at.text_input(key=widget("downscale.dataset")).set_value(f"synthetic:{runs.parent / 'synthetic'}")
     run(at)
     assert not at.error

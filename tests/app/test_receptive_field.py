@@ -20,32 +20,27 @@ from streamlit.testing.v1 import AppTest
 
 from explorer import erf, ui
 from explorer.erf import ErfFitError
+from explorer.ui import erf as ui_erf
+from tests.app.conftest import (
+    REPO_ROOT,
+    open_page,
+    run,
+    switch,
+    texts,
+    widget,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 300
-PAGE = "pages/3_Receptive_Field.py"
 CHEAP_LAYER = "blocks.4"
 
 
-def widget(name: str) -> str:
-    return f"cam.widget.{name}"
 
 
-def run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def open_rf_page() -> AppTest:
-    """The landing page first (so switch_page resolves pages/ as the app does), then this page."""
-    at = run(AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT_S))
-    at.switch_page(PAGE)
-    return run(at)
+    return open_page("receptive_field")
 
 
-def texts(elements) -> str:
-    return "\n".join(str(element.value) for element in elements)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
@@ -71,7 +66,7 @@ def estimate(at: AppTest, n: int, seed: int = 0, layer: str = CHEAP_LAYER) -> Ap
 
 def test_stored_card_shows_at_once_without_computing(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(ui, "estimate_erf", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(ui_erf, "estimate_erf", lambda *a, **k: calls.append(a))
     at = open_rf_page()
     assert at.title[0].value == "Effective receptive field"
     card = json.loads((REPO_ROOT / "checkpoints/erf/efficientnet_lite0__head.json").read_text())
@@ -119,7 +114,7 @@ def test_live_estimate_fits_draws_and_its_sigma_reaches_compare() -> None:
     assert (at.session_state["cam.sigma_x"], at.session_state["cam.sigma_y"]) == (expected_x, expected_y)
     assert f"manual ({expected_x:g}, {expected_y:g}) px" in texts(at.caption)
 
-    at.switch_page("pages/1_Compare.py")
+    switch(at, "compare")
     run(at)
     assert at.selectbox(key=widget("sigma_preset")).value == "manual"
     assert at.slider(key=widget("sigma_x")).value == expected_x
@@ -129,18 +124,18 @@ def test_live_estimate_fits_draws_and_its_sigma_reaches_compare() -> None:
 
 
 def test_a_stopped_estimate_keeps_its_images_and_continues_to_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = ui.estimate_erf
+    real = ui_erf.estimate_erf
     batches = []
 
     def stop_after_first_batch(*args, **kwargs):
         part = real(*args, **kwargs)
         batches.append(part.n_images)
         if len(batches) == 1:  # as a Stop click would: the job is stopped, the batch still counts
-            for job in ui._erf_jobs().values():
+            for job in ui_erf._erf_jobs().values():
                 ui.stop_erf(job.uid)
         return part
 
-    monkeypatch.setattr(ui, "estimate_erf", stop_after_first_batch)
+    monkeypatch.setattr(ui_erf, "estimate_erf", stop_after_first_batch)
     at = estimate(open_rf_page(), 16, seed=3)
     assert "Interrupted after 8 of 16 images" in texts(at.warning)
     assert "R²" in metrics(at)  # the partial average is fitted and shown
@@ -190,7 +185,7 @@ def test_a_failed_fit_is_an_error_and_the_map_stays(monkeypatch: pytest.MonkeyPa
     def failing_fit(*args, **kwargs):
         raise ErfFitError("The 2D Gaussian fit did not converge: simulated.")
 
-    monkeypatch.setattr(ui, "fit_erf", failing_fit)
+    monkeypatch.setattr(ui_erf, "fit_erf", failing_fit)
     at = estimate(open_rf_page(), 4, seed=11)  # a seed no other test fits (fits are cached)
     assert "The 2D Gaussian fit did not converge: simulated." in texts(at.error)
     figures = charts(at)

@@ -46,7 +46,7 @@ def test_fcam_page_and_the_fcam_column_in_compare(page: Page, app_url: str, synt
     settle(page, '[data-testid="stDataFrame"]')
     expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(synthetic_image.name)
 
-    open_page_from_nav(page, "FCAM Decoder", "F-CAM Decoder")
+    open_page_from_nav(page, "F-CAM", "F-CAM Decoder")
     page.wait_for_selector('[data-testid="stImage"] img')
     expect(page.locator('[data-testid="stImage"] img')).to_have_count(4)
     assert any(c.startswith("C⁺ (green") for c in captions(page))

@@ -103,7 +103,7 @@ def test_the_corpus_has_at_least_fifty_files(corpus):
     bad, good = corpus
     assert len(bad) + len(good) >= 50, (len(bad), len(good))
     assert len(bad) >= 25 and len(good) >= 25
-    for case_id, path in bad:
+    for _case_id, path in bad:
         with pytest.raises(ImageError):
             load_image(path)
 
@@ -230,7 +230,7 @@ def test_a_damaged_dataset_is_evaluated_with_what_can_be_read(tmp_path):
     lines.append("not,enough")  # malformed
     (meta / "localization.txt").write_text("\n".join(lines))
     (data / ids[1]).unlink()  # missing image (ids are paths relative to the dataset folder)
-    first_mask = next(l.split(",")[1] for l in lines if l.startswith(ids[2]))
+    first_mask = next(line.split(",")[1] for line in lines if line.startswith(ids[2]))
     Image.new("1", (50, 50)).save(data / first_mask)  # wrong size
     config = EvalConfig(dataset=f"synthetic:{data}", backbone="synthetic_cnn", weights="random",
                         methods=("gradcam",), upsamplers=("bilinear",), threshold_interval=0.01, confidence=False)

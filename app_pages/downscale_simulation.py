@@ -5,8 +5,7 @@ import streamlit as st
 
 from explorer import ui, views
 
-st.set_page_config(page_title="Downscale Simulation · CAM Explorer", layout="wide")
-ui.sidebar()
+ui.selection()
 
 st.title("Downscale Simulation")
 st.markdown(
@@ -27,7 +26,7 @@ with sigma_column:
 with method_column:
     downscale = ui.radio("Downscale by", "downscale.method", ("bilinear", "area"), "bilinear",
                          format_func={"bilinear": "bilinear interpolation (paper)", "area": "cell average"}.get)
-result = ui.attempt_all("simulating", lambda: ui.downscale_curves(spec.strip(), "test", count, sigma_cells, downscale))
+result = ui.attempt("simulating", lambda: ui.downscale_curves(spec.strip(), "test", count, sigma_cells, downscale))
 if result is None:
     st.stop()
 curves = {"bilinear upsampling": result["curves"]["bilinear"],

@@ -10,8 +10,7 @@ import streamlit as st
 
 from explorer import ui, views
 
-st.set_page_config(page_title="Confidence Metrics · CAM Explorer", layout="wide")
-state = ui.sidebar()
+state = ui.selection()
 
 st.title("Confidence Metrics")
 st.markdown(
@@ -37,7 +36,7 @@ if source != "gallery":
 if state.layer_shape[1] * state.layer_shape[2] > 64 * 64:
     st.warning("This layer is very fine; pick a deeper one in the sidebar for a meaningful comparison.")
 sigma = ui.sigma_controls(state, with_presets=True)
-grid = ui.attempt_all("computing the confidence metrics",
+grid = ui.attempt("computing the confidence metrics",
                       lambda: ui.confidence_grid(spec, state.backbone, state.layer, sigma))
 if grid is not None:
     st.caption(f"{grid['images']} images with `{state.backbone.name}` layer `{state.layer}`; each map explains "

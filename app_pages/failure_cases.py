@@ -4,8 +4,7 @@ import streamlit as st
 
 from explorer import ui
 
-st.set_page_config(page_title="Failure Cases · CAM Explorer", layout="wide")
-state = ui.sidebar()
+state = ui.selection()
 
 st.title("Failure Cases")
 st.markdown(
@@ -21,7 +20,7 @@ if run is None:
 combo = ui.choose_combo(run, "failure.combo")
 if combo is None:
     st.stop()
-records = ui.attempt_all("reading the records", lambda: ui.run_records(run, *combo))
+records = ui.attempt("reading the records", lambda: ui.run_records(run, *combo))
 if not records:
     st.stop()
 
@@ -38,7 +37,7 @@ ranked = sorted((r for r in records if r[score_key] is not None), key=lambda r: 
                 reverse=order == "best first")[:count]
 st.caption(f"{len(records)} images; sorted by {'IoU at the MaxBoxAcc threshold' if has_iou else 'per-image PxAP'}; "
            f"threshold τ = {run.row(*combo).get('best_threshold', 0.5):.3f}.")
-tiles = ui.attempt_all("drawing the maps", lambda: ui.failure_tiles(run, *combo, ranked, show))
+tiles = ui.attempt("drawing the maps", lambda: ui.failure_tiles(run, *combo, ranked, show))
 if not tiles:
     st.stop()
 for start in range(0, len(tiles), ui.TILES_PER_LINE):
@@ -48,4 +47,4 @@ for start in range(0, len(tiles), ui.TILES_PER_LINE):
                      output_format="PNG", width="stretch")
             if st.button("Open in Compare", key=f"open.{tile.record['image_id']}"):
                 ui.open_in_compare(run, tile, *combo)
-                st.switch_page("pages/1_Compare.py")
+                st.switch_page("app_pages/compare.py")

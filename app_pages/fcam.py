@@ -9,8 +9,7 @@ import streamlit as st
 
 from explorer import ui, views
 
-st.set_page_config(page_title="F-CAM Decoder · CAM Explorer", layout="wide")
-state = ui.sidebar()
+state = ui.selection()
 
 st.title("F-CAM Decoder")
 st.markdown(

@@ -15,8 +15,7 @@ NORMALISER_LABELS = {
     "none": "none (raw values)",
 }
 
-st.set_page_config(page_title="Compare · CAM Explorer", layout="wide")
-state = ui.sidebar()
+state = ui.selection()
 
 st.title("Compare CAM methods")
 ui.context_banner(state)
@@ -40,7 +39,7 @@ if not methods:
     st.info("Choose at least one method.")
 if not runnable:
     st.stop()
-result = ui.attempt("computing the maps", lambda: ui.grid(state, runnable, relu))
+result = ui.attempt("computing the maps", lambda: ui.grid(state, runnable, relu, ui.active_decoders(state)))
 if result is None:
     st.stop()
 

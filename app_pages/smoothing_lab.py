@@ -9,8 +9,7 @@ import streamlit as st
 
 from explorer import ui, views
 
-st.set_page_config(page_title="Smoothing Lab · CAM Explorer", layout="wide")
-state = ui.sidebar()
+state = ui.selection()
 
 st.title("Smoothing Lab: explicit vs implicit smoothing")
 ui.context_banner(state)
@@ -23,7 +22,8 @@ st.markdown(
     "correlation and the profiles, and find the σ where the two agree for this network and layer."
 )
 
-result = ui.attempt("computing the maps", lambda: ui.grid(state, ("gradcam", "extendedcam"), "published"))
+result = ui.attempt("computing the maps",
+                    lambda: ui.grid(state, ("gradcam", "extendedcam"), "published", ui.active_decoders(state)))
 if result is None:
     st.stop()
 

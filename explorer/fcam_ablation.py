@@ -10,13 +10,15 @@ resumable: a rerun skips finished trainings and evaluations.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from explorer.atomic import write_json_atomically, write_text_atomically
+from explorer.backbones import load_backbone
+from explorer.evaluate import EvalConfig, evaluate
 from explorer.fcam.decoder import FcamError, read_decoder_card
-from explorer.fcam.train import ABLATION_VARIANTS, FcamConfig, _config_dict, train_fcam
+from explorer.fcam_train import ABLATION_VARIANTS, FcamConfig, config_dict, train_fcam
 
 VARIANT_LABELS = {
     "seeds": "CAM + seeds (SR)",
@@ -63,9 +65,6 @@ def run_ablation(config: FcamConfig, out_dir: str | Path, *, variants: Sequence[
                  command: str | None = None, device=None,
                  progress: Callable[[str, int, int, dict], object] | None = None,
                  log: Callable[[str], object] = lambda _text: None) -> AblationTable:
-    from explorer.backbones import load_backbone
-    from explorer.evaluate import EvalConfig, evaluate
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     backbone = load_backbone(config.backbone, config.weights, device=device)
@@ -76,8 +75,8 @@ def run_ablation(config: FcamConfig, out_dir: str | Path, *, variants: Sequence[
         if variant == "seeds+crf+size" and reuse is not None:
             path = Path(reuse)
             card = read_decoder_card(path)
-            if card["settings"] != _config_dict(settings):
-                changed = sorted(k for k, v in _config_dict(settings).items() if card["settings"].get(k) != v)
+            if card["settings"] != config_dict(settings):
+                changed = sorted(k for k, v in config_dict(settings).items() if card["settings"].get(k) != v)
                 raise FcamError(f"{path.name} was trained with other settings ({', '.join(changed)}); drop --reuse "
                                 f"or pass the same settings")
             log(f"{variant}: reusing {path}")
@@ -102,9 +101,9 @@ def run_ablation(config: FcamConfig, out_dir: str | Path, *, variants: Sequence[
                      "decoder": str(path), "best_epoch": card["best_epoch"], "train_seconds": card["train_seconds"],
                      **{k: fcam_row[k] for k, _ in METRICS if k in fcam_row}})
     table = AblationTable(config.backbone, config.base_method, split, baseline or {}, rows)
-    (out / "ablation.json").write_text(json.dumps({
+    write_json_atomically(out / "ablation.json", {
         "backbone": table.backbone, "base_method": table.base_method, "dataset": config.dataset, "split": split,
         "command": command, "baseline_bilinear": table.baseline, "rows": rows,
-        "settings": _config_dict(config)}, indent=2) + "\n", encoding="utf-8")
-    (out / "ablation.md").write_text(table.markdown() + "\n", encoding="utf-8")
+        "settings": config_dict(config)})
+    write_text_atomically(out / "ablation.md", table.markdown() + "\n")
     return table

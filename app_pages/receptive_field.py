@@ -11,9 +11,9 @@ import streamlit as st
 
 from explorer import ui, views
 from explorer.erf import ErfFitError
+from explorer.jobs import ErfSettings
 
-st.set_page_config(page_title="Receptive Field · CAM Explorer", layout="wide")
-state = ui.sidebar()
+state = ui.selection()
 backbone = state.backbone
 channels, grid_h, grid_w = state.layer_shape
 
@@ -44,12 +44,12 @@ else:
     with numbers:
         r2_column, sx_column, sy_column = st.columns(3)
         r2_column.metric("R²", f"{card['r2']:.3f}")
-        sx_column.metric("σx (px)", f"{card['sigma_x']:.2f}", ui.plus_minus(card.get("sigma_x_stderr")),
+        sx_column.metric("σx (px)", f"{card['sigma_x']:.2f}", views.plus_minus(card.get("sigma_x_stderr")),
                          delta_color="off", delta_arrow="off")
-        sy_column.metric("σy (px)", f"{card['sigma_y']:.2f}", ui.plus_minus(card.get("sigma_y_stderr")),
+        sy_column.metric("σy (px)", f"{card['sigma_y']:.2f}", views.plus_minus(card.get("sigma_y_stderr")),
                          delta_color="off", delta_arrow="off")
-        level, _ = ui.r2_verdict(float(card["r2"]))
-        {"good": st.success, "rough": st.info, "poor": st.warning}[level](ui.card_meaning(card))
+        level, _ = views.r2_verdict(float(card["r2"]))
+        {"good": st.success, "rough": st.info, "poor": st.warning}[level](views.card_meaning(card))
         st.caption(f"{card['n_images']} {card.get('source', '')} images, mode {card['mode']}, "
                    f"{card['weights']} weights{' (INTERRUPTED)' if card.get('interrupted') else ''}; "
                    f"created {card.get('created', 'at an unknown time')}. Made by:")
@@ -108,7 +108,7 @@ with st.container(border=True):
     with rotation_column:
         rotation = ui.checkbox("Fit a rotation", "erf_rotation", False,
                                help="Let the Gaussian's axes turn (σx is then the axis nearest the horizontal).")
-    settings = ui.ErfSettings(backbone.name, backbone.weights, state.layer, mode, source_name, int(n_images), int(seed))
+    settings = ErfSettings(backbone.name, backbone.weights, state.layer, mode, source_name, int(n_images), int(seed))
     with button_column:
         st.button("Estimate", key="erf.estimate", type="primary", icon=":material/play_arrow:",
                   disabled=problem is not None, on_click=ui.start_erf, args=(settings,))
@@ -150,14 +150,14 @@ except ErfFitError as exc:
                    "positive peak to fit; the abs mode (Luo et al.) is the one Gaussian upsampling is fitted on.")
 
 if fit is not None:
-    level, _ = ui.r2_verdict(fit.r2)
+    level, _ = views.r2_verdict(fit.r2)
     alternative = ui.erf_alternative_fit(job, offset, rotation)
-    {"good": st.success, "rough": st.info, "poor": st.warning}[level](ui.erf_meaning(fit, alternative, estimate.map))
+    {"good": st.success, "rough": st.info, "poor": st.warning}[level](views.erf_meaning(fit, alternative, estimate.map))
     metric_columns = st.columns(5)
     metric_columns[0].metric("R²", f"{fit.r2:.4f}")
-    metric_columns[1].metric("σx (px)", f"{fit.sigma_x:.2f}", ui.plus_minus(fit.stderr.get("sigma_x")),
+    metric_columns[1].metric("σx (px)", f"{fit.sigma_x:.2f}", views.plus_minus(fit.stderr.get("sigma_x")),
                              delta_color="off", delta_arrow="off")
-    metric_columns[2].metric("σy (px)", f"{fit.sigma_y:.2f}", ui.plus_minus(fit.stderr.get("sigma_y")),
+    metric_columns[2].metric("σy (px)", f"{fit.sigma_y:.2f}", views.plus_minus(fit.stderr.get("sigma_y")),
                              delta_color="off", delta_arrow="off")
     metric_columns[3].metric("Centre (x, y) px", f"{fit.centre_x:.1f}, {fit.centre_y:.1f}",
                              help=f"The centre cell's own centre is at ({estimate.centre_px[0]:.1f}, "
@@ -165,7 +165,7 @@ if fit is not None:
     if fit.offset is not None:
         metric_columns[4].metric("Offset (floor)", f"{fit.offset:.3g}")
     elif fit.rotation is not None:
-        metric_columns[4].metric("Rotation", f"{ui.degrees(fit.rotation):.1f}°")
+        metric_columns[4].metric("Rotation", f"{views.degrees(fit.rotation):.1f}°")
     st.caption("± are lmfit's formal standard errors: they assume independent pixel residuals, but neighbouring "
                "ERF pixels are strongly correlated, so they understate the real uncertainty. The honest spread is "
                "how much σ still moves as images are added (the convergence curves below)."
@@ -185,7 +185,7 @@ if fit is not None:
 
 # ------------------------------------------------------------------------------------ figures
 
-figures = ui.erf_figures(estimate, fit, log)
+figures = views.erf_figures(estimate, fit, log)
 map_column, surface_column, residual_column = st.columns(3)
 map_column.plotly_chart(figures["map"], key="erf.map")
 if fit is not None:
@@ -201,7 +201,7 @@ if fit is not None:
     st.subheader("Convergence: R² and σ against the number of images averaged")
     rows = ui.erf_convergence(job, offset, rotation)
     st.plotly_chart(views.erf_convergence_figure(rows), key="erf.convergence")
-    spread = ui.honest_spread(rows)
+    spread = views.honest_spread(rows)
     failed = [row for row in rows if row["error"]]
     st.caption(" ".join(part for part in (
         "Each point is the fit of the running mean after that many images (the last one is the fit above).",

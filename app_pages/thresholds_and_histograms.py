@@ -9,8 +9,7 @@ import streamlit as st
 
 from explorer import ui, views
 
-st.set_page_config(page_title="Thresholds & Histograms · CAM Explorer", layout="wide")
-state = ui.sidebar()
+state = ui.selection()
 
 st.title("Thresholds & Histograms")
 st.markdown(
@@ -28,7 +27,7 @@ combos = ui.choose_combos(run, "thresholds.combos")
 if not combos:
     st.info("Pick at least one method and upsampler.")
     st.stop()
-curves = ui.attempt_all("reading the evaluation", lambda: ui.run_curves(run))
+curves = ui.attempt("reading the evaluation", lambda: ui.run_curves(run))
 if curves is None:
     st.stop()
 

@@ -24,7 +24,6 @@ the best epoch is kept. Data without ground truth (a folder) keeps the last epoc
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -35,14 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from explorer.atomic import save_torch_atomically, write_json_atomically
 from explorer.backbones import Backbone, DecoderSpec, load_backbone
 from explorer.capture import capture
-from explorer.fcam.decoder import (FcamDecoder, FcamError, build_decoder, decoder_spec, parameter_count)
+from explorer.fcam.decoder import FcamDecoder, FcamError, build_decoder, decoder_spec, parameter_count
 from explorer.fcam.losses import barrier_t, crf_loss, partial_cross_entropy, size_loss
 from explorer.fcam.seeds import SeedConfig, seeds_from_cam
 from explorer.methods import METHODS, compute_cams, resolve_relu, validate_methods
 from explorer.metrics import BoxEvaluator, PixelEvaluator, thresholds
-from explorer.train import (_permutation, _step_generator, augment, save_atomically, write_text_atomically)
+from explorer.train import augment, epoch_permutation, step_generator
 
 STATE_VERSION = 1
 EVAL_SIZE = 224
@@ -281,13 +281,13 @@ def _load_state(path: Path, config: FcamConfig) -> dict | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise FcamError(f"the run state {path} cannot be read ({exc.__class__.__name__}); delete it to start over") from exc
-    if state.get("version") != STATE_VERSION or state.get("config") != _config_dict(config):
+    if state.get("version") != STATE_VERSION or state.get("config") != config_dict(config):
         raise FcamError(f"{path} belongs to a decoder run with other settings; delete it or pass the same "
                         f"settings to resume")
     return state
 
 
-def _config_dict(config: FcamConfig) -> dict:
+def config_dict(config: FcamConfig) -> dict:
     out = asdict(config)
     out["decoder_widths"] = list(config.decoder_widths) if config.decoder_widths else None
     return out
@@ -375,18 +375,18 @@ def train_fcam(
         baseline_val = score_split(backbone, None, val, val_targets, config)
 
     def checkpoint() -> None:
-        save_atomically({
-            "version": STATE_VERSION, "config": _config_dict(config), "decoder": net.state_dict(),
+        save_torch_atomically(state_path, {
+            "version": STATE_VERSION, "config": config_dict(config), "decoder": net.state_dict(),
             "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step, "history": history,
             "curve": curve, "elapsed": elapsed, "best_metric": best["metric"], "best_epoch": best["epoch"],
             "best_state": best["state"], "best_scores": best["scores"], "baseline_val": baseline_val or {},
             "running": running, "window": window,
-        }, state_path)
+        })
 
     steps_this_call = 0
     while epoch < config.epochs:
         t = barrier_t(epoch, config.t_start, config.t_factor, config.t_cap)
-        order = _permutation(config.seed, epoch, n)
+        order = epoch_permutation(config.seed, epoch, n)
         net.train()
         tick = time.perf_counter()
         while step < steps_per_epoch:
@@ -395,7 +395,7 @@ def train_fcam(
                 checkpoint()
                 raise FcamInterrupted(f"stopped after {steps_this_call} steps (epoch {epoch + 1}, step {step})")
             index = order[step * batch:(step + 1) * batch]
-            generator = _step_generator(config.seed, epoch, step)
+            generator = step_generator(config.seed, epoch, step)
             images = augment(train.images[index], generator) if config.augment else train.images[index]
             x = normalise_uint8(images, backbone)
             targets = train_targets[index].to(backbone.device)
@@ -455,7 +455,7 @@ def train_fcam(
         epoch, step = epoch + 1, 0
         checkpoint()
 
-    save_atomically(best["state"], out)
+    save_torch_atomically(out, best["state"])
     card = {
         "kind": "fcam_decoder",
         "backbone": config.backbone,
@@ -480,13 +480,13 @@ def train_fcam(
         "base_method_needs_gradient": needs_grad_note,
         "device": _device_words(backbone.device),
         "torch": torch.__version__,
-        "settings": _config_dict(config),
+        "settings": config_dict(config),
         "dataset": {"spec": config.dataset, "train_images": n, "val_images": len(val.images) if val else 0},
         "history": history,
         "curve": curve,
         "bytes": out.stat().st_size,
     }
-    write_text_atomically(json.dumps(card, indent=2) + "\n", out.with_suffix(".json"))
+    write_json_atomically(out.with_suffix(".json"), card)
     return FcamResult(out, out.with_suffix(".json"), best["epoch"], best["scores"], elapsed, history)
 
 

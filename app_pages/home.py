@@ -1,0 +1,48 @@
+"""Home: what CAM Explorer is, the image as the network sees it, its top-5, and where to go next.
+
+The router (app.py) draws the sidebar before this page; its choices hold on every page.
+"""
+
+import streamlit as st
+
+from explorer import ui
+
+state = ui.selection()
+
+st.title("CAM Explorer")
+st.markdown(
+    "How does a convolutional network *see* an image? Class activation maps (CAMs) answer by "
+    "weighting the feature maps of one layer by how much they matter for one class. CAM Explorer "
+    "lets teachers and students of explainability and weakly-supervised object localisation "
+    "(WSOL) compare the published methods side by side: CAM, Grad-CAM, Grad-CAM++, Smooth "
+    "Grad-CAM++, XGrad-CAM, LayerCAM, Score-CAM and Extended-CAM, with each step of the pipeline "
+    "(ReLU placement, upsampling, normalisation) as an explicit choice."
+)
+ui.context_banner(state)
+
+picture, predictions = st.columns(2, gap="large")
+with picture:
+    height, width = state.size
+    st.subheader("What the network sees")
+    st.image(state.seen, caption=f"{state.image_choice.label}, resized to {width}×{height} as the network's "
+                                 f"input (original {state.image.width}×{state.image.height}, aspect not kept)")
+with predictions:
+    st.subheader("Top-5 predictions")
+    if state.backbone.is_random:
+        st.caption("An untrained network's guesses: meaningless by design.")
+    st.dataframe(
+        [{"rank": rank, "class": name, "index": index, "probability": prob}
+         for rank, (index, name, prob) in enumerate(state.predictions, 1)],
+        hide_index=True,
+        column_config={"probability": st.column_config.ProgressColumn("probability", format="percent",
+                                                                       min_value=0.0, max_value=1.0)},
+    )
+    st.subheader("Where to next")
+    st.page_link("app_pages/compare.py", label="Compare methods", icon=":material/grid_view:")
+    st.caption("Every method × upsampler as overlays, an interactive grid-level heatmap, the raw "
+               "values' histograms, timings and downloads.")
+    st.page_link("app_pages/smoothing_lab.py", label="Smoothing Lab", icon=":material/blur_on:")
+    st.caption("Find the Gaussian σ at which Extended-CAM's explicit smoothing matches Grad-CAM's "
+               "implicit one (Extended-CAM paper, section 5).")
+    st.caption("Choose the image, backbone, weights, target layer and class in the sidebar; the choices "
+               "hold on every page.")

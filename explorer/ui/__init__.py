@@ -1,0 +1,157 @@
+"""Streamlit glue shared by every page of CAM Explorer: the only Streamlit imports in `explorer/`.
+
+Split by what each part serves; everything a page needs is re-exported here, so a page reads
+`from explorer import ui` and stays pure layout:
+
+| module | serves |
+|---|---|
+| `widgets` | choices that persist across pages; `attempt`, the one place an error becomes a message |
+| `loading` | cached backbones, decoded uploads, layer shapes, top-5; the network lock |
+| `sidebar` | the shared sidebar (drawn once by the router) and `selection()` |
+| `maps` | methods, grid maps from one capture, pixel maps, overlays and downloads (Compare) |
+| `sigma` | the shared Gaussian sigma and the correlation-against-sigma curve (Smoothing Lab) |
+| `erf` | ERF estimates as jobs of this session, cached fits, stored cards (Receptive Field) |
+| `runs` | evaluations, failure cases, Table 4 and the downscale simulation (metrics pages) |
+| `fcam` | decoders, the view of one image, decoder fits in the background (F-CAM) |
+
+Job control itself (status, progress, stop, the server-wide limit) is Streamlit-free, in
+`explorer.jobs`; figures and the texts that explain them are in `explorer.views`.
+"""
+
+from explorer.runtime import tune_allocator
+from explorer.ui.erf import (
+    ERF_BATCH,
+    ERF_IMAGES,
+    ERF_MODE_LABELS,
+    ERF_SOURCES,
+    continue_erf,
+    erf_alternative_fit,
+    erf_card,
+    erf_convergence,
+    erf_fit,
+    erf_job,
+    folder_problem,
+    folder_source,
+    run_erf_job,
+    start_erf,
+    stop_erf,
+    stored_erf_cards,
+)
+from explorer.ui.fcam import (
+    FCAM_FIT_EPOCHS,
+    FCAM_FIT_LIMIT,
+    DecoderChoice,
+    FcamView,
+    active_decoders,
+    available_upsamplers,
+    card_settings_rows,
+    dataset_problem,
+    decoder_choices,
+    fcam_job,
+    fcam_view,
+    largest_box,
+    start_fcam_fit,
+    steps_per_epoch,
+    stop_fcam_fit,
+    use_decoder,
+    value_histograms,
+)
+from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone
+from explorer.ui.maps import (
+    DEFAULT_METHODS,
+    RELU_LABELS,
+    TILES_PER_LINE,
+    GridResult,
+    approve_slow_methods,
+    available_methods,
+    cam_unavailable_reason,
+    cost_notes,
+    grid,
+    grid_npy,
+    histograms,
+    method_name,
+    pixel_map,
+    pixel_table,
+    sheet_png,
+    show_overlay_grid,
+    timing_rows,
+    upsampler_label,
+)
+from explorer.ui.runs import (
+    DOWNSCALE_IMAGES,
+    choose_combo,
+    choose_combos,
+    choose_run,
+    combo_label,
+    confidence_grid,
+    downscale_curves,
+    evaluation_form,
+    failure_tiles,
+    open_in_compare,
+    run_curves,
+    run_records,
+    summary_table,
+)
+from explorer.ui.sidebar import (
+    RANDOM_WARNING,
+    UPLOAD_TYPES,
+    ImageChoice,
+    Selection,
+    context_banner,
+    draw_sidebar,
+    forget_selection,
+    selection,
+    shape_text,
+)
+from explorer.ui.sigma import (
+    MANUAL_LABEL,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    SigmaCurve,
+    shared_sigma,
+    sigma_controls,
+    sigma_correlation,
+    sigma_on_slider,
+    use_sigma,
+    use_sigmas,
+    use_stored_sigma,
+)
+from explorer.ui.widgets import (
+    attempt,
+    checkbox,
+    multiselect,
+    number_input,
+    persistent,
+    radio,
+    remember,
+    remembered,
+    selectbox,
+    slider,
+    text_input,
+    toggle,
+)
+
+tune_allocator()  # the app's server process: reuse freed activations instead of re-faulting them
+
+__all__ = [
+    "ERF_BATCH", "ERF_IMAGES", "ERF_MODE_LABELS", "ERF_SOURCES", "continue_erf", "erf_alternative_fit", "erf_card",
+    "erf_convergence", "erf_fit", "erf_job", "folder_problem", "folder_source", "run_erf_job", "start_erf",
+    "stop_erf", "stored_erf_cards",
+    "FCAM_FIT_EPOCHS", "FCAM_FIT_LIMIT", "DecoderChoice", "FcamView", "active_decoders", "available_upsamplers",
+    "card_settings_rows", "dataset_problem", "decoder_choices", "fcam_job", "fcam_view", "largest_box",
+    "start_fcam_fit", "steps_per_epoch", "stop_fcam_fit", "use_decoder", "value_histograms",
+    "NETWORK_LOCK", "load_cached_backbone",
+    "DEFAULT_METHODS", "RELU_LABELS", "TILES_PER_LINE", "GridResult", "approve_slow_methods", "available_methods",
+    "cam_unavailable_reason", "cost_notes", "grid", "grid_npy", "histograms", "method_name", "pixel_map",
+    "pixel_table", "sheet_png", "show_overlay_grid", "timing_rows", "upsampler_label",
+    "DOWNSCALE_IMAGES", "choose_combo", "choose_combos", "choose_run", "combo_label", "confidence_grid",
+    "downscale_curves", "evaluation_form", "failure_tiles", "open_in_compare", "run_curves", "run_records",
+    "summary_table",
+    "RANDOM_WARNING", "UPLOAD_TYPES", "ImageChoice", "Selection", "context_banner", "draw_sidebar", "forget_selection",
+    "selection",
+    "shape_text",
+    "MANUAL_LABEL", "SIGMA_MAX", "SIGMA_MIN", "SigmaCurve", "shared_sigma", "sigma_controls", "sigma_correlation",
+    "sigma_on_slider", "use_sigma", "use_sigmas", "use_stored_sigma",
+    "attempt", "checkbox", "multiselect", "number_input", "persistent", "radio", "remember", "remembered",
+    "selectbox", "slider", "text_input", "toggle",
+]

@@ -1,0 +1,277 @@
+"""The Compare page's engine glue: which methods run (slow ones on request), the grid maps from one
+shared capture (cached), the cheap pixel half a slider reruns, and the overlay grid and downloads."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+from PIL import Image
+
+from explorer import views
+from explorer.backbones import Backbone
+from explorer.methods import METHODS, method_label
+from explorer.pipeline import grid_maps, pixel_maps
+from explorer.ui.fcam import DecoderChoice, load_cached_decoder
+from explorer.ui.loading import NETWORK_LOCK
+from explorer.ui.sidebar import Selection
+from explorer.ui.widgets import remembered
+from explorer.upsample import FCAM
+
+RELU_LABELS = {
+    "published": "published (per method)",
+    "none": "none (signed maps)",
+    "after": "after the channel sum",
+    "before": "before the channel sum",
+}
+DEFAULT_METHODS = ("cam", "gradcam", "gradcampp", "extendedcam")
+# Methods with more extra passes than this wait for an explicit click: Score-CAM's one forward per
+# channel is minutes on a CPU for a 1280-channel layer.
+SLOW_EXTRA_PASSES = 16
+
+TILES_PER_LINE = 4
+
+
+def method_name(method: str) -> str:
+    return METHODS[method].label
+
+
+def cam_unavailable_reason(state: Selection) -> str | None:
+    """Why plain CAM cannot run here (it reads the final linear layer), or None when it can."""
+    backbone = state.backbone
+    if not backbone.has_gap_linear_head:
+        return (f"Plain CAM needs a global-average-pooling + linear head; {backbone.name} has none. "
+                f"Use Grad-CAM or Extended-CAM instead.")
+    if state.layer != backbone.cam_layer:
+        return (f"Plain CAM reads the final linear layer, so it only applies to layer "
+                f"'{backbone.cam_layer}' of {backbone.name}, not '{state.layer}'.")
+    return None
+
+
+def available_methods(state: Selection) -> list[str]:
+    unavailable = cam_unavailable_reason(state) is not None
+    return [m for m in METHODS if not (m == "cam" and unavailable)]
+
+
+def method_cost(state: Selection, method: str) -> str:
+    return METHODS[method].describe_cost(state.layer_shape[0])
+
+
+def is_slow(state: Selection, method: str) -> bool:
+    return METHODS[method].extra_passes(state.layer_shape[0], {}) > SLOW_EXTRA_PASSES
+
+
+def cost_notes(state: Selection, methods: Sequence[str]) -> list[str]:
+    """What the affordable extra-pass methods (Smooth Grad-CAM++) add to the shared capture."""
+    return [f"{method_name(m)}: {method_cost(state, m)}." for m in methods
+            if METHODS[m].extra_passes(state.layer_shape[0], {}) and not is_slow(state, m)]
+
+
+def _approval_key(state: Selection, method: str, relu: str) -> str:
+    return "|".join(map(str, (state.image_choice.key, state.backbone.name, state.backbone.weights,
+                              state.layer, state.target, method, relu)))
+
+
+def approve_slow_methods(state: Selection, methods: Sequence[str], relu: str) -> list[str]:
+    """The methods to compute now: every cheap one, and each slow one the user has asked for
+    (by a click on its button) for exactly these inputs; a warning and a button for the rest."""
+    approved: set[str] = remembered("approved_slow", set())
+    runnable = []
+    for method in methods:
+        key = _approval_key(state, method, relu)
+        if is_slow(state, method) and key not in approved:
+            device = "a CPU" if state.backbone.device.type == "cpu" else "a GPU"
+            st.warning(f"{method_name(method)} needs {method_cost(state, method)} "
+                       f"(this can take minutes on {device}); it runs when you ask.")
+            if not st.button(f"Compute {method_name(method)}", key=f"compute.{method}"):
+                continue
+            approved.add(key)
+        runnable.append(method)
+    return runnable
+
+
+@dataclass(frozen=True)
+class GridResult:
+    """Raw grid-level maps (numpy, after the ReLU policy) with what they took to compute.
+
+    `seconds` holds "capture" (the forward + gradient shared by the gradient methods), one entry
+    per method, and "capture:<method>" for a slow method computed on its own.
+    """
+
+    key: str  # identifies the inputs: derived caches (the sigma curve) key on it
+    maps: dict[str, np.ndarray]  # method -> h x w
+    relu: dict[str, str]  # method -> ReLU policy applied
+    seconds: dict[str, float]
+    fcam: dict[str, np.ndarray] = field(default_factory=dict)  # base method -> H x W F-CAM (from the same forward)
+
+    def label(self, method: str) -> str:
+        return method_label(method, self.relu[method])
+
+
+def grid(state: Selection, methods: Sequence[str], relu: str,
+         decoders: Mapping[str, DecoderChoice] | None = None) -> GridResult:
+    """Grid maps of `methods`: the cheap ones from one shared capture, each slow one alone, so
+    adding or removing a cheap method never recomputes a slow one. `decoders` (base method ->
+    F-CAM decoder, e.g. `active_decoders(state)`) run on the same capture's features."""
+    slow = [m for m in methods if is_slow(state, m)]
+    fast = [m for m in methods if m not in slow]
+    chosen = dict(decoders or {})
+    parts = []
+    if fast:
+        shared = {m: chosen[m] for m in fast if m in chosen}
+        parts.append(_grid(*_grid_key(state, fast, relu), _decoder_key(shared), _backbone=state.backbone,
+                           _image=state.image, _decoders=shared))
+    for method in slow:
+        own = {method: chosen[method]} if method in chosen else {}
+        part = _grid(*_grid_key(state, [method], relu), _decoder_key(own), _backbone=state.backbone,
+                     _image=state.image, _decoders=own)
+        seconds = {(f"capture:{method}" if stage == "capture" else stage): s for stage, s in part.seconds.items()}
+        parts.append(replace(part, seconds=seconds))
+    return _merge(parts, methods)
+
+
+def _grid_key(state: Selection, methods: Sequence[str], relu: str) -> tuple:
+    return (state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer,
+            state.target, tuple(methods), relu)
+
+
+def _decoder_key(decoders: dict[str, DecoderChoice]) -> tuple:
+    return tuple(sorted((m, d.path, d.stamp) for m, d in decoders.items()))
+
+
+@st.cache_data(max_entries=24, show_spinner="Computing class activation maps…")
+def _grid(image_key: str, backbone_name: str, weights: str, layer: str, target: int,
+          methods: tuple[str, ...], relu: str, decoder_key: tuple = (), *, _backbone: Backbone,
+          _image: Image.Image, _decoders: dict | None = None) -> GridResult:
+    decoders = {m: load_cached_decoder(choice, _backbone) for m, choice in (_decoders or {}).items()}
+    with NETWORK_LOCK:
+        batch = _backbone.preprocess(_image)
+        result = grid_maps(_backbone, batch, [target], methods, layer, relu=relu, decoders=decoders)
+    key = hashlib.sha256(repr((image_key, backbone_name, weights, layer, target, methods, relu,
+                               decoder_key)).encode()).hexdigest()
+    return GridResult(key, {m: result.maps[m][0].cpu().numpy() for m in methods}, dict(result.relu),
+                      dict(result.seconds), {m: f[0].cpu().numpy() for m, f in result.fcam.items()})
+
+
+def _merge(parts: list[GridResult], order: Sequence[str]) -> GridResult:
+    if len(parts) == 1:
+        return parts[0]
+    maps = {k: v for part in parts for k, v in part.maps.items()}
+    relu = {k: v for part in parts for k, v in part.relu.items()}
+    seconds = {k: v for part in parts for k, v in part.seconds.items()}
+    fcam = {k: v for part in parts for k, v in part.fcam.items()}
+    key = hashlib.sha256("+".join(part.key for part in parts).encode()).hexdigest()
+    return GridResult(key, {m: maps[m] for m in order}, {m: relu[m] for m in order}, seconds, fcam)
+
+
+def timing_rows(result: GridResult, state: Selection) -> list[dict[str, Any]]:
+    """The computation's stages as table rows: the shared capture, then each method."""
+    rows = []
+    for stage, seconds in result.seconds.items():
+        if stage == "capture":
+            what = "shared capture: one forward + one gradient for all gradient methods"
+        elif stage.startswith("fcam:"):
+            what = f"F-CAM decoder trained from {method_name(stage.split(':', 1)[1])}: decodes the capture's features"
+        elif stage.startswith("capture:"):
+            what = f"{method_name(stage.split(':', 1)[1])}: its own forward"
+        else:
+            what = f"{result.label(stage)}: {method_cost(state, stage)}"
+        rows.append({"stage": what, "milliseconds": round(1000 * seconds, 1)})
+    rows.append({"stage": "total", "milliseconds": round(1000 * sum(result.seconds.values()), 1)})
+    return rows
+
+
+def histograms(result: GridResult) -> dict[str, views.Histogram]:
+    """Pre-binned raw grid values per method (about two cells per bin, 10 to 60 bins)."""
+    return {result.label(m): views.histogram(values, bins=int(np.clip(values.size // 2, 10, 60)))
+            for m, values in result.maps.items()}
+
+
+def pixel_table(result: GridResult, size: tuple[int, int], upsamplers: Sequence[str],
+                sigma: tuple[float, float], normaliser: str) -> dict[tuple[str, str], np.ndarray]:
+    """(method, upsampler) -> H x W normalised map: the cheap half of the pipeline, all that a
+    sigma, upsampler or normaliser change reruns."""
+    methods = list(result.maps)
+    stacked = torch.from_numpy(np.stack([result.maps[m] for m in methods]))
+    table = {}
+    for up in upsamplers:
+        if up == FCAM:  # the decoder's probability as it is; only for methods a decoder was trained from
+            for m in methods:
+                if m in result.fcam:
+                    table[(m, up)] = pixel_map(result, m, size, up, sigma, normaliser)
+            continue
+        maps = pixel_maps(stacked, size, up, sigma, normaliser).numpy()
+        table.update({(m, up): maps[i] for i, m in enumerate(methods)})
+    return table
+
+
+def pixel_map(result: GridResult, method: str, size: tuple[int, int], upsampler: str,
+              sigma: tuple[float, float] | None, normaliser: str) -> np.ndarray:
+    grid_map = torch.from_numpy(result.maps[method])[None]
+    fcam = torch.from_numpy(result.fcam[method])[None] if upsampler == FCAM and method in result.fcam else None
+    return pixel_maps(grid_map, size, upsampler, sigma, normaliser, fcam)[0].numpy()
+
+
+def scale_text(scale: views.ColourScale) -> str:
+    if scale.signed:
+        return f"diverging ±{scale.hi:.3g}"
+    return f"{scale.lo:.3g} to {scale.hi:.3g}"
+
+
+def upsampler_label(upsampler: str, sigma: tuple[float, float]) -> str:
+    if upsampler == "gaussian":
+        return f"gaussian σ=({sigma[0]:.4g}, {sigma[1]:.4g})"
+    if upsampler == FCAM:
+        return "F-CAM decoder"
+    return upsampler
+
+
+def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
+                      col_labels: dict[str, str], shared_scale: bool) -> None:
+    """One bordered block per method (a row of its upsamplers), blocks packed so each line holds
+    about four tiles: a fixed four-column grid would leave half the page empty with two upsamplers.
+    Each tile is an overlay PNG captioned with its upsampler and colour range."""
+    methods = list(dict.fromkeys(m for m, _ in table))
+    upsamplers = [u for u in col_labels if any(key[1] == u for key in table)]
+    if not upsamplers:
+        st.info("Nothing to show: no decoder was trained from the chosen methods (the F-CAM Decoder page "
+                "lists the decoders and can fit one).")
+        return
+    blocks_per_line = max(1, TILES_PER_LINE // len(upsamplers))
+    common = views.colour_scale(*table.values()) if shared_scale else None
+    base = np.asarray(seen)
+    for start in range(0, len(methods), blocks_per_line):
+        line = methods[start:start + blocks_per_line]
+        for block, method in zip(st.columns(blocks_per_line), line):
+            with block.container(border=True):
+                st.markdown(f"**{row_labels[method]}**")
+                for column, up in zip(st.columns(len(upsamplers)), upsamplers):
+                    if (method, up) not in table:
+                        column.image(views.jpeg_bytes((base * 0.25).astype(np.uint8)), width="stretch",
+                                     caption=f"{col_labels[up]}: no decoder trained from {method_name(method)}")
+                        continue
+                    scale = common or views.colour_scale(table[(method, up)])
+                    column.image(views.jpeg_bytes(views.overlay(base, table[(method, up)], scale)),
+                                 width="stretch", caption=f"{col_labels[up]} · {scale_text(scale)}")
+
+
+def sheet_png(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
+              col_labels: dict[str, str], shared_scale: bool, title: str) -> Callable[[], bytes]:
+    """The comparison sheet as PNG bytes, made only when a download button is clicked."""
+    return functools.partial(_sheet_bytes, seen, table, row_labels, col_labels, shared_scale, title)
+
+
+def _sheet_bytes(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
+                 col_labels: dict[str, str], shared_scale: bool, title: str) -> bytes:
+    return views.png_bytes(views.comparison_sheet(seen, table, row_labels, col_labels, shared_scale, title))
+
+
+def grid_npy(result: GridResult) -> Callable[[], bytes]:
+    """The raw grid maps as one .npy (rows in the order of `result.maps`), made on click."""
+    return functools.partial(views.npy_bytes, dict(result.maps))

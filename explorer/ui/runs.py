@@ -1,0 +1,347 @@
+"""The metrics pages' glue: finished evaluations (choose, read, tabulate), the in-page evaluation
+form, failure cases, Extended-CAM Table 4 on a dataset and the downscale simulation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from explorer import views
+from explorer.backbones import Backbone, backbone_names, load_backbone
+from explorer.datasets.errors import DatasetError
+from explorer.fcam.decoder import FcamError
+from explorer.images import image_digest
+from explorer.methods import METHODS
+from explorer.pipeline import grid_maps
+from explorer.presets import sigma_presets
+from explorer.runs import slug
+from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone
+from explorer.ui.maps import DEFAULT_METHODS
+from explorer.ui.sidebar import WEIGHT_LABELS, ImageChoice, Selection
+from explorer.ui.widgets import (
+    WIDGET_PREFIX,
+    attempt,
+    multiselect,
+    number_input,
+    remember,
+    remembered,
+    selectbox,
+    set_widget,
+    text_input,
+)
+from explorer.upsample import FCAM
+
+
+def _method_name(method: str) -> str:
+    return METHODS[method].label
+
+EVAL_METHODS = ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "extendedcam")
+EVAL_UPSAMPLERS = ("bilinear", "gaussian", "nearest", "bicubic")
+EVAL_LIMIT = (8, 600, 64)  # images: min, max, default of the in-page evaluation
+TABLE4_METHODS = ("gradcam", "gradcampp", "extendedcam")  # Extended-CAM Table 4's equations
+TABLE4_UPSAMPLERS = ("gaussian", "bilinear")
+
+
+def combo_label(method: str, upsampler: str) -> str:
+    if method.startswith("reference_"):
+        return {"reference_object": "reference: whole-object mask",
+                "reference_part": "reference: discriminative part only"}.get(method, method)
+    return f"{METHODS[method].label} · {'F-CAM decoder' if upsampler == FCAM else upsampler}"
+
+
+def available_runs():
+    from explorer.runs import list_runs
+
+    return list_runs()
+
+
+def choose_run(name: str = "run"):
+    """Pick a finished evaluation (yours first, then the shipped ones); None when there is none."""
+    runs = available_runs()
+    if not runs:
+        st.info("No finished evaluation yet. Run one with the form below, or from a terminal with "
+                "`python -m explorer evaluate --dataset synthetic --backbone synthetic_lite0 --out runs/lite0`.")
+        return None
+    by_path = {str(run.path): run for run in runs}
+    path = selectbox("Evaluation", name, list(by_path), str(runs[0].path), format_func=lambda p: by_path[p].label)
+    run = by_path[path]
+    config = run.summary["config"]
+    sigma = config.get("sigma")
+    st.caption(f"{run.summary['num_images']} images · methods {', '.join(config['methods'])} · upsamplers "
+               f"{', '.join(config['upsamplers'])}" + (f" (Gaussian σ = {sigma[0]:.3g}, {sigma[1]:.3g})" if sigma else "")
+               + (f" · {len(run.summary['skipped'])} skipped" if run.summary.get("skipped") else "")
+               + (f" · classification accuracy {run.summary['classification_accuracy']:.1f} %"
+                  if run.summary.get("classification_accuracy") is not None else ""))
+    return run
+
+
+def choose_combos(run, name: str, default_count: int = 4, references: bool = True) -> list[tuple[str, str]]:
+    combos = [c for c in run.combos if references or not c[0].startswith("reference_")]
+    keys = [f"{m}@{u}" for m, u in combos]
+    default = [k for k in keys if k.startswith("cam@") or k.startswith("reference_")] or keys[:default_count]
+    chosen = multiselect("Methods and upsamplers", name, keys, default,
+                         format_func=lambda k: combo_label(*k.split("@", 1)))
+    return [tuple(k.split("@", 1)) for k in chosen]
+
+
+def choose_combo(run, name: str) -> tuple[str, str] | None:
+    combos = [c for c in run.combos if not c[0].startswith("reference_")]
+    if not combos:
+        st.info("This evaluation holds no CAM method.")
+        return None
+    keys = [f"{m}@{u}" for m, u in combos]
+    key = selectbox("Method and upsampler", name, keys, keys[0], format_func=lambda k: combo_label(*k.split("@", 1)))
+    return tuple(key.split("@", 1))
+
+
+def _run_stamp(run) -> str:
+    path = run.path / "summary.json"
+    return f"{run.path}|{path.stat().st_mtime_ns}"
+
+
+def run_curves(run) -> dict[str, np.ndarray]:
+    return _run_curves(_run_stamp(run), _run=run)
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the evaluation…")
+def _run_curves(stamp: str, *, _run) -> dict[str, np.ndarray]:
+    from explorer.runs import load_curves
+
+    return load_curves(_run)
+
+
+def run_records(run, method: str, upsampler: str) -> list[dict]:
+    return _run_records(_run_stamp(run), method, upsampler, _run=run)
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the per-image records…")
+def _run_records(stamp: str, method: str, upsampler: str, *, _run) -> list[dict]:
+    from explorer.runs import load_records
+
+    return load_records(_run, method, upsampler)
+
+
+def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """The evaluation's rows as a table (percentages rounded to 0.1)."""
+    names = {"max_box_acc": "MaxBoxAcc", "max_box_acc_v2": "MaxBoxAccV2", "pxap": "PxAP", "top1_loc": "top-1 loc",
+             "top5_loc": "top-5 loc", "best_threshold": "best τ", "average_drop": "Average Drop %",
+             "increase": "% Increase", "average_drop_relative": "Avg Drop % (relative)",
+             "increase_relative": "% Increase (relative)"}
+    wanted = None if combos is None else {tuple(c) for c in combos}
+    rows = []
+    for row in run.summary["rows"]:
+        if wanted is not None and (row["method"], row["upsampler"]) not in wanted:
+            continue
+        out = {"method and upsampler": combo_label(row["method"], row["upsampler"])}
+        for key, label in names.items():
+            if key in row:
+                out[label] = round(row[key], 3 if key == "best_threshold" else 1)
+        rows.append(out)
+    return rows
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
+def open_cached_dataset(spec: str, split: str):
+    from explorer.datasets import open_dataset
+
+    return open_dataset(spec, split, strict=False)
+
+
+def evaluation_form(state: Selection, name: str = "evalform") -> None:
+    """An expander that evaluates a dataset in this session, with a progress bar; the result is
+    written under runs/ and selected. Interrupted (page left, server stopped), it resumes."""
+    from explorer.datasets.loaders import SPECS
+
+    with st.expander("Evaluate a dataset", expanded=not available_runs()):
+        spec = text_input("Dataset", f"{name}.dataset", "synthetic", help=f"One of: {SPECS}.")
+        split = selectbox("Split", f"{name}.split", ["test", "val", "train"], "test")
+        choices = backbone_names()
+        default_backbone = "synthetic_lite0" if spec.strip().startswith("synthetic") else state.backbone.name
+        backbone_name = selectbox("Backbone", f"{name}.backbone", choices, default_backbone)
+        methods = multiselect("Methods", f"{name}.methods", list(EVAL_METHODS), ["cam", "gradcam", "extendedcam"],
+                              format_func=_method_name)
+        from explorer.fcam import shipped_decoders
+
+        offered = list(EVAL_UPSAMPLERS) + ([FCAM] if shipped_decoders(backbone_name) else [])
+        upsamplers = multiselect("Upsamplers", f"{name}.upsamplers", offered, ["bilinear", "gaussian"],
+                                 format_func=lambda u: "F-CAM decoder (shipped)" if u == FCAM else u)
+        limit = number_input("Images (the first N of the split)", f"{name}.limit", *EVAL_LIMIT)
+        if not methods or not upsamplers:
+            st.caption("Pick at least one method and one upsampler.")
+            return
+        if st.button("Run evaluation", key=WIDGET_PREFIX + f"{name}.go", type="primary"):
+            attempt("evaluating the dataset",
+                        lambda: _run_evaluation(spec.strip(), split, backbone_name, methods, upsamplers, int(limit)))
+
+
+def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence[str], upsamplers: Sequence[str],
+                    limit: int) -> None:
+    from explorer.evaluate import EvalConfig, evaluate
+    from explorer.runs import runs_dir
+
+    # A private copy of the network: a long evaluation never holds the shared model's lock.
+    backbone = load_backbone(backbone_name, "pretrained")
+    layer = backbone.default_layer
+    sigma = next(v for v in sigma_presets(backbone_name, layer, weights=backbone.weights).values() if v is not None)
+    methods = [m for m in methods if m != "cam" or backbone.has_gap_linear_head]
+    decoders = {}
+    if FCAM in upsamplers:
+        from explorer.fcam import read_decoder_card, shipped_decoders
+
+        decoders = {m: str(p) for m, p in shipped_decoders(backbone_name).items()
+                    if m in methods and read_decoder_card(p)["layer"] == layer}
+        if not decoders:
+            raise FcamError(f"No shipped F-CAM decoder of {backbone_name} was trained from {', '.join(methods)}; "
+                            f"add its base method to the methods or drop the F-CAM upsampler.")
+    config = EvalConfig(dataset=spec, split=split, backbone=backbone_name, layer=layer, methods=tuple(methods),
+                        upsamplers=tuple(upsamplers), sigma=tuple(sigma), limit=limit, decoders=decoders)
+    digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
+    out = runs_dir() / f"{slug(backbone_name)}-{slug(spec)}-{split}-{limit}-{digest}"
+    bar = st.progress(0.0, text="Starting…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{done} / {total} images")
+
+    summary = evaluate(config, out, backbone=backbone, progress=progress)
+    bar.progress(1.0, text=f"Done: {summary.num_images} images in {summary.seconds:.0f} s")
+    remember("run", str(out))
+    set_widget("run", str(out))
+    st.rerun()
+
+
+@dataclass(frozen=True)
+class FailureTile:
+    picture: np.ndarray
+    caption: str
+    record: dict
+    image_path: str
+
+
+def failure_tiles(run, method: str, upsampler: str, records: Sequence[dict], show: str) -> list[FailureTile]:
+    """Each record's image with its map and ground truth drawn at the evaluation's chosen threshold:
+    boxes (green truth, red prediction) or, with show="masks", pixel outcomes."""
+    ids = tuple(r["image_id"] for r in records)
+    return _failure_tiles(_run_stamp(run), method, upsampler, ids, show, _run=run, _records=tuple(records))
+
+
+@st.cache_data(max_entries=16, show_spinner="Drawing the maps of these images…")
+def _failure_tiles(stamp: str, method: str, upsampler: str, ids: tuple[str, ...], show: str, *, _run,
+                   _records: tuple[dict, ...]) -> list[FailureTile]:
+    from explorer.metrics import mask_confusion
+    from explorer.upsample import normalise, upsample
+
+    config = _run.summary["config"]
+    dataset = open_cached_dataset(config["dataset"], config["split"])
+    index_of = {sample.image_id: i for i, sample in enumerate(dataset)}
+    backbone = load_cached_backbone(config["backbone"], config["weights"])
+    row = _run.row(method, upsampler)
+    tau = row.get("best_threshold", 0.5)
+    indices = [index_of[i] for i in ids if i in index_of]
+    records = [r for r in _records if r["image_id"] in index_of]
+    if not indices:
+        return []
+    images = [dataset.load_image(i) for i in indices]
+    targets = [r["target"] for r in records]
+    sigma = tuple(config["sigma"]) if config.get("sigma") else None
+    with NETWORK_LOCK:
+        batch = backbone.preprocess(images)
+        result = grid_maps(backbone, batch, targets, [method], config.get("layer"), relu=config.get("relu", "none"))
+    maps = normalise(upsample(result.maps[method], (224, 224), upsampler, sigma), "minmax").cpu().numpy()
+    tiles = []
+    for image, i, record, values in zip(images, indices, records, maps):
+        seen = np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
+        picture = views.overlay(seen, values, views.colour_scale(values))
+        if show == "masks" and "masks" in dataset.kind:
+            fg, ignore = dataset.gt_mask(i)
+            picture = views.confusion_overlay(seen, mask_confusion(values, fg, ignore, tau))
+        elif "boxes" in dataset.kind:
+            picture = views.draw_boxes(picture, dataset.gt_boxes(i), views.GT_COLOUR)
+            if record.get("box_x0") is not None:
+                picture = views.draw_boxes(picture, [[record[k] for k in ("box_x0", "box_y0", "box_x1", "box_y1")]],
+                                           views.PRED_COLOUR)
+        names = dataset.classes or backbone.class_names
+        label = names[record["label"]] if record.get("label") is not None and 0 <= record["label"] < len(names) else "?"
+        predicted = backbone.class_names[record["predicted"]] if record.get("predicted") is not None else "?"
+        parts = [f"IoU {record['iou']:.2f}" if record.get("iou") is not None else None,
+                 f"PxAP {record['pxap']:.1f}" if record.get("pxap") is not None else None,
+                 f"{label} → {predicted} ({record['score']:.0%})" if record.get("score") is not None else None]
+        tiles.append(FailureTile(picture, " · ".join(p for p in parts if p), record, str(dataset[i].image_path)))
+    return tiles
+
+
+def open_in_compare(run, tile: FailureTile, method: str, upsampler: str) -> None:
+    """Make this image, backbone, layer, class, method and upsampler the current choices (the
+    caller then switches to the Compare page)."""
+    config = run.summary["config"]
+    data = Path(tile.image_path).read_bytes()
+    remember("image", ImageChoice(image_digest(data), tile.record["image_id"], data))
+    remember("image_source", "upload")
+    remember("backbone", config["backbone"])
+    remember("weights", config["weights"] if config["weights"] in WEIGHT_LABELS else "pretrained")
+    if config.get("layer"):
+        remember(f"layer.{config['backbone']}", config["layer"])
+    remember("target", tile.record["target"])
+    methods = list(remembered("methods", list(DEFAULT_METHODS)))
+    remember("methods", list(dict.fromkeys([method, *methods])))
+    ups = list(remembered("upsamplers", ["bilinear", "gaussian"]))
+    remember("upsamplers", list(dict.fromkeys([upsampler, *ups])))
+
+
+def confidence_grid(spec: str, backbone: Backbone, layer: str, sigma: tuple[float, float]):
+    """Extended-CAM Table 4 on a dataset: Average Drop % and % Increase (normal and relative
+    masking) for Grad-CAM, Grad-CAM++ and Extended-CAM with Gaussian and bilinear upsampling.
+    Written under runs/ like any evaluation, so it is computed once per choice."""
+    return _confidence_grid(spec, backbone.name, backbone.weights, layer, tuple(float(s) for s in sigma),
+                            _backbone=backbone)
+
+
+@st.cache_data(max_entries=8, show_spinner="Masking the images by each map and re-classifying them…")
+def _confidence_grid(spec: str, backbone_name: str, weights: str, layer: str, sigma: tuple[float, float], *,
+                     _backbone: Backbone) -> dict:
+    from explorer.evaluate import EvalConfig, evaluate
+    from explorer.runs import runs_dir
+
+    split = "val" if spec.startswith("voc:") else "test"  # VOC 2007's test half is often not installed
+    config = EvalConfig(dataset=spec, split=split, backbone=backbone_name, weights=weights, layer=layer,
+                        methods=TABLE4_METHODS, upsamplers=TABLE4_UPSAMPLERS, sigma=sigma, references=False,
+                        batch_size=8)
+    digest = hashlib.sha256(repr(config).encode()).hexdigest()[:10]
+    out = runs_dir() / "table4" / f"{slug(backbone_name)}-{slug(spec)}-{digest}"
+    with NETWORK_LOCK:
+        summary = evaluate(config, out, backbone=_backbone)
+    return {"rows": summary.rows, "images": summary.num_images, "skipped": summary.skipped,
+            "policy": summary.target_policy}
+
+
+DOWNSCALE_IMAGES = (10, 300, 100)
+
+
+def downscale_curves(spec: str, split: str, count: int, sigma_cells: float, downscale: str) -> dict:
+    return _downscale_curves(spec, split, int(count), float(sigma_cells), downscale)
+
+
+@st.cache_data(max_entries=16, show_spinner="Downscaling and restoring the masks…")
+def _downscale_curves(spec: str, split: str, count: int, sigma_cells: float, downscale: str) -> dict:
+    from explorer.metrics.downscale import ZOOMS, downscale_pxap, restored_masks
+
+    dataset = open_cached_dataset(spec, split)
+    if "masks" not in dataset.kind:
+        raise DatasetError(f"{spec} has no pixel masks ({dataset.kind}); the simulation needs a masks dataset "
+                           "such as synthetic or openimages:<root>")
+    n = min(count, len(dataset))
+    pairs = [dataset.gt_mask(i) for i in range(n)]
+    masks = np.stack([fg for fg, _ in pairs])
+    ignores = np.stack([ig for _, ig in pairs])
+    curves = downscale_pxap(masks, ignores, ZOOMS, ("bilinear", "gaussian"), sigma_cells, downscale=downscale)
+    example = masks[:1]
+    examples = {up: [restored_masks(example, z, up, sigma_cells, downscale)[0] for z in ZOOMS]
+                for up in ("bilinear", "gaussian")}
+    return {"zooms": list(ZOOMS), "curves": curves, "images": n, "example_mask": example[0],
+            "examples": examples, "example_image": np.asarray(dataset.load_image(0).convert("RGB").resize((224, 224)))}

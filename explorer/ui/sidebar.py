@@ -1,0 +1,198 @@
+"""The shared sidebar (image, backbone, weights, layer, target class), drawn once per run by the
+router in app.py; every page reads its choices with `selection()`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import streamlit as st
+from PIL import Image
+
+from explorer.backbones import Backbone, backbone_names
+from explorer.errors import ExplorerError
+from explorer.images import GALLERY, GALLERY_PREFIX, ImageError, gallery_image, gallery_names, image_digest
+from explorer.ui.loading import decode_upload, layer_shapes, load_cached_backbone, top5
+from explorer.ui.widgets import WIDGET_PREFIX, attempt, radio, remember, remembered, selectbox
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_GALLERY = "chelsea"
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif"]
+MAX_UPLOAD_MB = 25
+WEIGHT_LABELS = {"pretrained": "pretrained (ImageNet)", "random": "RANDOM (untrained)"}
+RANDOM_BADGE = "RANDOM (untrained) weights: a baseline, not an explanation."
+RANDOM_WARNING = ("RANDOM (untrained) weights: this network has learnt nothing, so its predictions "
+                  "and maps are a baseline to compare against, not an explanation.")
+TOP1 = -1  # target option: "whatever the network predicts first", following image and backbone
+_CURRENT = "cam.selection"
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """An image the user chose: a gallery photo or an uploaded file (kept, so it survives page
+    switches even though the uploader widget is emptied)."""
+
+    key: str  # cache key: "gallery:<name>" or the SHA-256 of the uploaded bytes
+    label: str
+    data: bytes | None = None
+
+    def load(self) -> Image.Image:
+        if self.data is None:
+            return gallery_image(self.key.removeprefix(GALLERY_PREFIX))
+        return decode_upload(self.key, self.data)
+
+
+DEFAULT_IMAGE = ImageChoice(GALLERY_PREFIX + DEFAULT_GALLERY, DEFAULT_GALLERY)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Everything the sidebar decided, as every page reads it."""
+
+    image_choice: ImageChoice
+    image: Image.Image  # as decoded: upright RGB at its own size
+    seen: Image.Image  # as the network sees it (squashed to its input size)
+    backbone: Backbone
+    layer: str
+    layer_shape: tuple[int, int, int]  # (channels, h, w)
+    target: int
+    predictions: list[tuple[int, str, float]]  # top-5 (index, name, probability)
+
+    @property
+    def target_name(self) -> str:
+        return self.backbone.class_names[self.target]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.backbone.input_size
+
+
+def draw_sidebar() -> Selection:
+    """Draw the shared sidebar (the router does, once per run, before the page) and keep its
+    choices for `selection()`; stops the run when not even a fallback choice is usable."""
+    with st.sidebar:
+        st.header("Image and network")
+        chosen = attempt("reading your choices", _choose)
+    if chosen is None:
+        st.stop()
+    st.session_state[_CURRENT] = chosen
+    return chosen
+
+
+def selection() -> Selection:
+    """What the sidebar decided in this run, as every page reads it (a page run on its own,
+    not through app.py's router, draws the sidebar itself)."""
+    chosen = st.session_state.get(_CURRENT)
+    return chosen if chosen is not None else draw_sidebar()
+
+
+def forget_selection() -> None:
+    """The router's last word in every run: the next run draws the sidebar afresh."""
+    st.session_state.pop(_CURRENT, None)
+
+
+def _choose() -> Selection:
+    choice, image = _choose_image()
+    backbone = _choose_backbone()
+    shapes = layer_shapes(backbone.name, backbone.weights, backbone)
+    layer = _choose_layer(backbone, shapes)
+    predictions = top5(choice.key, backbone.name, backbone.weights, backbone, image)
+    target = _choose_target(backbone, predictions)
+    return Selection(choice, image, backbone.resize(image), backbone, layer, shapes[layer], target, predictions)
+
+
+def _choose_image() -> tuple[ImageChoice, Image.Image]:
+    """The asked image when it decodes; otherwise an error and the last valid image."""
+    source = radio("Image source", "image_source", ("gallery", "upload"), horizontal=True,
+                   format_func={"gallery": "sample photo", "upload": "upload"}.get)
+    asked = _asked_image(source)
+    previous = remembered("image", DEFAULT_IMAGE)
+    if asked is not None and asked.key != previous.key:
+        try:
+            image = asked.load()
+        except ImageError as exc:
+            st.error(str(exc))
+            st.caption(f"Still showing **{previous.label}**.")
+        else:
+            remember("image", asked)
+            return asked, image
+    return previous, previous.load()
+
+
+def _asked_image(source: str) -> ImageChoice | None:
+    if source == "gallery":
+        name = selectbox("Sample photo", "gallery_name", gallery_names(), DEFAULT_GALLERY,
+                         format_func=lambda n: n.replace("_", " "))
+        st.caption(GALLERY[name])
+        return ImageChoice(GALLERY_PREFIX + name, name)
+    upload = st.file_uploader("Your image", type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB,
+                              key=WIDGET_PREFIX + "upload", help=f"PNG, JPEG, WebP, BMP or TIFF, at most {MAX_UPLOAD_MB} MB.")
+    if upload is None:
+        current = remembered("image", DEFAULT_IMAGE)
+        st.caption(f"Showing **{current.label}** until you upload a file.")
+        return None
+    data = upload.getvalue()
+    return ImageChoice(image_digest(data), upload.name, data)
+
+
+def _choose_backbone() -> Backbone:
+    """The asked backbone when it loads; otherwise its error and the last backbone that loaded."""
+    name = selectbox("Backbone", "backbone", backbone_names(), DEFAULT_BACKBONE)
+    weights = radio("Weights", "weights", tuple(WEIGHT_LABELS), horizontal=True, format_func=WEIGHT_LABELS.get)
+    previous = remembered("active_backbone", (DEFAULT_BACKBONE, "pretrained"))
+    try:
+        backbone = load_cached_backbone(name, weights)
+    except ExplorerError as exc:
+        st.error(str(exc))
+        st.caption(f"Still showing **{previous[0]}** with {WEIGHT_LABELS[previous[1]]} weights.")
+        backbone = load_cached_backbone(*previous)
+    else:
+        remember("active_backbone", (name, weights))
+    if backbone.is_random:
+        st.warning(RANDOM_BADGE)
+    return backbone
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(n) for n in shape)
+
+
+def _choose_layer(backbone: Backbone, shapes: dict[str, tuple[int, int, int]]) -> str:
+    """Remembered per backbone, so coming back to a backbone restores its layer."""
+    layer = selectbox("Target layer", f"layer.{backbone.name}", list(backbone.layers), backbone.default_layer,
+                      format_func=lambda name: f"{name} ({shape_text(shapes[name])})",
+                      help="The feature map A (channels × rows × columns) that the CAM methods read.")
+    note = backbone.layer_notes.get(layer)
+    if note:
+        st.caption(note)
+    return layer
+
+
+def _choose_target(backbone: Backbone, predictions: list[tuple[int, str, float]]) -> int:
+    top = [index for index, _, _ in predictions]
+    top_set = set(top)
+    others = [i for i in range(len(backbone.class_names)) if i not in top_set]
+    probability = {index: p for index, _, p in predictions}
+    names = backbone.class_names
+
+    def label(option: int) -> str:
+        if option == TOP1:
+            return f"top-1: {names[top[0]]}"
+        if option in probability:
+            return f"#{top.index(option) + 1} {names[option]} ({probability[option]:.1%})"
+        return f"{names[option]} (class {option})"
+
+    choice = selectbox("Target class", "target", [TOP1, *top, *others], TOP1, format_func=label,
+                       help="The class whose score the maps explain: one of the top-5 predictions, "
+                            "or type to search all ImageNet classes.")
+    return top[0] if choice == TOP1 else choice
+
+
+def context_banner(state: Selection) -> None:
+    """One line naming what every map on the page explains, plus the RANDOM warning."""
+    backbone = state.backbone
+    st.markdown(f"Image **{state.image_choice.label}** · `{backbone.name}` with {backbone.weights_label} · "
+                f"layer `{state.layer}` ({shape_text(state.layer_shape)}) · "
+                f"target **{state.target_name}** (class {state.target})")
+    if backbone.is_random:
+        st.warning(RANDOM_WARNING)

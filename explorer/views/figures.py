@@ -1,0 +1,250 @@
+"""Plotly figures of maps, curves and evaluations (heatmaps, histograms, profiles, threshold and
+precision-recall curves, training curves) and the drawings the metrics pages put on images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from explorer.views.maps import ColourScale, Histogram, colour_scale
+
+# ------------------------------------------------------------------------------ plotly figures
+
+def heatmap_figure(grid: np.ndarray, title: str = "", scale: ColourScale | None = None,
+                   class_name: str = ""):
+    """Interactive grid-level heatmap with the raw value of each cell on hover."""
+    import plotly.graph_objects as go
+
+    grid = np.asarray(grid, dtype=np.float32)
+    scale = scale or colour_scale(grid)
+    fig = go.Figure(go.Heatmap(
+        z=np.round(grid, 5), zmin=scale.lo, zmax=scale.hi,
+        colorscale="RdBu" if scale.signed else "Jet", reversescale=scale.signed,
+        hovertemplate="cell (row %{y}, col %{x})<br>value %{z:.4g}<extra>" + class_name + "</extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
+    fig.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def histogram_figure(histograms: dict[str, Histogram], title: str = "", x_title: str = "raw value"):
+    """Overlaid pre-binned histograms (bars), one trace per label."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, hist in histograms.items():
+        fig.add_trace(go.Bar(x=hist.centres, y=hist.counts, name=label, opacity=0.6,
+                             width=np.diff(hist.edges)))
+    fig.update_layout(barmode="overlay", title=title, height=320, xaxis_title=x_title,
+                      yaxis_title="cells", margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def profile_figure(profiles: dict[str, np.ndarray], title: str = "", x_title: str = "x (pixels)"):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, values in profiles.items():
+        values = np.asarray(values, dtype=np.float32)
+        fig.add_trace(go.Scatter(x=np.arange(values.size), y=values, mode="lines", name=label))
+    fig.update_layout(title=title, height=320, xaxis_title=x_title, yaxis_title="normalised value",
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def curve_figure(x: np.ndarray, curves: dict[str, np.ndarray], title: str, x_title: str,
+                 y_title: str, marker_x: float | None = None):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, y in curves.items():
+        fig.add_trace(go.Scatter(x=np.asarray(x), y=np.asarray(y), mode="lines", name=label))
+    if marker_x is not None:
+        fig.add_vline(x=marker_x, line_dash="dash", line_color="grey")
+    fig.update_layout(title=title, height=320, xaxis_title=x_title, yaxis_title=y_title,
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def sigma_curve_figure(sigmas: np.ndarray, correlations: np.ndarray, best: float, current: float,
+                       title: str = "", y_title: str = "Pearson r"):
+    """Correlation against Gaussian sigma, with dashed markers at the best and the current sigma."""
+    fig = curve_figure(sigmas, {y_title: correlations}, title, "sigma (pixels)", y_title, marker_x=best)
+    fig.add_annotation(x=best, y=1, yref="paper", text=f"best {best:g}", showarrow=False, xanchor="left",
+                       xshift=4, yshift=8)
+    fig.add_vline(x=current, line_color="crimson")
+    fig.update_layout(showlegend=False, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def profile_pair_figure(profiles: dict[str, np.ndarray], title: str = "",
+                        colours: Sequence[str] = ("crimson", "royalblue")):
+    """`profile_figure` with one clearly different colour per trace (themes often pick shades of
+    one hue, which makes two overlapping profiles hard to tell apart)."""
+    fig = profile_figure(profiles, title)
+    for trace, colour in zip(fig.data, colours):
+        trace.line.color = colour
+    return fig
+
+
+# ------------------------------------------------------------------ evaluation views (metrics pages)
+
+GT_COLOUR = (40, 200, 60)      # ground-truth boxes: green
+PRED_COLOUR = (230, 40, 40)    # predicted boxes: red
+CONFUSION_COLOURS = {           # mask outcome at the chosen threshold (metrics.mask_confusion codes)
+    1: (40, 200, 60),   # true positive
+    2: (230, 40, 40),   # false positive
+    3: (40, 110, 240),  # false negative
+    4: (150, 150, 150),  # ignored
+}
+
+
+def value_histogram_figure(edges: np.ndarray, histograms: dict[str, np.ndarray], title: str = "",
+                           y_title: str = "share of pixels"):
+    """Pre-binned histograms of map values (counts, normalised here to shares), one line per label
+    (F-CAM Fig. 6): a CAM piles up near 0, a good localiser also shows a mode near 1."""
+    import plotly.graph_objects as go
+
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure()
+    for label, counts in histograms.items():
+        counts = np.asarray(counts, dtype=np.float64)
+        total = counts.sum()
+        fig.add_trace(go.Scatter(x=centres, y=counts / total if total else counts, mode="lines",
+                                 line_shape="hvh", name=label))
+    fig.update_layout(title=title, height=340, xaxis_title="normalised map value", yaxis_title=y_title,
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def box_acc_figure(taus: np.ndarray, curves: dict[str, np.ndarray], best: dict[str, float], title: str = ""):
+    """BoxAcc (percent) against the threshold tau, one line per label, a marker at each best tau."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, values in curves.items():
+        fig.add_trace(go.Scatter(x=taus, y=values, mode="lines", name=label))
+        if label in best:
+            i = int(np.argmax(values))
+            fig.add_trace(go.Scatter(x=[taus[i]], y=[values[i]], mode="markers", showlegend=False,
+                                     marker=dict(size=9, symbol="x"), hovertemplate=f"{label}: %{{y:.1f}} at τ=%{{x:.3f}}"))
+    fig.update_layout(title=title, height=340, xaxis_title="threshold τ", yaxis_title="BoxAcc (%)",
+                      yaxis_range=[0, 100], margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def precision_recall_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str = ""):
+    """Precision against recall per label ((precision, recall, PxAP)); the legend carries PxAP."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, (precision, recall, ap) in curves.items():
+        keep = np.isfinite(precision)
+        fig.add_trace(go.Scatter(x=recall[keep], y=precision[keep], mode="lines", name=f"{label} (PxAP {ap:.1f})"))
+    fig.update_layout(title=title, height=340, xaxis_title="recall", yaxis_title="precision",
+                      xaxis_range=[0, 1], yaxis_range=[0, 1.02], margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[int]], colour: tuple[int, int, int],
+               width: int = 2) -> np.ndarray:
+    """A copy of an H x W x 3 uint8 picture with inclusive boxes [x0, y0, x1, y1] outlined."""
+    picture = Image.fromarray(np.array(image, dtype=np.uint8, copy=True))
+    draw = ImageDraw.Draw(picture)
+    for box in boxes:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+    return np.asarray(picture)
+
+
+def confusion_overlay(image: np.ndarray, confusion: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Pixels coloured by their outcome (true positive green, false positive red, false negative
+    blue, ignored grey; true negatives keep the image)."""
+    base = np.asarray(image, dtype=np.float32)
+    out = base.copy()
+    for code, colour in CONFUSION_COLOURS.items():
+        where = confusion == code
+        out[where] = (1 - alpha) * base[where] + alpha * np.array(colour, dtype=np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def downscale_figure(zooms: Sequence[int], curves: dict[str, Sequence[float]], title: str = ""):
+    """PxAP (percent) against the downscale factor z, log2 x axis (F-CAM Fig. D.3)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, values in curves.items():
+        fig.add_trace(go.Scatter(x=list(zooms), y=list(values), mode="lines+markers", name=label))
+    fig.update_layout(title=title, height=340, xaxis_title="downscale factor z", yaxis_title="PxAP (%)",
+                      xaxis=dict(type="log", tickvals=list(zooms), ticktext=[str(z) for z in zooms]),
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, y_title: str):
+    """Grouped bars: one group per category, one bar per series."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, values in series.items():
+        fig.add_trace(go.Bar(x=list(categories), y=list(values), name=label))
+    fig.update_layout(barmode="group", title=title, height=340, yaxis_title=y_title,
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def seed_picture(image: np.ndarray | Image.Image, foreground: np.ndarray, background: np.ndarray,
+                 labels: np.ndarray, alpha: float = 0.35) -> np.ndarray:
+    """F-CAM's sampling regions over the image: C+ tinted green, C- tinted blue, and the seeds
+    drawn this iteration (label 1 foreground, 0 background) ringed in white and black."""
+    base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
+    tinted = base.copy()
+    tinted[foreground] = (1 - alpha) * tinted[foreground] + alpha * np.array([0, 200, 0])
+    tinted[background] = (1 - alpha) * tinted[background] + alpha * np.array([40, 80, 255])
+    picture = Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    for value, fill in ((1, (0, 255, 0)), (0, (60, 120, 255))):
+        ys, xs = np.nonzero(labels == value)
+        for y, x in zip(ys, xs):
+            draw.point((int(x), int(y)), fill=fill)
+        for cy, cx in _patch_centres(labels == value):
+            draw.ellipse([cx - 6, cy - 6, cx + 6, cy + 6], outline="white", width=2)
+            draw.ellipse([cx - 8, cy - 8, cx + 8, cy + 8], outline="black", width=1)
+    return np.asarray(picture)
+
+
+def _patch_centres(mask: np.ndarray) -> list[tuple[float, float]]:
+    from scipy import ndimage
+
+    labelled, count = ndimage.label(mask)
+    if not count:
+        return []
+    return [tuple(c) for c in ndimage.center_of_mass(mask, labelled, range(1, count + 1))]
+
+
+def training_curve_figure(curve: Sequence[dict], history: Sequence[dict], steps_per_epoch: int | None = None):
+    """An F-CAM decoder's training: the loss terms every few steps (left axis) and the
+    validation localisation after each epoch (right axis)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    steps = [p["step"] for p in curve]
+    for key, label in (("loss", "total loss"), ("ce", "seed cross-entropy"), ("crf", "λ · CRF"), ("size", "size (log-barrier)")):
+        if curve and key in curve[0] and any(p.get(key) for p in curve):
+            fig.add_trace(go.Scatter(x=steps, y=[p[key] for p in curve], mode="lines", name=label), secondary_y=False)
+    if history and steps_per_epoch:
+        xs = [h["epoch"] * steps_per_epoch for h in history]
+        for key, label in (("val_max_box_acc", "val MaxBoxAcc"), ("val_pxap", "val PxAP")):
+            if key in history[0]:
+                fig.add_trace(go.Scatter(x=xs, y=[h[key] for h in history], mode="lines+markers", name=label,
+                                         line=dict(dash="dot")), secondary_y=True)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.3),
+                      xaxis_title="training step")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="validation (%)", secondary_y=True)
+    return fig
