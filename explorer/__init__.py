@@ -7,6 +7,8 @@
 from explorer.backbones import Backbone, BackboneError, backbone_names, load_backbone
 from explorer.capture import Capture, CaptureError, capture
 from explorer.checkpoints import CheckpointError
+from explorer.erf import ErfError, ErfFitError, estimate_erf, fit_erf, gallery_batches, image_source, noise_batches
+from explorer.errors import ExplorerError
 from explorer.images import GALLERY, ImageError, gallery_image, gallery_names, load_image
 from explorer.methods import (
     METHODS,
@@ -22,6 +24,8 @@ from explorer.upsample import FCAM, NORMALISERS, UPSAMPLERS, UpsampleError, gaus
 __all__ = [
     "Backbone", "BackboneError", "backbone_names", "load_backbone",
     "Capture", "CaptureError", "capture", "CheckpointError",
+    "ErfError", "ErfFitError", "estimate_erf", "fit_erf", "gallery_batches", "image_source", "noise_batches",
+    "ExplorerError",
     "GALLERY", "ImageError", "gallery_image", "gallery_names", "load_image",
     "METHODS", "RELU_POLICIES", "MethodError", "channel_sum", "compute_cams", "method_label",
     "GridMaps", "grid_maps", "pixel_maps",

@@ -66,5 +66,6 @@ def save_torch_atomically(path: str | os.PathLike[str], obj: object) -> Path:
 
 def save_npz_atomically(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], compressed: bool = True) -> Path:
     buffer = io.BytesIO()
-    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    save: Any = np.savez_compressed if compressed else np.savez  # numpy's stubs type **arrays as its flags
+    save(buffer, **arrays)
     return write_atomically(path, buffer.getvalue())

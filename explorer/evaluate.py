@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -408,7 +409,7 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
     class_acc = float(100.0 * np.mean(top[:, 0] == labels)) if has_labels else None
 
     rows, curves_out = [], {"thresholds": taus, "value_edges": np.linspace(0, 1, VALUE_BINS + 1)}
-    records = {key: {} for key in ("iou", "box", "iou_v2", "pxap", "drop", "drop_relative")}
+    records: dict[str, dict[str, np.ndarray]] = {key: {} for key in ("iou", "box", "iou_v2", "pxap", "drop", "drop_relative")}
     for method, up in combos:
         prefix = combo_key(method, up) + "/"
         key = combo_key(method, up)
@@ -420,6 +421,7 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
                 for curve in _curves_from(c, prefix):
                     ev.add_curves(curve)
             box = ev.compute()
+            assert box.image_iou is not None and box.image_box is not None and box.image_iou_v2 is not None  # keep_records
             row.update(max_box_acc=box.max_box_acc, max_box_acc_v2=box.max_box_acc_v2,
                        best_threshold=box.best_threshold,
                        **{f"box_acc_v2_iou{d}": float(v) for d, v in zip(box.iou_levels, box.max_box_acc_v2_by_delta)})
@@ -467,7 +469,8 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
     write_atomically(out / "summary.json", (json.dumps(meta, indent=2, default=_json_default) + "\n").encode())
     write_atomically(out / "summary.csv", _csv(rows).encode())
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **curves_out)
+    save_npz: Any = np.savez_compressed  # numpy's stubs type **arrays as its flags
+    save_npz(buffer, **curves_out)
     write_atomically(out / "curves.npz", buffer.getvalue())
     write_atomically(out / "records.csv", _records_csv(ids, labels, targets, top, top_probs, records,
                                                         dataset.classes).encode())
@@ -570,7 +573,7 @@ def evaluate_distributed(config: EvalConfig, out_dir: str | os.PathLike[str], *,
                 if int(path.stem.split("-")[1]) % world == rank}
         gathered: list | None = [None] * world if rank == 0 else None
         dist.gather_object(mine, gathered, dst=0)
-        if rank != 0:
+        if rank != 0 or gathered is None:
             return None
         for files in gathered:
             for name, data in files.items():

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from explorer.atomic import write_json_atomically, write_text_atomically
 from explorer.backbones import load_backbone
@@ -57,7 +58,8 @@ def variant_config(config: FcamConfig, variant: str) -> FcamConfig:
     default = FcamConfig(backbone=config.backbone)
     base = dataclasses.replace(config, crf_weight=config.crf_weight or default.crf_weight,
                                size_weight=config.size_weight or default.size_weight)
-    return dataclasses.replace(base, **ABLATION_VARIANTS[variant])
+    changes: dict[str, Any] = dict(ABLATION_VARIANTS[variant])
+    return dataclasses.replace(base, **changes)
 
 
 def run_ablation(config: FcamConfig, out_dir: str | Path, *, variants: Sequence[str] = tuple(ABLATION_VARIANTS),
@@ -93,6 +95,7 @@ def run_ablation(config: FcamConfig, out_dir: str | Path, *, variants: Sequence[
                                  relu=card["relu"], decoders={config.base_method: str(path)})
         log(f"{variant}: scoring on {config.dataset} ({split})")
         summary = evaluate(eval_config, out / "eval" / variant.replace("+", "_"), backbone=backbone)
+        assert summary is not None  # one process: always summarised
         fcam_row = summary.row(config.base_method, "fcam")
         if baseline is None:
             bilinear = summary.row(config.base_method, "bilinear")

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -250,15 +251,16 @@ def score_split(backbone: Backbone, decoder: FcamDecoder | None, data: SplitTens
             else:
                 cap = capture(backbone, x, t, config.layer, gradient=False, taps=decoder.taps)
                 pixel = _resize_to_eval(decoder.foreground(cap.features, backbone.input_size))
-            pixel = pixel.cpu().numpy().astype(np.float64)
-            if boxes is not None:
-                boxes.accumulate(pixel, data.boxes[start:start + batch_size])
-            if pixels is not None:
-                pixels.accumulate(pixel, data.masks[start:start + batch_size], data.ignores[start:start + batch_size])
+            values = pixel.cpu().numpy().astype(np.float64)
+            if boxes is not None and data.boxes is not None:
+                boxes.accumulate(values, data.boxes[start:start + batch_size])
+            if pixels is not None and data.masks is not None:
+                ignores = data.ignores[start:start + batch_size] if data.ignores is not None else None
+                pixels.accumulate(values, data.masks[start:start + batch_size], ignores)
     finally:
         if decoder is not None:
             decoder.net.train(was_training)
-    out = {}
+    out: dict[str, float] = {}
     if boxes is not None:
         result = boxes.compute()
         out.update(max_box_acc=round(result.max_box_acc, 4), max_box_acc_v2=round(result.max_box_acc_v2, 4),
@@ -356,7 +358,7 @@ def train_fcam(
     needs_grad_note = METHODS[config.base_method].needs_gradient
 
     epoch, step, history, curve, elapsed = 0, 0, [], [], 0.0
-    best = {"metric": -1.0, "epoch": 0, "state": None, "scores": {}}
+    best: dict[str, Any] = {"metric": -1.0, "epoch": 0, "state": None, "scores": {}}
     baseline_val = None
     saved = _load_state(state_path, config)
     if saved is not None:
@@ -371,7 +373,7 @@ def train_fcam(
     else:
         running = {"count": 0, "loss": 0.0, "ce": 0.0, "crf": 0.0, "size": 0.0}
         window = dict(running)
-    if baseline_val is None and val is not None:
+    if baseline_val is None and val is not None and val_targets is not None:
         baseline_val = score_split(backbone, None, val, val_targets, config)
 
     def checkpoint() -> None:
@@ -438,7 +440,8 @@ def train_fcam(
                 elapsed += time.perf_counter() - tick
                 tick = time.perf_counter()
                 checkpoint()
-        scores = score_split(backbone, decoder, val, val_targets, config) if val is not None else {}
+        scores = (score_split(backbone, decoder, val, val_targets, config)
+                  if val is not None and val_targets is not None else {})
         elapsed += time.perf_counter() - tick
         record = {"epoch": epoch + 1, "t": round(t, 4), "elapsed_s": round(elapsed, 1),
                   **{f"train_{k}": v for k, v in _mean({k: v for k, v in running.items() if k != "count"},

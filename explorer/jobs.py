@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
 
-from explorer.erf import ErfEstimate, merge_estimate
+from explorer.erf import ErfError, ErfEstimate, merge_estimate
 
 
 class JobStatus(StrEnum):
@@ -217,6 +217,19 @@ class ErfJob(Job):
         with self.lock:
             return self.current_estimate()
 
+    def require_estimate(self) -> ErfEstimate:
+        """`estimate`, for a caller that knows a batch was committed (ErfError otherwise)."""
+        estimate = self.estimate()
+        if estimate is None:
+            raise ErfError("Nothing has been accumulated yet: estimate the ERF first.")
+        return estimate
+
+    def running_mean(self) -> np.ndarray:
+        """The mean of the images accumulated so far (the caller holds the lock)."""
+        if self.sum is None or not self.done:
+            raise ErfError("Nothing has been accumulated yet: estimate the ERF first.")
+        return self.sum / self.done
+
     def current_estimate(self) -> ErfEstimate | None:
         """`estimate` for a caller that already holds the lock."""
         if self.result is not None:
@@ -264,7 +277,7 @@ class ThreadJob(Job):
         self._classify = classify or (lambda exc: (JobStatus.FAILED, str(exc)))
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> ThreadJob:
+    def start(self) -> Self:
         self.thread.start()
         return self
 

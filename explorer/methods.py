@@ -40,6 +40,7 @@ def cam_weights(cap: Capture, backbone: Backbone) -> torch.Tensor:
     if cap.layer != backbone.cam_layer:
         raise MethodError(f"Plain CAM reads the final linear layer, so it only applies to layer "
                           f"'{backbone.cam_layer}' of {backbone.name}, not '{cap.layer}'.")
+    assert backbone.head is not None  # has_gap_linear_head
     return backbone.head.weight.detach().float()[cap.targets][:, :, None, None]
 
 
@@ -121,16 +122,17 @@ def smoothgradcampp_weights(backbone: Backbone, images: torch.Tensor, cap: Captu
     noise = torch.randn(noisy_images.shape, generator=generator, dtype=images.dtype, device="cpu")
     noisy_images = noisy_images + noise_std * noise.to(images.device)
     noisy_targets = cap.targets.repeat_interleave(samples)
-    sums = None
+    sums: torch.Tensor | None = None
     for start in range(0, noisy_images.shape[0], batch_size):
         part = capture(backbone, noisy_images[start:start + batch_size],
                        noisy_targets[start:start + batch_size], cap.layer)
-        g = part.gradients
+        g = part.grads
         powers = torch.stack([g, g * g, g * g * g])  # 3 x b x K x h x w
         idx = torch.arange(start, start + g.shape[0], device=g.device) // samples
         if sums is None:
             sums = torch.zeros((3, B) + g.shape[1:], device=g.device)
         sums.index_add_(1, idx, powers)
+    assert sums is not None  # samples >= 1: at least one noisy batch
     d1, d2, d3 = sums / samples
     return gradcampp_from_derivatives(cap.activations, d1, d2, d3)
 
@@ -252,7 +254,7 @@ def weights_from_capture(method: str, cap: Capture, backbone: Backbone, images: 
     if method == "cam":
         return cam_weights(cap, backbone)
     if method in GRADIENT_FORMULAS:
-        return GRADIENT_FORMULAS[method](cap.activations, cap.gradients)
+        return GRADIENT_FORMULAS[method](cap.activations, cap.grads)
     if method == "smoothgradcampp":
         return smoothgradcampp_weights(backbone, images, cap, smooth_samples, smooth_std, batch_size, generator)
     if method == "scorecam":

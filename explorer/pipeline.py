@@ -74,7 +74,7 @@ def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | 
     fcam = {}
     for method, decoder in decoders.items():
         start = time.perf_counter()
-        fcam[method] = decoder.foreground(cap.features, tuple(images.shape[-2:]))
+        fcam[method] = decoder.foreground(cap.features, (int(images.shape[-2]), int(images.shape[-1])))
         _sync(device)
         seconds[f"fcam:{method}"] = time.perf_counter() - start
     maps, policies = {}, {}

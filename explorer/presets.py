@@ -71,7 +71,7 @@ def sigma_presets(backbone: str, layer: str, directory: Path = ERF_DIR,
     presets: dict[str, tuple[float, float] | None] = {}
     fit = fitted_sigma(backbone, layer, directory)
     matches = fit is not None and (weights is None or fit.weights == weights)
-    if matches:
+    if fit is not None and matches:
         presets[fit.label] = (fit.sigma_x, fit.sigma_y)
     presets[PAPER_LABEL] = PAPER_SIGMA
     if fit is not None and not matches:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,7 +130,7 @@ def build_model(config: TrainConfig) -> nn.Module:
     raise TrainError(f"unknown architecture '{config.arch}'; choose one of {', '.join(ARCHS)}")
 
 
-def _frozen_modules(model: nn.Module, config: TrainConfig) -> list[nn.Module]:
+def _frozen_modules(model: Any, config: TrainConfig) -> list[nn.Module]:
     """Fine-tuning keeps the generic high-resolution layers (stem and blocks at strides below
     ``freeze_below_stride``) fixed: most of the backward cost is there, and they need no change."""
     if config.arch != "synthetic_lite0":
@@ -205,7 +206,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, maps: torch.Tensor
             x = x.flip(-1)
             m = m.flip(-1) if m is not None else None
         out[i] = torch.rot90(x, int(turns[i]), dims=(-2, -1))
-        if m is not None:
+        if m is not None and out_maps is not None:
             out_maps[i] = torch.rot90(m, int(turns[i]), dims=(-2, -1))
     return out if maps is None else (out, out_maps)
 
@@ -229,7 +230,8 @@ def teacher_cams(teacher: str, images: torch.Tensor, labels: torch.Tensor, devic
                  progress: Callable[[str, int, int, dict], object] | None = None) -> torch.Tensor:
     """The teacher's CAM of the true class for every image (N x h x w, float32, CPU), from
     ``cache`` when it holds them for the same teacher and images (a resumed run skips the work)."""
-    from explorer import compute_cams, load_backbone
+    from explorer.backbones import load_backbone
+    from explorer.methods import compute_cams
 
     key = {"teacher": teacher, "n": len(images), "digest": float(images[:, :, ::16, ::16].float().sum())}
     if cache is not None and cache.is_file():
@@ -251,7 +253,7 @@ def teacher_cams(teacher: str, images: torch.Tensor, labels: torch.Tensor, devic
     return cams
 
 
-def _student_cam(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _student_cam(model: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and the CAM of the true class, sum_k w_yk A_k, from one forward."""
     features = model.features(x)
     logits = model.fc(model.pool(features).flatten(1))
@@ -371,7 +373,7 @@ def train_classifier(
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     epoch, step, history, elapsed = 0, 0, [], 0.0
-    best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
+    best: dict[str, Any] = {"val_accuracy": -1.0, "epoch": -1, "state": None}
     saved = _load_run_state(state_path, config)
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -400,7 +402,7 @@ def train_classifier(
                 raise TrainInterrupted(f"stopped after {steps_this_call} steps (epoch {epoch}, step {step})")
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
             generator = step_generator(config.seed, epoch, step)
-            if guided:
+            if cams is not None:
                 images, teacher_map = augment(train_x[index], generator, cams[index])
                 teacher_map = teacher_map.to(device)
             else:

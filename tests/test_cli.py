@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from explorer import compute_cams, load_backbone, load_image
 from explorer.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,14 @@ def test_cam_writes_a_labelled_grid_and_prints_top5(tmp_path):
     assert sheet.width > 2 * 224 and sheet.height > 2 * 224
     raw = np.load(npy)
     assert raw.shape == (2, 7, 7) and raw.dtype == np.float32
-    assert (raw[1] < 0).any() or (raw[1] > 0).all()  # signed Extended-CAM kept raw
+    # The file holds the raw grid maps the engine computes (signed Extended-CAM, not normalised).
+    backbone = load_backbone("efficientnet_lite0")
+    batch = backbone.preprocess(load_image("gallery:chelsea"))
+    top1 = backbone.top_k(batch, 1)[0][0][0]  # the CLI's default target
+    expected = compute_cams(backbone, batch, [top1], ["gradcam", "extendedcam"], relu="published")
+    np.testing.assert_allclose(raw[0], expected["gradcam"][0].numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(raw[1], expected["extendedcam"][0].numpy(), rtol=1e-4, atol=1e-6)
+    assert raw[1].max() < 0.9  # not min-max normalised (raw Extended-CAM of chelsea peaks at 0.22)
 
 
 def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, capsys):

@@ -103,9 +103,15 @@ def test_extendedcam_completeness():
         scores = net.model(x)[torch.arange(4), torch.tensor(targets)]
     # float32 output: exact up to float32 rounding of the map
     np.testing.assert_allclose(maps["extendedcam"].double().sum(dim=(1, 2)).numpy(), scores.numpy(), rtol=1e-5, atol=1e-6)
-    # ... and the ReLU variants break it, which is why Extended-CAM keeps the sign.
+    # ... and the ReLU variants break it, which is why Extended-CAM keeps the sign: "before" is
+    # sum_k ReLU(w_kij A_kij), and the cells' negative contributions are exactly what it drops.
     hires = compute_cams(net, x, targets, ["extendedcam"], layer="act", relu="before")["extendedcam"]
-    assert (hires.double().sum(dim=(1, 2)) >= maps["extendedcam"].double().sum(dim=(1, 2)) - 1e-6).all()
+    cap = capture(net, x, targets, "act")
+    contributions = (cap.grads * cap.activations).double()
+    np.testing.assert_allclose(hires.double().numpy(), contributions.clamp(min=0).sum(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+    gap = hires.double().sum(dim=(1, 2)) - scores
+    np.testing.assert_allclose(gap.numpy(), (-contributions).clamp(min=0).sum(dim=(1, 2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    assert (gap > 1e-3).all()  # every image here has negative contributions: completeness fails
 
 
 def test_relu_policies():

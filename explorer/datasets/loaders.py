@@ -315,8 +315,9 @@ def load_protocol(
 
     if kind == "boxes":
         for where, (image_id, *coords) in files.rows("localization.txt", "image_id,x0,y0,x1,y1"):
-            box = [_to_int(v) for v in coords]
-            if any(c is None or c < 0 for c in box):
+            parsed = [_to_int(v) for v in coords]
+            box = [c for c in parsed if c is not None and c >= 0]
+            if len(box) != 4 or len(parsed) != 4:
                 files.report.problem(where, f"the box '{','.join(coords)}' is not four whole numbers >= 0", image_id)
             elif box[2] < box[0] or box[3] < box[1]:
                 files.report.problem(where, f"the box '{','.join(coords)}' is reversed (x1 < x0 or y1 < y0)",
@@ -579,8 +580,9 @@ def _voc_sample(report: _Report, xml_path: Path, image_id: str, image_path: Path
         if name not in VOC_CLASSES:
             report.problem(where, f"unknown class '{name}' (not one of the 20 VOC classes)")
             return None
-        coords = [_to_int(obj.findtext(f"bndbox/{tag}", "")) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        if any(c is None or c < 1 for c in coords):
+        parsed = [_to_int(obj.findtext(f"bndbox/{tag}", "")) for tag in ("xmin", "ymin", "xmax", "ymax")]
+        coords = [c for c in parsed if c is not None and c >= 1]
+        if len(coords) != 4:
             report.problem(where, "<bndbox> needs whole-number xmin, ymin, xmax, ymax >= 1 (VOC is 1-based)")
             return None
         x0, y0, x1, y1 = (c - 1 for c in coords)  # 1-based inclusive -> 0-based inclusive

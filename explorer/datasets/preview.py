@@ -40,7 +40,7 @@ def preview_sheet(dataset: WsolDataset, count: int = 12, columns: int = 6) -> Im
         caption = dataset.classes[sample.label] if sample.label is not None else sample.image_id
         draw.text((x + 2, y + 2), f"{caption}  ({len(sample.boxes) or len(sample.mask_paths)} obj.)",
                   fill=(0, 0, 0), font=font)
-        image = np.asarray(dataset.load_image(index).resize((EVAL_SIZE, EVAL_SIZE), Image.BILINEAR)).copy()
+        image = np.asarray(dataset.load_image(index).resize((EVAL_SIZE, EVAL_SIZE), Image.Resampling.BILINEAR)).copy()
         sheet.paste(Image.fromarray(_annotated(dataset, index, image)), (x, y + _CAPTION))
         if with_parts and sample.part_path is not None:
             sheet.paste(Image.fromarray(_part_view(dataset.part_mask(index), image)), (x, y + _CAPTION + EVAL_SIZE))

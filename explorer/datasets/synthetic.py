@@ -32,8 +32,8 @@ import functools
 import hashlib
 import json
 import os
-import secrets
 import shutil
+import tempfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -260,7 +260,10 @@ def _generate_atomically(target: Path, seed: int, sizes: dict[str, int], image_s
         raise DatasetError(f"image_size must be at least 64 pixels, not {image_size}")
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = params_hash(seed, sizes, image_size)
-    partial = target.parent / f".{target.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    # A folder cannot be written in one step: it is built under a private name from mkdtemp (unique
+    # across threads and processes) beside the target, then renamed into place.
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    partial.chmod(0o755)  # mkdtemp's folder is private; the dataset is shared like any other folder
     try:
         _generate(partial, seed, sizes, image_size, digest, progress)
         if keep_complete and is_complete(target, digest):
@@ -268,8 +271,8 @@ def _generate_atomically(target: Path, seed: int, sizes: dict[str, int], image_s
         if target.exists():
             # A rename cannot replace a non-empty folder: move the old one aside first, so the
             # new one appears in a single step and the old one is deleted only afterwards.
-            trash = target.parent / f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-            target.rename(trash)
+            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            target.rename(trash / target.name)
             partial.rename(target)
             _remove(trash)
         else:
@@ -313,7 +316,7 @@ class _SplitLines:
 
 def _generate(root: Path, seed: int, sizes: dict[str, int], image_size: int, digest: str,
               progress: Callable[[int], object] | None) -> None:
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     class_names = [c.name for c in CLASSES]
     for style in (NAME, f"{NAME}_MASKS"):
         _write_lines(root / "metadata" / style / "class_names.txt", class_names)
@@ -523,7 +526,7 @@ def _background_layer(rng: np.random.Generator, size: int) -> tuple[np.ndarray, 
     source = _texture_sources()[_TEXTURES[rng.integers(len(_TEXTURES))]]
     side = int(rng.integers(GENERATOR.background_crop[0], GENERATOR.background_crop[1] + 1))
     y, x = rng.integers(0, source.shape[0] - side + 1), rng.integers(0, source.shape[1] - side + 1)
-    crop = Image.fromarray(source[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)
+    crop = Image.fromarray(source[y:y + side, x:x + side]).resize((size, size), Image.Resampling.BILINEAR)
     grey = np.rot90(np.asarray(crop), int(rng.integers(4)))
     if rng.random() < 0.5:
         grey = grey[:, ::-1]

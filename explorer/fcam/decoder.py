@@ -149,8 +149,8 @@ def decoder_spec(backbone: Backbone, widths: Sequence[int] | None = None,
     if backbone.decoder is None:
         raise FcamError(f"{backbone.name} declares no F-CAM decoder taps")
     spec = backbone.decoder
-    return DecoderSpec(taps=spec.taps, widths=tuple(widths) if widths else spec.widths,
-                       centre=spec.centre if centre == "default" else centre)
+    centre_width = spec.centre if isinstance(centre, str) else centre  # "default": the registry's
+    return DecoderSpec(taps=spec.taps, widths=tuple(widths) if widths else spec.widths, centre=centre_width)
 
 
 def build_decoder(backbone: Backbone, base_method: str = "cam", layer: str | None = None,

@@ -96,13 +96,13 @@ def _best_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
     maps)."""
     x0, y0, x1, y1 = (np.ascontiguousarray(boxes[:, i]) for i in range(4))
     area = (x1 - x0 + 1) * (y1 - y0 + 1)
-    best = None
+    best = np.zeros(len(x0))  # IoU >= 0; every gt box raises it where it overlaps
     for gx0, gy0, gx1, gy1 in gt.tolist():
         iw = np.minimum(x1, gx1) - np.maximum(x0, gx0) + 1
         ih = np.minimum(y1, gy1) - np.maximum(y0, gy0) + 1
         inter = np.maximum(iw, 0) * np.maximum(ih, 0)
         value = inter / (area + (gx1 - gx0 + 1) * (gy1 - gy0 + 1) - inter)
-        best = value if best is None else np.maximum(best, value)
+        best = np.maximum(best, value)
     return best
 
 
@@ -138,9 +138,9 @@ def _flatten(contours: Sequence[np.ndarray]) -> tuple[bytes, list[int]]:
     arrays be freed while they are still in cache.
     """
     lengths = list(map(len, contours))
-    data = b"".join(contours)
+    data = b"".join(c.data for c in contours)
     if len(data) != 8 * sum(lengths):  # not int32 pairs after all (never seen from OpenCV): convert
-        data = b"".join(np.ascontiguousarray(np.reshape(c, (-1, 2)), dtype=np.int32) for c in contours)
+        data = b"".join(np.ascontiguousarray(np.reshape(c, (-1, 2)), dtype=np.int32).data for c in contours)
     return data, lengths
 
 
@@ -154,12 +154,12 @@ def _contour_boxes(data: bytes, lengths: Sequence[int], height: int,
     polygon, accumulated in double from integer products: exact, so comparing the integer sums
     (twice the areas) orders and ties the contours exactly as contourArea does.
     """
-    lengths = np.asarray(lengths, dtype=np.int64)
+    counts = np.asarray(lengths, dtype=np.int64)
     points = np.frombuffer(data, dtype=np.int32).reshape(-1, 2)
     if 2 * (height + 1) * (width + 1) >= 2**31:  # products x * y must not overflow int32
         points = points.astype(np.int64)
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
+    ends = np.cumsum(counts)
+    starts: np.ndarray = ends - counts
     last = ends - 1
     x, y = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
     # Shoelace terms of consecutive points (i - 1, i) across the whole array; a prefix sum gives
@@ -346,7 +346,7 @@ class BoxResult:
                               multi_contour: bool = False) -> float:
         """Top-k localisation at the chosen threshold (see `localization_accuracy`): V1 IoU at the
         MaxBoxAcc tau, or with multi_contour the V2 IoU at delta 50's tau."""
-        if self.image_iou is None:
+        if self.image_iou is None or self.image_iou_v2 is None:
             raise MetricError("This result kept no per-image records (keep_records=False).")
         if multi_contour:
             ious = self.image_iou_v2[self.iou_levels.index(50)]

@@ -90,10 +90,12 @@ class _Binner:
         return idx
 
 
-def _check_masks(masks: ArrayLike | None, n: int, shapes: list[tuple[int, int]],
-                 what: str) -> list[np.ndarray] | None:
-    if masks is None:
-        return None
+def _optional_masks(masks: ArrayLike | None, n: int, shapes: list[tuple[int, int]],
+                    what: str) -> list[np.ndarray] | None:
+    return None if masks is None else _check_masks(masks, n, shapes, what)
+
+
+def _check_masks(masks: ArrayLike, n: int, shapes: list[tuple[int, int]], what: str) -> list[np.ndarray]:
     if not isinstance(masks, (list, tuple)):
         masks = as_numpy(masks)
         if masks.ndim == 2:
@@ -114,7 +116,8 @@ def _check_masks(masks: ArrayLike | None, n: int, shapes: list[tuple[int, int]],
     return out
 
 
-def _average_precision(pos_hist: np.ndarray, neg_hist: np.ndarray) -> tuple[np.ndarray, ...]:
+def _average_precision(pos_hist: np.ndarray, neg_hist: np.ndarray) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """tp, fp, fn, precision, recall and PxAP from the two histograms, in the reference's float64
     arithmetic (counts are exact in float64)."""
     pos = pos_hist.astype(np.float64)
@@ -186,7 +189,7 @@ class PixelEvaluator:
         maps = iter_maps(score_maps)
         shapes = [m.shape for m in maps]
         gts = _check_masks(gt_masks, len(maps), shapes, "gt_masks")
-        ignores = _check_masks(ignore_masks, len(maps), shapes, "ignore_masks")
+        ignores = _optional_masks(ignore_masks, len(maps), shapes, "ignore_masks")
         bins = len(self.edges) - 1
         for i, (m, g) in enumerate(zip(maps, gts)):
             # One bincount for both histograms: key = bin + bins * is_foreground.

@@ -183,7 +183,7 @@ def run_erf_job(backbone: Backbone, job: ErfJob) -> None:
                 with NETWORK_LOCK:
                     part = estimate_erf(backbone, s.layer, batch, mode=s.mode, batch_size=ERF_BATCH)
                 job.commit(part, time.perf_counter() - start)
-                done, mean = job.done, job.sum / job.done
+                done, mean = job.done, job.running_mean()
             # Streamlit may stop this run from here on (a click): the batch is already in the job.
             bar.progress(done / job.total, text=job.progress_text())
             if time.monotonic() - last_draw >= ERF_REDRAW_S or done >= job.total:
@@ -210,8 +210,7 @@ def run_erf_job(backbone: Backbone, job: ErfJob) -> None:
 
 def erf_fit(job: ErfJob, offset: bool, rotation: bool) -> ErfFit:
     """The 2D Gaussian fit of what the job has accumulated (ErfFitError when it fails)."""
-    estimate = job.estimate()
-    return _erf_fit(job.key, offset, rotation, _map=estimate.map)
+    return _erf_fit(job.key, offset, rotation, _map=job.require_estimate().map)
 
 
 @st.cache_data(max_entries=32, show_spinner="Fitting a 2D Gaussian…")
@@ -221,7 +220,7 @@ def _erf_fit(key: str, offset: bool, rotation: bool, *, _map: np.ndarray) -> Erf
 
 def erf_convergence(job: ErfJob, offset: bool, rotation: bool) -> list[dict[str, Any]]:
     """R² and sigma after 1, 2, 4, ... images (explorer.erf.convergence), cached on the key."""
-    return _erf_convergence(job.key, offset, rotation, _estimate=job.estimate())
+    return _erf_convergence(job.key, offset, rotation, _estimate=job.require_estimate())
 
 
 @st.cache_data(max_entries=16, show_spinner="Fitting the running means…")

@@ -136,7 +136,7 @@ def grid(state: Selection, methods: Sequence[str], relu: str,
     return _merge(parts, methods)
 
 
-def _grid_key(state: Selection, methods: Sequence[str], relu: str) -> tuple:
+def _grid_key(state: Selection, methods: Sequence[str], relu: str) -> tuple[str, str, str, str, int, tuple[str, ...], str]:
     return (state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer,
             state.target, tuple(methods), relu)
 

@@ -49,6 +49,11 @@ TABLE4_METHODS = ("gradcam", "gradcampp", "extendedcam")  # Extended-CAM Table 4
 TABLE4_UPSAMPLERS = ("gaussian", "bilinear")
 
 
+def _combo(key: str) -> tuple[str, str]:
+    method, _, upsampler = key.partition("@")
+    return method, upsampler
+
+
 def combo_label(method: str, upsampler: str) -> str:
     if method.startswith("reference_"):
         return {"reference_object": "reference: whole-object mask",
@@ -88,7 +93,7 @@ def choose_combos(run, name: str, default_count: int = 4, references: bool = Tru
     default = [k for k in keys if k.startswith("cam@") or k.startswith("reference_")] or keys[:default_count]
     chosen = multiselect("Methods and upsamplers", name, keys, default,
                          format_func=lambda k: combo_label(*k.split("@", 1)))
-    return [tuple(k.split("@", 1)) for k in chosen]
+    return [_combo(k) for k in chosen]
 
 
 def choose_combo(run, name: str) -> tuple[str, str] | None:
@@ -98,7 +103,7 @@ def choose_combo(run, name: str) -> tuple[str, str] | None:
         return None
     keys = [f"{m}@{u}" for m, u in combos]
     key = selectbox("Method and upsampler", name, keys, keys[0], format_func=lambda k: combo_label(*k.split("@", 1)))
-    return tuple(key.split("@", 1))
+    return _combo(key)
 
 
 def _run_stamp(run) -> str:
@@ -201,7 +206,7 @@ def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence
             raise FcamError(f"No shipped F-CAM decoder of {backbone_name} was trained from {', '.join(methods)}; "
                             f"add its base method to the methods or drop the F-CAM upsampler.")
     config = EvalConfig(dataset=spec, split=split, backbone=backbone_name, layer=layer, methods=tuple(methods),
-                        upsamplers=tuple(upsamplers), sigma=tuple(sigma), limit=limit, decoders=decoders)
+                        upsamplers=tuple(upsamplers), sigma=(float(sigma[0]), float(sigma[1])), limit=limit, decoders=decoders)
     digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
     out = runs_dir() / f"{slug(backbone_name)}-{slug(spec)}-{split}-{limit}-{digest}"
     bar = st.progress(0.0, text="Starting…")
@@ -210,6 +215,7 @@ def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence
         bar.progress(done / max(total, 1), text=f"{done} / {total} images")
 
     summary = evaluate(config, out, backbone=backbone, progress=progress)
+    assert summary is not None  # one process: always summarised
     bar.progress(1.0, text=f"Done: {summary.num_images} images in {summary.seconds:.0f} s")
     remember("run", str(out))
     set_widget("run", str(out))
@@ -298,7 +304,7 @@ def confidence_grid(spec: str, backbone: Backbone, layer: str, sigma: tuple[floa
     """Extended-CAM Table 4 on a dataset: Average Drop % and % Increase (normal and relative
     masking) for Grad-CAM, Grad-CAM++ and Extended-CAM with Gaussian and bilinear upsampling.
     Written under runs/ like any evaluation, so it is computed once per choice."""
-    return _confidence_grid(spec, backbone.name, backbone.weights, layer, tuple(float(s) for s in sigma),
+    return _confidence_grid(spec, backbone.name, backbone.weights, layer, (float(sigma[0]), float(sigma[1])),
                             _backbone=backbone)
 
 
@@ -316,6 +322,7 @@ def _confidence_grid(spec: str, backbone_name: str, weights: str, layer: str, si
     out = runs_dir() / "table4" / f"{slug(backbone_name)}-{slug(spec)}-{digest}"
     with NETWORK_LOCK:
         summary = evaluate(config, out, backbone=_backbone)
+    assert summary is not None  # one process: always summarised
     return {"rows": summary.rows, "images": summary.num_images, "skipped": summary.skipped,
             "policy": summary.target_policy}
 

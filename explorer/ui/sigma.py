@@ -100,7 +100,7 @@ class SigmaCurve:
 def sigma_correlation(result: GridResult, size: tuple[int, int]) -> SigmaCurve:
     """r between Extended-CAM Gaussian-upsampled at each sigma of SIGMA_SWEEP (both axes) and
     Grad-CAM bilinear-upsampled: upsampling only, from the cached grid maps."""
-    return _sigma_curve(result.key, tuple(size), _explicit=result.maps["extendedcam"],
+    return _sigma_curve(result.key, (int(size[0]), int(size[1])), _explicit=result.maps["extendedcam"],
                         _implicit=result.maps["gradcam"])
 
 

@@ -108,7 +108,7 @@ def toggle(label: str, name: str, default: bool, **kwargs: Any) -> bool:
 
 def slider(label: str, name: str, low: T, high: T, default: T, **kwargs: Any) -> T:
     """A persistent `st.slider` whose remembered value is clamped into [low, high]."""
-    kind = type(default)
+    kind: Callable[[Any], T] = type(default)
     return persistent(st.slider, label, name, default, low, high,
                       coerce=lambda v: kind(min(max(v, low), high)), **kwargs)
 

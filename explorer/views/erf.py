@@ -225,7 +225,7 @@ def erf_meaning(fit: ErfFit, alternative: ErfFit | None, erf_map: np.ndarray) ->
     level, headline = r2_verdict(fit.r2)
     with_floor, plain = (fit, alternative) if fit.offset is not None else (alternative, fit)
     floor = _floor_share(with_floor, erf_map) if with_floor is not None else None
-    peak_on_floor = (with_floor is not None and plain is not None and floor is not None and floor >= 0.1
+    peak_on_floor = bool(with_floor is not None and plain is not None and floor is not None and floor >= 0.1
                      and with_floor.r2 - plain.r2 >= 0.05
                      and max(with_floor.sigma_x, with_floor.sigma_y) < 0.8 * min(plain.sigma_x, plain.sigma_y))
     lines = [f"**{headline}**"]
@@ -240,7 +240,7 @@ def erf_meaning(fit: ErfFit, alternative: ErfFit | None, erf_map: np.ndarray) ->
     else:
         lines.append("One σ cannot describe this map, so Gaussian upsampling with the fitted σ misrepresents how "
                      "a cell of this layer spreads over the pixels; look at the residual and the profiles.")
-    if peak_on_floor and level != "good":
+    if peak_on_floor and level != "good" and with_floor is not None and plain is not None:
         lines.append(
             f"The map is a sharp peak on a broad floor: fitted with a constant floor, the peak has σ = "
             f"{_sig(with_floor)} (R² {with_floor.r2:.2f}) and the floor carries {floor:.0%} of the map's total; "
