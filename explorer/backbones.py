@@ -459,35 +459,16 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
 
 
 def _load_weights(model: nn.Module, path: Path, name: str) -> None:
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     try:
-        state = load_state_dict(path)
+        state = load_state_dict(path, expected, fits=name)  # names and shapes checked before any data is read
     except CheckpointError as exc:
         raise BackboneError(str(exc)) from exc
-    missing, unexpected = _key_mismatch(model, state)
-    if missing or unexpected:
-        raise BackboneError(
-            f"The weights in {path} do not fit {name}: "
-            f"{len(missing)} missing key(s) {_few(missing)}, "
-            f"{len(unexpected)} unexpected key(s) {_few(unexpected)}."
-        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # shape mismatches: say which tensors
         first = str(exc).split("\n")[1:4]
         raise BackboneError(f"The weights in {path} do not fit {name}: {' '.join(first).strip()}") from exc
-
-
-def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
-    expected = set(model.state_dict())
-    given = set(state)
-    return sorted(expected - given), sorted(given - expected)
-
-
-def _few(keys: list[str], n: int = 4) -> str:
-    if not keys:
-        return ""
-    shown = ", ".join(keys[:n])
-    return f"({shown}{', ...' if len(keys) > n else ''})"
 
 
 # ---------------------------------------------------------------------------------------------

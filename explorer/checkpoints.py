@@ -7,27 +7,50 @@ code while unpickling is refused, never executed.
 from __future__ import annotations
 
 import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from explorer.errors import ExplorerError
+from explorer.safe_files import file_problem
 
 
 class CheckpointError(ExplorerError):
     """A weight file cannot be used; the message says which file and why."""
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state_dict (name -> tensor) from `path` onto the CPU.
+MAX_CHECKPOINT_BYTES = 2 * 2**30  # VGG16's ImageNet file is 528 MB
 
-    Accepts a bare state_dict or the common wrapping {"state_dict": {...}}.
+
+def load_state_dict(path: str | Path, expected: Mapping[str, Sequence[int]] | None = None,
+                    max_bytes: int = MAX_CHECKPOINT_BYTES, fits: str = "") -> dict[str, torch.Tensor]:
+    """Read a state_dict (name -> tensor) from `path` onto the CPU, never trusting its contents.
+
+    Accepts a bare state_dict or the common wrapping {"state_dict": {...}}. Everything the file
+    decides is checked before memory follows it: the file must be a regular file of at most
+    `max_bytes`; a zip checkpoint's entries must be stored, not compressed (torch.save never
+    compresses; a deflated entry can inflate a 2 MB file to gigabytes) and add up to the file's
+    size; tensors are mapped, not read, until their names and shapes match `expected` (the
+    model's own `state_dict` shapes, when given); an int8 weight's scale must have one value per
+    output channel; and no float may be NaN or infinite.
     """
     path = Path(path)
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem == "file not found":
         raise CheckpointError(f"The weight file {path} does not exist.")
+    if problem is not None:
+        raise CheckpointError(f"The weight file {path} is {problem}.")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise CheckpointError(f"{path} is {size / 2**20:.0f} MB, more than the {max_bytes / 2**20:.0f} MB a weight "
+                              "file may have here.")
+    zipped = zipfile.is_zipfile(path)
+    if zipped:
+        _check_zip_entries(path, size)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"Refused to load {path}: it is not a plain tensor checkpoint (it asks to run code "
@@ -39,9 +62,55 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                               f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}).") from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
-    return dequantize_state(obj, path)
+    if expected is not None:
+        check_shapes(obj, expected, path, fits)
+    state = dequantize_state(obj, path)
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: the tensor {key} holds NaN or infinite values; the weights are "
+                                  "damaged (a diverged training run?) and would give meaningless maps.")
+    return state
+
+
+def _check_zip_entries(path: Path, size: int) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} could not be read as a PyTorch weight file ({exc}).") from exc
+    packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(f"{path} holds compressed entries ({packed[0]}, ...); torch.save writes none. Refused: "
+                              "a compressed entry could unpack to far more memory than the file's size.")
+    declared = sum(e.file_size for e in entries)
+    if declared > size:
+        raise CheckpointError(f"{path} declares {declared / 2**20:.0f} MB of contents in a {size / 2**20:.0f} MB file; "
+                              "the file is damaged or crafted.")
+
+
+def check_shapes(state: Mapping[str, torch.Tensor], expected: Mapping[str, Sequence[int]],
+                 path: Path | str = "the checkpoint", fits: str = "") -> None:
+    """CheckpointError unless `state` (quantized or not) has exactly the `expected` names and
+    shapes; reads no tensor data, so a file that declares huge tensors costs nothing here."""
+    given = {k for k in state if not k.endswith(SCALE_SUFFIX)}
+    missing, unexpected = sorted(set(expected) - given), sorted(given - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"The weights in {path} do not fit{' ' + fits if fits else ''}: "
+                              f"{len(missing)} missing key(s) {_few(missing)}, "
+                              f"{len(unexpected)} unexpected key(s) {_few(unexpected)}.")
+    wrong = [f"{k} is {tuple(state[k].shape)}, expected {tuple(expected[k])}" for k in expected
+             if tuple(state[k].shape) != tuple(expected[k])]
+    if wrong:
+        raise CheckpointError(f"The weights in {path} do not fit{' ' + fits if fits else ''}: {'; '.join(wrong[:3])}"
+                              + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""))
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    if not keys:
+        return ""
+    return "(" + ", ".join(keys[:n]) + (", ..." if len(keys) > n else "") + ")"
 
 
 # ------------------------------------------------------------------ compact shipped weights
@@ -84,5 +153,10 @@ def dequantize_state(state: dict[str, torch.Tensor], path: Path | str = "the che
         base = key[: -len(SCALE_SUFFIX)]
         if base not in out or out[base].dtype != torch.int8:
             raise CheckpointError(f"{path}: the scale {key} has no int8 weight {base}; the file is damaged.")
-        out[base] = out[base].float() * state[key].float()
+        weight, scale = out[base], state[key]
+        per_channel = (weight.shape[0],) + (1,) * (weight.dim() - 1)
+        if tuple(scale.shape) != per_channel:  # a (1, n) scale on an (n, 1) weight would broadcast to n x n
+            raise CheckpointError(f"{path}: the scale of {base} is {tuple(scale.shape)}, not one value per output "
+                                  f"channel {per_channel}; the file is damaged.")
+        out[base] = weight.float() * scale.float()
     return {k: (v.float() if v.is_floating_point() else v) for k, v in out.items()}

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +18,6 @@ from pathlib import Path
 
 from explorer.erf import MODES as ERF_MODES
 from explorer.errors import ExplorerError
-from explorer.evaluate import EvaluateError
 from explorer.fcam.decoder import FcamError
 from explorer.methods import METHODS, MethodError
 from explorer.presets import sigma_presets
@@ -99,6 +101,105 @@ def resolve_target(class_names: list[str], text: str | None, predicted: int) -> 
     return matches[0]
 
 
+
+# ------------------------------------------------------------------- arguments, checked first
+# Every value is checked as the command line is parsed, before any model is built: a mistake
+# costs nothing and says what is allowed.
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        """One `error:` line and status 2 (argparse would print the usage before it)."""
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def whole(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+    return parse
+
+
+def number(low: float | None = None, high: float | None = None, *, above: bool = False) -> Callable[[str], float]:
+    """A finite float in [low, high] (with `above`, strictly above low)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+        if low is not None and (value <= low if above else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'above' if above else 'at least'} {low:g}, not {value:g}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, not {value:g}")
+        return value
+    return parse
+
+
+def names(text: str) -> list[str]:
+    """A non-empty comma-separated list."""
+    values = csv_list(text)
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one name (comma-separated)")
+    return values
+
+
+def device(text: str) -> str:
+    """cpu, cuda or cuda:<n>, and only a CUDA device this machine has."""
+    if text != "cpu" and not re.fullmatch(r"cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device; use cpu, cuda or cuda:<n>")
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text} was asked for, but this machine has no CUDA device; use cpu")
+        index = int(text.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    if not folder.exists():
+        raise argparse.ArgumentTypeError(f"the folder {folder} for {what} does not exist; create it first")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{folder} (for {what}) is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"the folder {folder} for {what} is not writable")
+
+
+def output_file(*suffixes: str) -> Callable[[str], Path]:
+    """A file to write: one of `suffixes`, not a folder, in an existing writable folder."""
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name ending with {suffixes[0]}")
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{path} should end with {' or '.join(suffixes)}")
+        _writable_folder(path.parent if str(path.parent) else Path("."), str(path.name))
+        return path
+    return parse
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write into: an existing folder, or a new one in an existing writable folder."""
+    path = Path(text)
+    if path.exists():
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{path} is a file; give a folder")
+        _writable_folder(path, "the output")
+    else:
+        _writable_folder(path.parent if str(path.parent) else Path("."), path.name)
+    return path
+
+
+
 # ------------------------------------------------------------------------------------- cam
 
 def _configure_cam(p: argparse.ArgumentParser) -> None:
@@ -106,9 +207,9 @@ def _configure_cam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", default="pretrained", help="pretrained | random | path to a state_dict")
     p.add_argument("--layer", default=None, help="target layer (default: the backbone's)")
-    p.add_argument("--methods", type=csv_list, default=["gradcam", "extendedcam"],
+    p.add_argument("--methods", type=names, default=["gradcam", "extendedcam"],
                    help=f"comma-separated, from: {','.join(METHODS)}")
-    p.add_argument("--upsampler", type=csv_list, default=["bilinear", "gaussian"],
+    p.add_argument("--upsampler", type=names, default=["bilinear", "gaussian"],
                    help=f"comma-separated, from: {','.join(ALL_UPSAMPLERS)} (fcam: the F-CAM decoder, for the "
                         f"methods a decoder was trained from)")
     p.add_argument("--decoder", type=Path, action="append", default=None,
@@ -123,9 +224,10 @@ def _configure_cam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normaliser", default="minmax", choices=["none", "minmax", "max"])
     p.add_argument("--target", default=None, help="class index or ImageNet name (default: the top-1 prediction)")
     p.add_argument("--shared-scale", action="store_true", help="one colour range for every cell")
-    p.add_argument("--out", type=Path, default=Path("grid.png"), help="PNG to write")
-    p.add_argument("--npy", type=Path, default=None, help="also write the raw grid maps as .npy")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--out", type=output_file(".png", ".jpg", ".jpeg", ".webp"), default=Path("grid.png"),
+                   help="the picture to write (.png, .jpg or .webp; its folder must exist)")
+    p.add_argument("--npy", type=output_file(".npy"), default=None, help="also write the raw grid maps as .npy")
+    p.add_argument("--device", type=device, default=None, help="cpu | cuda (default: cuda when present)")
 
 
 @command("cam", "side-by-side CAMs of one image as a labelled PNG, and the top-5 predictions", _configure_cam)
@@ -181,21 +283,21 @@ def _configure_erf(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", default="pretrained", help="pretrained | random | path to a state_dict")
     p.add_argument("--layer", default=None, help="target layer (default: the backbone's)")
-    p.add_argument("--images", type=int, default=64, help="number of images to average (default 64)")
+    p.add_argument("--images", type=whole(1), default=64, help="number of images to average (default 64)")
     p.add_argument("--source", default="gallery",
                    help="noise (N(0,1) in the normalised input space) | gallery (random crops of the "
                         "sample photos) | folder:<dir> (random crops of your images); default gallery")
     p.add_argument("--mode", default="abs", choices=ERF_MODES,
                    help="how the input gradient is turned into the map: abs (|g|, default), relu, square, signed")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0, help="seeds the images (and random weights)")
+    p.add_argument("--batch-size", type=whole(1), default=8)
+    p.add_argument("--seed", type=whole(0), default=0, help="seeds the images (and random weights)")
     p.add_argument("--offset", action="store_true", help="fit a constant offset too")
     p.add_argument("--rotation", action="store_true", help="fit a rotated Gaussian")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=output_file(".json"), default=None,
                    help="JSON card to write (default: checkpoints/erf/<backbone>__<layer>.json, the card "
                         "the Gaussian upsampler's presets read)")
-    p.add_argument("--png", type=Path, default=None, help="figure to write (default: --out with .png)")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--png", type=output_file(".png"), default=None, help="figure to write (default: --out with .png)")
+    p.add_argument("--device", type=device, default=None, help="cpu | cuda (default: cuda when present)")
 
 
 @command("erf", "estimate a layer's effective receptive field, fit a 2D Gaussian (lmfit), write its card + PNG",
@@ -280,12 +382,12 @@ def image_count(text: str) -> int:
 def _configure_make_synthetic(p: argparse.ArgumentParser) -> None:
     from explorer.datasets.synthetic import DEFAULT_SIZES
 
-    p.add_argument("--out", type=Path, required=True, help="folder to create (absent or empty)")
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default 0)")
+    p.add_argument("--out", type=output_folder, required=True, help="folder to create (absent or empty)")
+    p.add_argument("--seed", type=whole(0), default=0, help="the same seed gives the same bytes (default 0)")
     for split, count in DEFAULT_SIZES.items():
         p.add_argument(f"--{split}", type=image_count, default=count, help=f"{split} images (default {count})")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
-    p.add_argument("--preview", type=Path, default=None,
+    p.add_argument("--preview", type=output_file(".png"), default=None,
                    help="also write a PNG sheet of 12 examples (outline, box and class-deciding part)")
 
 
@@ -327,21 +429,21 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
                    help="synthetic_cnn (small CNN from scratch) or synthetic_lite0 (ImageNet Lite0, fine-tuned)")
     p.add_argument("--data", type=Path, default=None,
                    help="a synthetic dataset folder (default: the cached one, generated on first use)")
-    p.add_argument("--out", type=Path, default=None, help="weights file (default: checkpoints/<arch>.pt); "
+    p.add_argument("--out", type=output_file(".pt"), default=None, help="weights file (default: checkpoints/<arch>.pt); "
                    "the card is written beside it with .json")
-    p.add_argument("--epochs", type=int, default=None, help="default: 40 for synthetic_cnn, 6 for synthetic_lite0")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per architecture)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=whole(1), default=None, help="default: 40 for synthetic_cnn, 6 for synthetic_lite0")
+    p.add_argument("--batch-size", type=whole(1), default=32)
+    p.add_argument("--lr", type=number(0, above=True), default=None, help="peak learning rate (default per architecture)")
+    p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--teacher", default=None,
                    help="a registered classifier whose CAM guides the student by attention transfer "
                         "(default: synthetic_lite0 for synthetic_cnn, none for synthetic_lite0; 'none' turns it off)")
-    p.add_argument("--attention-weight", type=float, default=None,
+    p.add_argument("--attention-weight", type=number(0), default=None,
                    help="weight of the attention-transfer term (default 5 with a teacher)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the resumable run state lives (default: <out without .pt>.run/)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=whole(1), default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 @command("train-classifier", "train a synthetic-benchmark classifier (resumes an interrupted run)",
@@ -354,12 +456,10 @@ def run_train_classifier(args: argparse.Namespace) -> int:
 
     from explorer.backbones import CHECKPOINT_DIR
     from explorer.datasets.synthetic import ensure_synthetic
-    from explorer.train import TrainConfig, TrainError, train_classifier
+    from explorer.train import TrainConfig, train_classifier
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError("--device cuda was asked for, but this machine has no CUDA device")
     config = TrainConfig.defaults(args.arch)
     changes = {"seed": args.seed, "batch_size": args.batch_size}
     if args.epochs is not None:
@@ -424,10 +524,10 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="synthetic_lite0")
     p.add_argument("--weights", default="pretrained", help="pretrained | random | path to a state_dict")
     p.add_argument("--layer", default=None, help="target layer (default: the backbone's)")
-    p.add_argument("--methods", type=csv_list, default=["cam", "gradcam", "gradcampp", "xgradcam", "layercam",
+    p.add_argument("--methods", type=names, default=["cam", "gradcam", "gradcampp", "xgradcam", "layercam",
                                                          "extendedcam"],
                    help=f"comma-separated, from: {', '.join(METHODS)} (default: the six one-pass methods)")
-    p.add_argument("--upsampler", type=csv_list, default=["bilinear", "gaussian"],
+    p.add_argument("--upsampler", type=names, default=["bilinear", "gaussian"],
                    help=f"comma-separated, from: {', '.join(ALL_UPSAMPLERS)} (fcam: the F-CAM decoder, scored "
                         f"for the methods a decoder was trained from)")
     p.add_argument("--decoder", type=Path, action="append", default=None,
@@ -436,12 +536,12 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
                    help="Gaussian sigma x,y in input pixels (default: the backbone/layer preset)")
     p.add_argument("--relu", default="none",
                    help="ReLU policy: none (default), after (the channel sum), before, or published (each method's own)")
-    p.add_argument("--threshold-interval", type=float, default=0.001, help="the protocol's 0.001 by default")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--threshold-interval", type=number(1e-4, 0.5), default=0.001, help="the protocol's 0.001 by default")
+    p.add_argument("--batch-size", type=whole(1), default=16)
+    p.add_argument("--limit", type=whole(1), default=None, help="evaluate only the first N images")
     p.add_argument("--no-confidence", action="store_true", help="skip Average Drop / %% Increase (2 forwards per map)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds the same run)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--out", type=output_folder, required=True, help="output folder (resumed when it holds the same run)")
+    p.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when present)")
 
 
 @command("evaluate", "evaluate methods x upsamplers over a dataset (WSOL metrics, Average Drop); resumable",
@@ -455,8 +555,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     methods = tuple(validate_methods(args.methods))
     check_upsamplers(args.upsampler)
-    if not (0 < args.threshold_interval < 1):
-        raise EvaluateError("--threshold-interval must lie strictly between 0 and 1")
     rank, world = _distributed_rank()
     # Under torchrun each process loads its own copy on its own device; this one only resolves
     # the layer and the sigma preset.
@@ -543,21 +641,21 @@ def _configure_fcam_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=d.dataset,
                    help="synthetic (default, generated on first use), synthetic:<dir>, cub:<root>, openimages:<root>, "
                         "voc:<root> or folder:<dir> (a folder: targets are the classifier's top-1, no model selection)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs} (the paper: 50 on a GPU)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD, Nesterov momentum 0.9 (default {d.lr})")
-    p.add_argument("--n-negative", type=float, default=d.n_negative,
+    p.add_argument("--epochs", type=whole(1), default=d.epochs, help=f"default {d.epochs} (the paper: 50 on a GPU)")
+    p.add_argument("--batch-size", type=whole(1), default=d.batch_size)
+    p.add_argument("--lr", type=number(0, above=True), default=d.lr, help=f"SGD, Nesterov momentum 0.9 (default {d.lr})")
+    p.add_argument("--n-negative", type=number(0, 1, above=True), default=d.n_negative,
                    help=f"fraction of lowest-CAM pixels that may be background seeds (default {d.n_negative})")
-    p.add_argument("--crf-weight", type=float, default=d.crf_weight,
+    p.add_argument("--crf-weight", type=number(0), default=d.crf_weight,
                    help=f"lambda of the CRF loss (default {d.crf_weight:g}; 0 turns it off)")
-    p.add_argument("--crf-scale", type=int, default=d.crf_scale, help=f"CRF block size in pixels (default {d.crf_scale})")
-    p.add_argument("--size-weight", type=float, default=d.size_weight,
+    p.add_argument("--crf-scale", type=whole(1), default=d.crf_scale, help=f"CRF block size in pixels (default {d.crf_scale})")
+    p.add_argument("--size-weight", type=number(0), default=d.size_weight,
                    help=f"weight of the size constraint (default {d.size_weight:g}; 0 turns it off)")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--train-limit", type=whole(1), default=None, help="use only the first N training images")
+    p.add_argument("--val-limit", type=whole(1), default=None, help="use only the first N validation images")
+    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--device", type=device, default=None, help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--threads", type=whole(1), default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def _fcam_config(args: argparse.Namespace, **changes):
@@ -569,8 +667,6 @@ def _fcam_config(args: argparse.Namespace, **changes):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise FcamError("--device cuda was asked for, but this machine has no CUDA device")
     config = FcamConfig(backbone=args.backbone, weights=str(args.weights), base_method=args.base_method,
                         layer=args.layer, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                         lr=args.lr, n_negative=args.n_negative, crf_weight=args.crf_weight, crf_scale=args.crf_scale,
@@ -617,7 +713,7 @@ def _fcam_progress(desc: str):
 
 def _configure_train_fcam(p: argparse.ArgumentParser) -> None:
     _configure_fcam_common(p)
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=output_file(".pt"), default=None,
                    help="decoder weights (default: checkpoints/fcam/<backbone>__<base-method>.pt); the card is "
                         "written beside it with .json")
     p.add_argument("--run-dir", type=Path, default=None,
@@ -649,14 +745,14 @@ def _configure_ablation(p: argparse.ArgumentParser) -> None:
     from explorer.fcam_train import ABLATION_VARIANTS
 
     _configure_fcam_common(p)
-    p.add_argument("--variants", type=csv_list, default=list(ABLATION_VARIANTS),
+    p.add_argument("--variants", type=names, default=list(ABLATION_VARIANTS),
                    help=f"comma-separated, from: {', '.join(ABLATION_VARIANTS)} (default: all four)")
     p.add_argument("--split", default="test", help="where the trained decoders are scored (default test)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N images of that split")
+    p.add_argument("--limit", type=whole(1), default=None, help="score only the first N images of that split")
     p.add_argument("--reuse", type=Path, default=None,
                    help="a decoder trained with the full loss and the same settings (e.g. the shipped one): used "
                         "for the seeds+crf+size row instead of training it again")
-    p.add_argument("--out", type=Path, required=True, help="folder for the decoders, evaluations and ablation.{json,md}")
+    p.add_argument("--out", type=output_folder, required=True, help="folder for the decoders, evaluations and ablation.{json,md}")
 
 
 @command("fcam-ablation", "F-CAM Table D.1 on a dataset: seeds only, + CRF, + size, all three (trained and scored)",
@@ -680,12 +776,13 @@ def run_fcam_ablation(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ main
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m explorer",
+    parser = _Parser(prog="python -m explorer",
                                      description="CAM Explorer: how convolutional networks see.")
-    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
     for name, (help_text, configure, _run) in COMMANDS.items():
         # '%' in a help text would be read as a format directive by argparse
-        configure(sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text))
+        configure(sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text,
+                                 prog=f"python -m explorer {name}"))
     return parser
 
 
@@ -694,7 +791,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_allocator()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, its one error line already printed)
+        return int(exc.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for cards
     if not args.command:
         parser.print_help()
@@ -703,6 +803,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command][2](args)
     except ExplorerError as exc:  # the one place the CLI turns a user's mistake into a message
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused a file (disk full, read-only, permissions): say which
+        print(f"error: {exc.filename or 'a file'}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from explorer.errors import ExplorerError
+from explorer.safe_files import file_problem
 
 __all__ = [
     "GALLERY",
@@ -194,8 +196,12 @@ def _read_source(source: ImageSource, max_bytes: int) -> bytes:
 def _read_path(path: Path, max_bytes: int) -> bytes:
     if path.is_dir():
         raise ImageError(f'The path "{path}" is a folder, not an image file. {_CHOOSE_ANOTHER}')
+    kind = file_problem(path)
+    if kind is not None and kind != "file not found" and kind != "permission denied":
+        # A named pipe would block the open forever and a device never ends: refused unopened.
+        raise ImageError(f'The path "{path}" is {kind}. {_CHOOSE_ANOTHER}')
     try:
-        handle = path.open("rb")
+        handle = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
     except FileNotFoundError as exc:
         raise ImageError(
             f'The file "{path}" was not found (it does not exist). '
@@ -211,7 +217,10 @@ def _read_path(path: Path, max_bytes: int) -> bytes:
             f'The file "{path}" could not be opened. Please check the name and try again.'
         ) from exc
     with handle:
-        size = os.fstat(handle.fileno()).st_size
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):  # swapped for a pipe or device since it was checked
+            raise ImageError(f'The path "{path}" is not a regular file. {_CHOOSE_ANOTHER}')
+        size = info.st_size
         if size > max_bytes:  # refuse before reading a single byte
             raise _too_large(_file_size(size), max_bytes)
         return _read_stream(handle, max_bytes, what=f'The file "{path.name}"')

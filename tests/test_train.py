@@ -141,7 +141,11 @@ def test_damaged_card_is_reported(tmp_path):
 def test_cli_rejects_bad_settings(data, tmp_path, capsys):
     code = main(["train-classifier", "--arch", "synthetic_cnn", "--data", str(data), "--epochs", "0",
                  "--out", str(tmp_path / "m.pt")])
-    assert code == 2 and "must be positive" in capsys.readouterr().err
+    assert code == 2 and "error: argument --epochs: must be at least 1, not 0" in capsys.readouterr().err
+    with pytest.raises(TrainError, match="--lr must be positive"):
+        TrainConfig(arch="synthetic_cnn", epochs=1, lr=float("nan")).check()
+    with pytest.raises(TrainError, match="unknown teacher"):
+        TrainConfig(arch="synthetic_cnn", epochs=1, teacher="nobody").check()
 
 
 def test_missing_shipped_weights_name_the_command(monkeypatch, tmp_path):

@@ -31,6 +31,7 @@ from PIL import Image
 
 from explorer.datasets.errors import DatasetError
 from explorer.images import GALLERY_PREFIX, load_image
+from explorer.safe_files import UnsafeFileError, contained_problem, read_regular
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -49,6 +50,10 @@ __all__ = [
 #: The evaluation resolution of the protocol.
 EVAL_SIZE = 224
 
+MAX_METADATA_BYTES = 256 * 2**20  # a metadata text file; CUB's largest is 0.5 MB
+MAX_MASK_BYTES = 64 * 2**20
+MAX_MASK_PIXELS = 50_000_000  # as explorer.images.load_image caps images
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 VOC_CLASSES = (
@@ -181,9 +186,11 @@ def read_mask(path: str | os.PathLike[str], size: int = EVAL_SIZE,
     import cv2  # imported here: ~0.1 s, and only mask datasets need it
 
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # not cv2.imread: it mishandles non-ASCII paths
-    except OSError as exc:
-        raise DatasetError(f"{path}: the mask cannot be read ({exc.strerror or exc})") from exc
+        raw = read_regular(path, MAX_MASK_BYTES)  # not cv2.imread: it mishandles non-ASCII paths
+    except UnsafeFileError as exc:
+        raise DatasetError(f"{path}: the mask cannot be read ({exc})") from exc
+    _check_mask_size(path, raw)
+    data = np.frombuffer(raw, dtype=np.uint8)
     grey = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if grey is None:
         raise DatasetError(f"{path}: not a readable mask image")
@@ -191,6 +198,24 @@ def read_mask(path: str | os.PathLike[str], size: int = EVAL_SIZE,
         raise DatasetError(f"{path}: the mask is {grey.shape[1]}x{grey.shape[0]} but its image is "
                            f"{expected[0]}x{expected[1]}; masks must have their image's size")
     return cv2.resize(grey, (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
+
+
+def _check_mask_size(path: str | os.PathLike[str], raw: bytes) -> None:
+    """Masks are capped as images are: the pixel count is read from the header, before decoding."""
+    import io
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a bomb warning: counted below
+            width, height = Image.open(io.BytesIO(raw)).size  # the header only
+    except Image.DecompressionBombError:
+        width = height = MAX_MASK_PIXELS  # beyond Pillow's own limit, far beyond ours
+    except Exception:  # not an image at all: OpenCV's decoder says so below
+        return
+    if width * height > MAX_MASK_PIXELS:
+        raise DatasetError(f"{path}: the mask is {width}x{height} pixels, more than the {MAX_MASK_PIXELS:,} "
+                           "allowed (masks are capped as images are)")
 
 
 # ---------------------------------------------------------------------------- line reading
@@ -222,13 +247,12 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
     and Windows line ends are read as plain ones.
     """
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: file not found") from exc
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first id.
+        text = read_regular(path, MAX_METADATA_BYTES).decode("utf-8-sig")
+    except UnsafeFileError as exc:
+        raise DatasetError(str(exc)) from exc
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if not text:
         return []
     lines = text.split("\n")
@@ -238,7 +262,9 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
 
 
 def _to_int(text: str) -> int | None:
-    return int(text) if re.fullmatch(r"[+-]?\d+", text.strip()) else None
+    """A whole number of at most 9 digits (no image is a billion pixels wide, no dataset has a
+    billion classes), else None: 10^30 is a mistake, not a coordinate."""
+    return int(text) if re.fullmatch(r"[+-]?\d{1,9}", text.strip()) else None
 
 
 def _unsafe_path(text: str) -> str | None:
@@ -301,6 +327,9 @@ def load_protocol(
         number = _to_int(label)
         if number is None or number < 0:
             files.report.problem(where, f"the label '{label}' is not a whole number >= 0", image_id)
+        elif number >= MAX_CLASSES:
+            files.report.problem(where, f"the label {number} is not below {MAX_CLASSES:,} (no classifier here has "
+                                        "that many classes)", image_id)
         elif image_id in truth.labels:
             files.report.problem(where, f"a second label for '{image_id}'", image_id)
         else:
@@ -474,8 +503,15 @@ class _GroundTruth:
             part_path = _join(self.mask_root, self.parts[image_id][1])
             located.append((self.parts[image_id][0], part_path))
         for line, path in located:
-            if not path.is_file():
-                report.problem(line, f"file not found: {path}", image_id)
+            if (problem := contained_problem(self.image_root if path == image_path else self.mask_root, path)):
+                report.problem(line, f"{problem}: {path}", image_id)
+                return None
+        if size is not None and self.kind == "boxes":
+            width, height = size
+            outside = [b for b in self.boxes[image_id] if b[2] >= width or b[3] >= height]
+            if outside:  # refused, not clipped: a box past the image means the size or the box is wrong
+                report.problem(where, f"the box {outside[0]} of '{image_id}' lies outside its {width}x{height} "
+                                      "image (image_sizes.txt)", image_id)
                 return None
         return Sample(image_id, image_path, label, scaled, boxes, size, mask_paths, ignore_path, part_path)
 
@@ -544,16 +580,22 @@ def load_voc2007(root: str | os.PathLike[str], split: str = "val", *, strict: bo
     report = _Report(strict)
     samples: list[Sample] = []
     lines = _read_lines(list_file)
+    listed: dict[str, int] = {}
     for n, text in lines:
         where = f"{list_file} line {n}"
         image_id = text.strip()
         if not image_id or re.search(r"[\\/\s]", image_id) or image_id == "..":
             report.problem(where, f"'{text}' is not an image id (one name per line, like 000005)")
             continue
+        if image_id in listed:  # as the protocol's loaders: an image counts once
+            report.problem(where, f"image id '{image_id}' is listed twice (also line {listed[image_id]})")
+            continue
+        listed[image_id] = n
         xml_path = base / "Annotations" / f"{image_id}.xml"
         image_path = base / "JPEGImages" / f"{image_id}.jpg"
-        if not xml_path.is_file() or not image_path.is_file():
-            report.problem(where, f"file not found: {xml_path if not xml_path.is_file() else image_path}")
+        problem = next(((p, path) for path in (xml_path, image_path) if (p := contained_problem(base, path))), None)
+        if problem is not None:
+            report.problem(where, f"{problem[0]}: {problem[1]}")
             continue
         sample = _voc_sample(report, xml_path, image_id, image_path)
         if sample is not None:
@@ -589,6 +631,9 @@ def _voc_sample(report: _Report, xml_path: Path, image_id: str, image_path: Path
         if x1 < x0 or y1 < y0:
             report.problem(where, f"the box {coords} is reversed (xmax < xmin or ymax < ymin)")
             return None
+        if x1 >= width or y1 >= height:
+            report.problem(where, f"the box {coords} lies outside the {width}x{height} image (<size>)")
+            return None
         labels.append(VOC_CLASSES.index(name))
         boxes.append((x0, y0, x1, y1))
     if not boxes:
@@ -611,7 +656,8 @@ def load_folder(directory: str | os.PathLike[str]) -> WsolDataset:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found")
     files = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+                   and contained_problem(folder, p) is None)  # regular files that stay in the folder
     if not files:
         raise DatasetError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
     samples = [Sample(path.name, path, None) for path in files]

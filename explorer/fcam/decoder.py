@@ -194,7 +194,33 @@ def read_decoder_card(path: str | Path) -> dict:
     needed = ("kind", "backbone", "base_method", "layer", "taps", "widths", "command")
     if not isinstance(card, dict) or card.get("kind") != "fcam_decoder" or any(k not in card for k in needed):
         raise FcamError(f"{path}: not an F-CAM decoder card (needs kind 'fcam_decoder' and {', '.join(needed[1:])})")
+    _check_card_shape(path, card)
     return card
+
+
+MAX_DECODER_WIDTH = 2048  # the widest shipped block is 256; a card is text anyone can edit
+MAX_DECODER_BLOCKS = 8
+
+
+def _check_card_shape(path: Path, card: dict) -> None:
+    """The card decides how large a network is built: bounded before anything is allocated."""
+    def whole(value: object, low: int, high: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    taps, widths, centre = card["taps"], card["widths"], card.get("centre")
+    if not (isinstance(taps, list) and 1 <= len(taps) <= MAX_DECODER_BLOCKS + 1
+            and all(isinstance(t, str) and t for t in taps)):
+        raise FcamError(f"{path}: 'taps' must be a list of 1 to {MAX_DECODER_BLOCKS + 1} layer names, not {taps!r:.80}")
+    if not (isinstance(widths, list) and 1 <= len(widths) <= MAX_DECODER_BLOCKS
+            and all(whole(w, 1, MAX_DECODER_WIDTH) for w in widths)):
+        raise FcamError(f"{path}: 'widths' must be a list of 1 to {MAX_DECODER_BLOCKS} whole numbers from 1 to "
+                        f"{MAX_DECODER_WIDTH}, not {widths!r:.80}")
+    if centre is not None and not whole(centre, 1, MAX_DECODER_WIDTH):
+        raise FcamError(f"{path}: 'centre' must be empty or a whole number from 1 to {MAX_DECODER_WIDTH}, "
+                        f"not {centre!r:.80}")
+    for key in ("backbone", "base_method", "layer"):
+        if not isinstance(card[key], str):
+            raise FcamError(f"{path}: '{key}' must be text, not {card[key]!r:.80}")
 
 
 def load_decoder(path: str | Path, backbone: Backbone) -> FcamDecoder:
@@ -205,15 +231,11 @@ def load_decoder(path: str | Path, backbone: Backbone) -> FcamDecoder:
         raise FcamError(f"{path.name} was trained on {card['backbone']}, not {backbone.name}")
     spec = DecoderSpec(taps=tuple(card["taps"]), widths=tuple(card["widths"]), centre=card.get("centre"))
     decoder = build_decoder(backbone, card["base_method"], card["layer"], spec)
+    expected = {key: tuple(value.shape) for key, value in decoder.net.state_dict().items()}
     try:
-        state = load_state_dict(path)
+        state = load_state_dict(path, expected, fits="the decoder its card describes")
     except CheckpointError as exc:
         raise FcamError(str(exc)) from exc
-    expected, given = set(decoder.net.state_dict()), set(state)
-    if expected != given:
-        missing, unexpected = sorted(expected - given), sorted(given - expected)
-        raise FcamError(f"{path.name} does not fit the decoder its card describes: missing {missing[:4]}, "
-                        f"unexpected {unexpected[:4]}")
     try:
         decoder.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:
