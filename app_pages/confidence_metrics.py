@@ -23,7 +23,7 @@ ui.context_banner(state)
 
 st.subheader("Extended-CAM Table 4: equation × upsampler")
 source = ui.radio("Images", "confidence.source", ("gallery", "folder", "voc"), "gallery", horizontal=True,
-                  format_func={"gallery": "the sample photos", "folder": "a folder on the server",
+                  format_func={"gallery": "the sample photos", "folder": "a folder the server shares",
                                "voc": "PASCAL VOC 2007 (root folder)"}.get)
 spec = "gallery"
 if source != "gallery":

@@ -110,7 +110,7 @@ else:
 st.subheader("Fit a decoder on your own data")
 job = ui.fcam_job()
 with st.form("fcam.fit"):
-    spec = st.text_input("Dataset", value="folder:/path/to/photos",
+    spec = st.text_input("Dataset", value="folder:data/photos",
                          help="folder:<path> (photos only: each image's CAM explains the classifier's top-1, the "
                               "last epoch is kept), or synthetic, synthetic:<path>, cub:<root>, openimages:<root>.")
     f1, f2, f3 = st.columns(3)

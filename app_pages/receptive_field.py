@@ -93,7 +93,7 @@ with st.container(border=True):
     problem = None
     source_name = source
     if source == "folder":
-        folder = ui.text_input("Folder on the server", "erf_folder", "", placeholder="/path/to/photos",
+        folder = ui.text_input("Folder on the server", "erf_folder", "", placeholder="data/photos",
                                help="Every readable image in this folder (not its subfolders) is used, "
                                     "as random crops.")
         problem = ui.folder_problem(folder)

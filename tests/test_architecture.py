@@ -23,7 +23,7 @@ FLOORS = {
         "datasets"),
     1: ("capture", "methods", "metrics", "erf", "fcam", "pipeline"),
     2: ("views",),
-    3: ("jobs", "train", "fcam_train", "fcam_ablation", "evaluate", "runs"),
+    3: ("server_files", "jobs", "train", "fcam_train", "fcam_ablation", "evaluate", "runs"),
     4: ("ui",),
     5: ("cli", "__main__", "__init__"),
 }

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,13 +37,14 @@ from explorer.erf import (
 from explorer.errors import ExplorerError
 from explorer.jobs import ErfJob, ErfSettings, JobStatus
 from explorer.presets import ERF_DIR, CardError, erf_card_path
+from explorer.server_files import ServerPathError, server_path
 from explorer.ui.loading import NETWORK_LOCK
 
 logger = logging.getLogger(__name__)
 
 ERF_BATCH = 8  # a power of two, so the snapshots at 1, 2, 4, 8, 16, ... images are exact
 ERF_IMAGES = (4, 256, 32)  # slider: min, max, default
-ERF_SOURCES = {"noise": "Gaussian noise", "gallery": "sample-gallery crops", "folder": "a folder on the server"}
+ERF_SOURCES = {"noise": "Gaussian noise", "gallery": "sample-gallery crops", "folder": "a folder the server shares"}
 ERF_MODE_LABELS = {"abs": "abs |g| (Luo et al.)", "relu": "relu max(g, 0)", "square": "square g²",
                    "signed": "signed g"}
 ERF_REDRAW_S = 1.5  # the running-mean picture is redrawn at most this often while estimating
@@ -53,26 +53,21 @@ _ERF_MAX_JOBS = 6
 
 
 def folder_problem(path: str) -> str | None:
-    """A quick check of a folder path typed by the user (the full check, that its files are
-    images, runs when the estimate starts); None when it looks usable."""
-    if not path.strip():
-        return "Type the path of a folder of photos on the server (for example /data/photos)."
-    folder = Path(path.strip()).expanduser()
-    if not folder.exists():
-        return f"The folder '{folder}' does not exist on the server."
-    if not folder.is_dir():
-        return f"'{folder}' is a file, not a folder: give the folder that holds the photos."
+    """Why a folder path typed by a visitor cannot be used (the same words for a folder that is
+    missing and one outside the shared roots: explorer.server_files), or None when it can; the
+    full check, that its files are images, runs when the estimate starts."""
     try:
-        has_file = any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
-    except OSError as exc:
-        return f"The folder '{folder}' cannot be read ({exc.strerror or exc})."
-    if not has_file:
-        return f"The folder '{folder}' holds no files: put some photos (PNG, JPEG, ...) in it."
+        folder = server_path(path)
+    except ServerPathError as exc:
+        return str(exc)
+    if not any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir()):
+        return f"The folder '{path.strip()}' holds no files: put some photos (PNG, JPEG, ...) in it."
     return None
 
 
 def folder_source(path: str) -> str:
-    return "folder:" + str(Path(path.strip()).expanduser().resolve())
+    """The ERF source of a shared folder (ServerPathError for any other)."""
+    return "folder:" + str(server_path(path))
 
 
 def _erf_jobs() -> dict[str, ErfJob]:

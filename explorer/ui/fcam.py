@@ -22,6 +22,7 @@ from explorer.jobs import JobStatus, ThreadJob, TrainingJob
 from explorer.methods import METHODS
 from explorer.pipeline import grid_maps, pixel_maps
 from explorer.runs import runs_dir, slug
+from explorer.server_files import ServerPathError, dataset_spec
 from explorer.ui.erf import folder_problem
 from explorer.ui.loading import NETWORK_LOCK
 from explorer.ui.sidebar import Selection
@@ -225,6 +226,7 @@ def start_fcam_fit(state: Selection, spec: str, base_method: str, epochs: int, l
     """Start fitting a decoder on `spec` (a folder, a synthetic or protocol dataset) in a thread."""
     from explorer.fcam_train import FcamConfig, train_fcam
 
+    spec = dataset_spec(spec)  # inside the shared roots, resolved
     backbone = state.backbone
     val_limit = min(int(limit), 300)
     config = FcamConfig(backbone=backbone.name, weights=backbone.weights, base_method=base_method, layer=state.layer,
@@ -258,12 +260,13 @@ def stop_fcam_fit() -> None:
 
 
 def dataset_problem(spec: str) -> str | None:
-    """A quick check of a dataset typed on the F-CAM page; None when it looks usable."""
-    kind, _, arg = spec.partition(":")
+    """A quick check of a dataset typed on the F-CAM page (inside the shared roots only); None
+    when it looks usable."""
+    try:
+        checked = dataset_spec(spec)
+    except ServerPathError as exc:
+        return str(exc)
+    kind, _, where = checked.partition(":")
     if kind == "folder":
-        return folder_problem(arg)
-    if kind in ("synthetic", "cub", "openimages", "voc"):
-        if arg and not Path(arg).expanduser().is_dir():
-            return f"The folder '{arg}' does not exist on the server."
-        return None
-    return "Give folder:<path>, synthetic, synthetic:<path>, cub:<root>, openimages:<root> or voc:<root>."
+        return folder_problem(where)
+    return None

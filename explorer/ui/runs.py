@@ -22,6 +22,7 @@ from explorer.methods import METHODS
 from explorer.pipeline import grid_maps
 from explorer.presets import sigma_presets
 from explorer.runs import slug
+from explorer.server_files import dataset_spec
 from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone
 from explorer.ui.maps import DEFAULT_METHODS
 from explorer.ui.sidebar import WEIGHT_LABELS, ImageChoice, Selection
@@ -183,7 +184,7 @@ def evaluation_form(state: Selection, name: str = "evalform") -> None:
             return
         if st.button("Run evaluation", key=WIDGET_PREFIX + f"{name}.go", type="primary"):
             attempt("evaluating the dataset",
-                        lambda: _run_evaluation(spec.strip(), split, backbone_name, methods, upsamplers, int(limit)))
+                    lambda: _run_evaluation(dataset_spec(spec), split, backbone_name, methods, upsamplers, int(limit)))
 
 
 def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence[str], upsamplers: Sequence[str],
@@ -304,7 +305,7 @@ def confidence_grid(spec: str, backbone: Backbone, layer: str, sigma: tuple[floa
     """Extended-CAM Table 4 on a dataset: Average Drop % and % Increase (normal and relative
     masking) for Grad-CAM, Grad-CAM++ and Extended-CAM with Gaussian and bilinear upsampling.
     Written under runs/ like any evaluation, so it is computed once per choice."""
-    return _confidence_grid(spec, backbone.name, backbone.weights, layer, (float(sigma[0]), float(sigma[1])),
+    return _confidence_grid(dataset_spec(spec), backbone.name, backbone.weights, layer, (float(sigma[0]), float(sigma[1])),
                             _backbone=backbone)
 
 
@@ -331,7 +332,7 @@ DOWNSCALE_IMAGES = (10, 300, 100)
 
 
 def downscale_curves(spec: str, split: str, count: int, sigma_cells: float, downscale: str) -> dict:
-    return _downscale_curves(spec, split, int(count), float(sigma_cells), downscale)
+    return _downscale_curves(dataset_spec(spec), split, int(count), float(sigma_cells), downscale)
 
 
 @st.cache_data(max_entries=16, show_spinner="Downscaling and restoring the masks…")

@@ -40,6 +40,7 @@ def runs(tmp_path_factory) -> Path:
 @pytest.fixture
 def env(runs, monkeypatch):
     monkeypatch.setenv("CAM_EXPLORER_RUNS", str(runs))
+    monkeypatch.setenv("CAM_EXPLORER_ROOTS", str(runs.parent))  # the folders the app may read
     return runs
 
 
@@ -115,4 +116,9 @@ def test_fit_form_rejects_a_missing_folder(env):
     at.text_input[0].set_value("folder:/nonexistent/photos")
     at.button[-1].click()
     run(at)
-    assert "does not exist" in all_text(at)
+    assert "'/nonexistent/photos' is not a folder this server shares" in all_text(at)
+    at.text_input[0].set_value("folder:/etc")  # exists, readable, but not shared: the same words
+    at.button[-1].click()
+    run(at)
+    assert "'/etc' is not a folder this server shares" in all_text(at)
+    assert "passwd" not in all_text(at)

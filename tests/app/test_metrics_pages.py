@@ -33,6 +33,7 @@ def runs(tmp_path_factory) -> Path:
 @pytest.fixture
 def env(runs, monkeypatch):
     monkeypatch.setenv("CAM_EXPLORER_RUNS", str(runs))
+    monkeypatch.setenv("CAM_EXPLORER_ROOTS", str(runs.parent))  # the folders the app may read
     return runs
 
 
@@ -94,7 +95,11 @@ def test_confidence_page_computes_table4_on_the_gallery(env):
     run(at)
     at.text_input(key=widget("confidence.folder")).set_value("/no/such/folder")
     run(at)
-    assert "does not exist" in all_text(at)
+    missing = all_text(at)
+    assert "'/no/such/folder' is not a folder this server shares" in missing
+    at.text_input(key=widget("confidence.folder")).set_value("/etc")
+    run(at)
+    assert all_text(at) == missing.replace("/no/such/folder", "/etc")  # a probe learns nothing
 
 
 def test_downscale_page_draws_the_ceiling(env, runs, tmp_path):
@@ -107,4 +112,4 @@ def test_downscale_page_draws_the_ceiling(env, runs, tmp_path):
     assert table["PxAP bilinear"].iloc[0] > table["PxAP bilinear"].iloc[-1]
     at.text_input(key=widget("downscale.dataset")).set_value("folder:/nowhere")
     run(at)
-    assert at.error
+    assert "'/nowhere' is not a folder this server shares" in all_text(at)

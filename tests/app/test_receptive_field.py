@@ -158,7 +158,8 @@ def test_a_stopped_estimate_keeps_its_images_and_continues_to_the_same_result(mo
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
-def test_folder_source_errors_are_plain_messages(tmp_path: Path) -> None:
+def test_folder_source_errors_are_plain_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAM_EXPLORER_ROOTS", str(tmp_path))
     at = open_rf_page()
     at.radio(key=widget("erf_source")).set_value("folder")
     run(at)
@@ -166,8 +167,12 @@ def test_folder_source_errors_are_plain_messages(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder"
     at.text_input(key=widget("erf_folder")).input(str(missing))
     run(at)
-    assert f"The folder '{missing}' does not exist on the server." in texts(at.error)
+    assert f"'{missing}' is not a folder this server shares" in texts(at.error)
     assert at.button(key="erf.estimate").disabled
+    at.text_input(key=widget("erf_folder")).input("/etc")  # real and readable, but not shared
+    run(at)
+    assert texts(at.error) == f"'/etc' is not a folder this server shares. Put the data in one of its folders " \
+                              f"({tmp_path}) or upload a zip of it."
 
     broken = tmp_path / "broken"
     broken.mkdir()
