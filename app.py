@@ -28,6 +28,8 @@ PAGES = [
 st.set_page_config(page_title="CAM Explorer", layout="wide")
 page = st.navigation(PAGES)
 ui.draw_sidebar()
+with st.sidebar:
+    ui.data_uploader()
 try:
     page.run()
 finally:

@@ -119,7 +119,7 @@ with st.form("fcam.fit"):
     limit = f3.number_input("Training images (at most)", ui.FCAM_FIT_LIMIT[0], ui.FCAM_FIT_LIMIT[1],
                             ui.FCAM_FIT_LIMIT[2], step=1)
     submitted = st.form_submit_button("Fit a decoder", type="primary",
-                                      disabled=job is not None and job.status == "running")
+                                      disabled=job is not None and job.status in ("running", "queued"))
 if submitted:
     problem = ui.dataset_problem(spec.strip())
     if problem:
@@ -134,10 +134,11 @@ def fit_progress() -> None:
     job = ui.fcam_job()
     if job is None:
         return
+    job.touch()  # its owner is looking: the idle timeout starts again
     with st.container(border=True):
         st.markdown(f"**Fitting** a decoder for `{job.settings['backbone']}` from "
                     f"{ui.method_name(job.settings['base_method'])} on `{job.settings['spec']}`")
-        if job.status == "running":
+        if job.status in ("running", "queued"):
             st.progress(job.fraction, text=job.describe())
             st.button("Stop", key="fcam.stop", on_click=ui.stop_fcam_fit,
                       help="Stops after the current step; the run state is kept, so fitting the same settings "
@@ -148,7 +149,8 @@ def fit_progress() -> None:
                 job.announced = True
                 st.rerun(scope="app")  # the decoder list at the top of the page now includes it
         elif job.status == "stopped":
-            st.info("Stopped. Fit the same settings again to continue from the last checkpoint.")
+            st.info((job.note.capitalize() + ". " if job.note else "Stopped. ")
+                    + "Fit the same settings again to continue from the last checkpoint.")
         else:
             st.error(job.error or "The fit failed.")
         for record in job.history:

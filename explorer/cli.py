@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from explorer.erf import MODES as ERF_MODES
 from explorer.errors import ExplorerError
@@ -107,7 +108,7 @@ def resolve_target(class_names: list[str], text: str | None, predicted: int) -> 
 # costs nothing and says what is allowed.
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         """One `error:` line and status 2 (argparse would print the usage before it)."""
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)

@@ -275,23 +275,24 @@ def _decode(data: bytes, *, max_pixels: int) -> Image.Image:
             raise ImageError(_bomb_message(str(exc), max_pixels)) from exc
         except UnidentifiedImageError as exc:
             if _has_image_signature(data):
-                raise ImageError(_damaged_message()) from exc
+                raise ImageError(_chunk_message(exc) or _damaged_message()) from exc
             raise ImageError(
                 "This file could not be read as an image: it is not an image, or not in a "
                 "supported format (it may be a document, web page, archive or a file with "
                 f"the wrong extension). {_CHOOSE_ANOTHER}"
             ) from exc
         except Exception as exc:
-            raise ImageError(_damaged_message()) from exc
+            raise ImageError(_chunk_message(exc) or _damaged_message()) from exc
 
         with image:
             _check_dimensions(image.width, image.height, max_pixels)
+            _check_data_covers_pixels(image, len(data))
             try:
                 # Animated GIF/WebP: Image.open leaves us on frame 0, which is what we want.
                 image.load()
                 upright = ImageOps.exif_transpose(image)
             except Exception as exc:
-                raise ImageError(_damaged_message()) from exc
+                raise ImageError(_chunk_message(exc) or _damaged_message()) from exc
 
     try:
         return _to_rgb(upright)
@@ -342,6 +343,34 @@ def _bomb_message(pillow_message: str, max_pixels: int) -> str:
         f"This image is too large to open safely{size}; the limit is {limit:,} pixels. "
         "Please resize it and try again."
     )
+
+
+# A complete baseline JPEG spends at least about one byte per 16 x 16 block of pixels (the DC
+# difference and end-of-block codes of its luma and chroma blocks), so a file with less than a
+# byte per 32 x 32 pixels cannot hold the picture its header declares: its decoder would fill
+# the rest with grey. Real photos use 100 to 1000 times more.
+MIN_JPEG_BYTES_PER_PIXEL = 1 / 1024
+
+
+def _check_data_covers_pixels(image: Image.Image, n_bytes: int) -> None:
+    pixels = image.width * image.height
+    if image.format == "JPEG" and pixels > 1_000_000 and n_bytes < pixels * MIN_JPEG_BYTES_PER_PIXEL:
+        raise ImageError(
+            f"This JPEG declares {image.width:,} × {image.height:,} pixels but holds only {_file_size(n_bytes)} of "
+            "data: its picture ends long before its declared size (a truncated or crafted file). "
+            "Please re-save the image and try again."
+        )
+
+
+def _chunk_message(exc: BaseException) -> str | None:
+    """Pillow's refusal of an oversized metadata chunk (text, ICC profile), in words; None for
+    any other failure."""
+    text = str(exc)
+    if "Decompressed Data Too Large" in text or "Too much memory used in text chunks" in text \
+            or "chunk" in text.lower() and "too large" in text.lower():
+        return ("This image carries a metadata chunk (text or a colour profile) far larger than any picture "
+                "needs; it was refused before decoding. Please re-save the image without its metadata.")
+    return None
 
 
 def _damaged_message() -> str:

@@ -62,25 +62,39 @@ class Governor:
             return len(self._running)
 
     @contextmanager
-    def slot(self, job: Job, poll_s: float = 0.2) -> Iterator[bool]:
+    def slot(self, job: Job, poll_s: float = 0.2, *, cancelled: Callable[[], bool] | None = None,
+             on_wait: Callable[[int], object] | None = None, mark: bool = True) -> Iterator[bool]:
         """Hold a slot for `job` while the block runs; yields False (and holds nothing) when the
-        job was stopped while it waited."""
+        job was cancelled (`cancelled()`, by default `job.should_stop()`) while it waited.
+
+        `on_wait(position)` is called while it waits (1: next in line); with `mark` the job's
+        status reads QUEUED meanwhile and RUNNING once the slot is its."""
         key = id(job)
+        stop = cancelled or job.should_stop
         with self._cond:
             self._queue.append(key)
             try:
                 while not (self._queue[0] == key and (self.limit is None or len(self._running) < self.limit)):
-                    if job.should_stop():
+                    if stop():
                         break
-                    job.status = JobStatus.QUEUED
+                    if mark:
+                        job.status = JobStatus.QUEUED
+                    if on_wait is not None:
+                        position = self._queue.index(key) + 1
+                        self._cond.release()  # the callback may draw or sleep: never while holding the queue
+                        try:
+                            on_wait(position)
+                        finally:
+                            self._cond.acquire()
                     self._cond.wait(poll_s)
-                granted = not job.should_stop()
+                granted = not stop()
             finally:
                 self._queue.remove(key)
                 self._cond.notify_all()
             if granted:
                 self._running.add(key)
-                job.status = JobStatus.RUNNING
+                if mark:
+                    job.status = JobStatus.RUNNING
         try:
             yield granted
         finally:
@@ -270,9 +284,17 @@ class ThreadJob(Job):
 
     def __init__(self, work: Callable[[ThreadJob], None], *, name: str = "job",
                  governor: Governor = UNLIMITED,
-                 classify: Callable[[BaseException], tuple[JobStatus, str | None]] | None = None) -> None:
+                 classify: Callable[[BaseException], tuple[JobStatus, str | None]] | None = None,
+                 owner: str | None = None, alive: Callable[[], bool] | None = None,
+                 idle_timeout_s: float | None = None) -> None:
         super().__init__()
         self.governor = governor
+        # The job belongs to whoever started it: it stops once `alive()` says they are gone, or
+        # when nobody has looked at it (`touch`) for `idle_timeout_s`.
+        self.owner = owner
+        self._alive = alive
+        self.idle_timeout_s = idle_timeout_s
+        self.last_seen = time.monotonic()
         self._work = work
         self._classify = classify or (lambda exc: (JobStatus.FAILED, str(exc)))
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -280,6 +302,21 @@ class ThreadJob(Job):
     def start(self) -> Self:
         self.thread.start()
         return self
+
+    def touch(self) -> None:
+        """Its owner is still looking (the page that shows the job calls this as it redraws)."""
+        self.last_seen = time.monotonic()
+
+    def should_stop(self) -> bool:
+        if super().should_stop():
+            return True
+        if self._alive is not None and not self._alive():
+            self.note = "stopped: the session that started it has ended"
+            return True
+        if self.idle_timeout_s is not None and time.monotonic() - self.last_seen > self.idle_timeout_s:
+            self.note = f"stopped: nobody looked at it for {self.idle_timeout_s / 60:.0f} min"
+            return True
+        return False
 
     def _run(self) -> None:
         with self.governor.slot(self) as granted:

@@ -119,3 +119,55 @@ def test_training_progress_is_followed() -> None:
 def test_a_governor_needs_a_slot() -> None:
     with pytest.raises(ValueError):
         Governor(0)
+
+
+def test_a_job_stops_when_its_session_ends_or_nobody_looks() -> None:
+    connected = threading.Event()
+    connected.set()
+    ran: list[str] = []
+    job = ThreadJob(blocking_work(threading.Event(), ran, "fit"), owner="session-1", alive=connected.is_set).start()
+    wait_for(lambda: ran == ["fit"])
+    connected.clear()  # the browser tab was closed
+    job.join(5)
+    assert job.status == JobStatus.DONE and "session that started it has ended" in job.note
+
+    idle = ThreadJob(blocking_work(threading.Event(), ran, "idle"), idle_timeout_s=0.3).start()
+    wait_for(lambda: "idle" in ran)
+    for _ in range(3):  # looked at: keeps running
+        time.sleep(0.1)
+        idle.touch()
+    assert idle.running
+    idle.join(5)  # then nobody looks
+    assert idle.status == JobStatus.DONE and "nobody looked at it" in idle.note
+
+
+def test_a_queued_job_of_a_closed_session_never_starts() -> None:
+    governor, release, ran = Governor(1), threading.Event(), []
+    first = ThreadJob(blocking_work(release, ran, "first"), governor=governor).start()
+    wait_for(lambda: ran == ["first"])
+    gone = threading.Event()
+    queued = ThreadJob(blocking_work(release, ran, "queued"), governor=governor, alive=lambda: not gone.is_set()).start()
+    wait_for(lambda: queued.status == JobStatus.QUEUED)
+    gone.set()
+    queued.join(5)
+    assert queued.status == JobStatus.STOPPED and ran == ["first"]
+    release.set()
+    first.join(5)
+
+
+def test_waiting_callers_learn_their_place() -> None:
+    governor, release, ran, positions = Governor(1), threading.Event(), [], []
+    first = ThreadJob(blocking_work(release, ran, "first"), governor=governor).start()
+    wait_for(lambda: ran == ["first"])
+
+    def later() -> None:
+        with governor.slot(ThreadJob(lambda job: None), on_wait=positions.append, mark=False) as granted:
+            assert granted
+
+    waiter = threading.Thread(target=later)
+    waiter.start()
+    wait_for(lambda: positions)
+    release.set()
+    waiter.join(5)
+    first.join(5)
+    assert set(positions) == {1}

@@ -54,6 +54,7 @@ MAX_METADATA_BYTES = 256 * 2**20  # a metadata text file; CUB's largest is 0.5 M
 MAX_MASK_BYTES = 64 * 2**20
 MAX_MASK_PIXELS = 50_000_000  # as explorer.images.load_image caps images
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
+MAX_SIDE = 1_000_000  # pixels: a coordinate beyond this is a mistake (10^30 once overflowed int64)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 VOC_CLASSES = (
@@ -209,13 +210,15 @@ def _check_mask_size(path: str | os.PathLike[str], raw: bytes) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a bomb warning: counted below
             width, height = Image.open(io.BytesIO(raw)).size  # the header only
-    except Image.DecompressionBombError:
-        width = height = MAX_MASK_PIXELS  # beyond Pillow's own limit, far beyond ours
+    except Image.DecompressionBombError as exc:  # beyond Pillow's own limit, far beyond ours
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        raise DatasetError(f"{path}: the mask declares {int(declared.group(1)) if declared else 0:,} pixels, more than "
+                           f"the {MAX_MASK_PIXELS:,} allowed (masks are capped as images are)") from exc
     except Exception:  # not an image at all: OpenCV's decoder says so below
         return
     if width * height > MAX_MASK_PIXELS:
-        raise DatasetError(f"{path}: the mask is {width}x{height} pixels, more than the {MAX_MASK_PIXELS:,} "
-                           "allowed (masks are capped as images are)")
+        raise DatasetError(f"{path}: the mask declares {width * height:,} pixels ({width}x{height}), more than the "
+                           f"{MAX_MASK_PIXELS:,} allowed (masks are capped as images are)")
 
 
 # ---------------------------------------------------------------------------- line reading
@@ -262,9 +265,7 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
 
 
 def _to_int(text: str) -> int | None:
-    """A whole number of at most 9 digits (no image is a billion pixels wide, no dataset has a
-    billion classes), else None: 10^30 is a mistake, not a coordinate."""
-    return int(text) if re.fullmatch(r"[+-]?\d{1,9}", text.strip()) else None
+    return int(text) if re.fullmatch(r"[+-]?\d{1,30}", text.strip()) else None
 
 
 def _unsafe_path(text: str) -> str | None:
@@ -337,7 +338,7 @@ def load_protocol(
 
     for where, (image_id, *size) in files.rows("image_sizes.txt", "image_id,width,height", optional=True):
         width, height = (_to_int(v) for v in size)
-        if width is None or height is None or width <= 0 or height <= 0:
+        if width is None or height is None or width <= 0 or height <= 0 or max(width, height) > MAX_SIDE:
             files.report.problem(where, f"the size '{','.join(size)}' is not two whole numbers > 0", image_id)
         else:
             truth.sizes[image_id] = (width, height)
@@ -345,9 +346,10 @@ def load_protocol(
     if kind == "boxes":
         for where, (image_id, *coords) in files.rows("localization.txt", "image_id,x0,y0,x1,y1"):
             parsed = [_to_int(v) for v in coords]
-            box = [c for c in parsed if c is not None and c >= 0]
+            box = [c for c in parsed if c is not None and 0 <= c <= MAX_SIDE]
             if len(box) != 4 or len(parsed) != 4:
-                files.report.problem(where, f"the box '{','.join(coords)}' is not four whole numbers >= 0", image_id)
+                files.report.problem(where, f"the box '{','.join(coords)[:80]}' is not four whole numbers from 0 to "
+                                            f"{MAX_SIDE:,}", image_id)
             elif box[2] < box[0] or box[3] < box[1]:
                 files.report.problem(where, f"the box '{','.join(coords)}' is reversed (x1 < x0 or y1 < y0)",
                                      image_id)

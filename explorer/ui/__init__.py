@@ -13,6 +13,7 @@ Split by what each part serves; everything a page needs is re-exported here, so 
 | `erf` | ERF estimates as jobs of this session, cached fits, stored cards (Receptive Field) |
 | `runs` | evaluations, failure cases, Table 4 and the downscale simulation (metrics pages) |
 | `fcam` | decoders, the view of one image, decoder fits in the background (F-CAM) |
+| `uploads` | a visitor's own data: a zip unpacked into a folder of their session's |
 
 Job control itself (status, progress, stop, the server-wide limit) is Streamlit-free, in
 `explorer.jobs`; figures and the texts that explain them are in `explorer.views`.
@@ -116,6 +117,7 @@ from explorer.ui.sigma import (
     use_sigmas,
     use_stored_sigma,
 )
+from explorer.ui.uploads import data_uploader
 from explorer.ui.widgets import (
     attempt,
     checkbox,
@@ -152,6 +154,7 @@ __all__ = [
     "shape_text",
     "MANUAL_LABEL", "SIGMA_MAX", "SIGMA_MIN", "SigmaCurve", "shared_sigma", "sigma_controls", "sigma_correlation",
     "sigma_on_slider", "use_sigma", "use_sigmas", "use_stored_sigma",
+    "data_uploader",
     "attempt", "checkbox", "multiselect", "number_input", "persistent", "radio", "remember", "remembered",
     "selectbox", "slider", "text_input", "toggle",
 ]

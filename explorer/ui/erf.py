@@ -38,7 +38,7 @@ from explorer.errors import ExplorerError
 from explorer.jobs import ErfJob, ErfSettings, JobStatus
 from explorer.presets import ERF_DIR, CardError, erf_card_path
 from explorer.server_files import ServerPathError, server_path
-from explorer.ui.loading import NETWORK_LOCK
+from explorer.ui.loading import NETWORK_LOCK, server_governor
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +165,20 @@ def run_erf_job(backbone: Backbone, job: ErfJob) -> None:
         st.button("Stop", key="erf.stop", icon=":material/stop_circle:", on_click=stop_erf, args=(job.uid,),
                   help="Stop after the batch in flight; the images averaged so far are kept and you can continue.")
         live = st.empty()
+
+    def waiting(position: int) -> None:
+        bar.progress(job.fraction, text=f"Waiting for a free slot: number {position} in the queue")
+
+    with server_governor().slot(job, cancelled=lambda: job.owner is not token or not job.running,
+                                on_wait=waiting, mark=False) as granted:
+        if granted:
+            _advance(backbone, job, token, bar, live)
+    box.empty()  # finished, failed or stopped: what follows on the page says so
+
+
+def _advance(backbone: Backbone, job: ErfJob, token: object, bar: Any, live: Any) -> None:
+    """The batches of `run_erf_job`, while this run owns the job and it runs."""
+    s = job.settings
     last_draw = 0.0
     try:
         while True:
@@ -200,7 +214,6 @@ def run_erf_job(backbone: Backbone, job: ErfJob) -> None:
                 estimate = job.current_estimate()
                 if estimate is not None:
                     _store_estimate(s.key, estimate)
-    box.empty()  # finished or failed: what follows on the page says so
 
 
 def erf_fit(job: ErfJob, offset: bool, rotation: bool) -> ErfFit:

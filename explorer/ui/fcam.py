@@ -24,7 +24,7 @@ from explorer.pipeline import grid_maps, pixel_maps
 from explorer.runs import runs_dir, slug
 from explorer.server_files import ServerPathError, dataset_spec
 from explorer.ui.erf import folder_problem
-from explorer.ui.loading import NETWORK_LOCK
+from explorer.ui.loading import NETWORK_LOCK, idle_timeout_s, server_governor, session_owner
 from explorer.ui.sidebar import Selection
 from explorer.ui.widgets import remember, remembered
 from explorer.upsample import FCAM, UPSAMPLERS
@@ -246,16 +246,18 @@ def start_fcam_fit(state: Selection, spec: str, base_method: str, epochs: int, l
         train_fcam(config, out, command=shlex.join(argv), backbone=own, progress=fit.progress,
                    should_stop=job.should_stop)
 
+    owner, alive = session_owner()
     fit = TrainingJob(work, {"spec": spec, "base_method": base_method, "epochs": epochs, "limit": limit,
                              "backbone": backbone.name, "weights": backbone.weights, "layer": state.layer}, out,
-                      name="fcam-fit", classify=_classify_fit_error)
+                      name="fcam-fit", classify=_classify_fit_error, governor=server_governor(), owner=owner,
+                      alive=alive, idle_timeout_s=idle_timeout_s())
     _fcam_jobs()["current"] = fit
     return fit.start()
 
 
 def stop_fcam_fit() -> None:
     job = fcam_job()
-    if job is not None and job.running:
+    if job is not None and job.status in (JobStatus.RUNNING, JobStatus.QUEUED):
         job.request_stop()
 
 

@@ -6,17 +6,56 @@ unhashed arguments.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
 
 import streamlit as st
 from PIL import Image
 
 from explorer.backbones import REGISTRY, Backbone, load_backbone
 from explorer.images import load_image
+from explorer.jobs import Governor
 
 # Network work (forwards with hooks on a model shared by every session) runs one call at a time:
 # hooks added by one session must never fire inside another session's forward pass.
 NETWORK_LOCK = threading.Lock()
+
+MAX_JOBS_ENV = "CAM_EXPLORER_MAX_JOBS"  # long jobs running at once, server-wide (default 1)
+IDLE_ENV = "CAM_EXPLORER_JOB_IDLE_S"  # a background job nobody looks at stops after this (default 900 s)
+
+
+@st.cache_resource(show_spinner=False)
+def server_governor() -> Governor:
+    """The one governor of the server's long work (ERF estimates, evaluations, decoder fits,
+    extra-pass methods): at most `$CAM_EXPLORER_MAX_JOBS` at once, the rest queued in order."""
+    text = os.environ.get(MAX_JOBS_ENV, "1").strip()
+    if text.lower() in ("0", "none", "unlimited"):
+        return Governor(None)
+    try:
+        return Governor(max(1, int(text)))
+    except ValueError:
+        return Governor(1)
+
+
+def idle_timeout_s() -> float:
+    try:
+        return max(10.0, float(os.environ.get(IDLE_ENV, "900")))
+    except ValueError:
+        return 900.0
+
+
+def session_owner() -> tuple[str | None, Callable[[], bool] | None]:
+    """(this session's id, a check that it is still connected), for a job it starts; (None,
+    None) outside a served app (AppTest, bare mode)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return None, None
+    runtime, session = Runtime.instance(), ctx.session_id
+    return session, lambda: runtime.is_active_session(session)
 
 
 def load_cached_backbone(name: str, weights: str) -> Backbone:

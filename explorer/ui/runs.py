@@ -18,12 +18,13 @@ from explorer.backbones import Backbone, backbone_names, load_backbone
 from explorer.datasets.errors import DatasetError
 from explorer.fcam.decoder import FcamError
 from explorer.images import image_digest
+from explorer.jobs import Job
 from explorer.methods import METHODS
 from explorer.pipeline import grid_maps
 from explorer.presets import sigma_presets
 from explorer.runs import slug
 from explorer.server_files import dataset_spec
-from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone
+from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone, server_governor
 from explorer.ui.maps import DEFAULT_METHODS
 from explorer.ui.sidebar import WEIGHT_LABELS, ImageChoice, Selection
 from explorer.ui.widgets import (
@@ -215,7 +216,12 @@ def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence
     def progress(done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"{done} / {total} images")
 
-    summary = evaluate(config, out, backbone=backbone, progress=progress)
+    def waiting(position: int) -> None:
+        bar.progress(0.0, text=f"Waiting for a free slot: number {position} in the queue (the server runs "
+                               f"{server_governor().limit or 'any number of'} long job(s) at once)")
+
+    with server_governor().slot(Job(), cancelled=lambda: False, on_wait=waiting):
+        summary = evaluate(config, out, backbone=backbone, progress=progress)
     assert summary is not None  # one process: always summarised
     bar.progress(1.0, text=f"Done: {summary.num_images} images in {summary.seconds:.0f} s")
     remember("run", str(out))
@@ -321,7 +327,7 @@ def _confidence_grid(spec: str, backbone_name: str, weights: str, layer: str, si
                         batch_size=8)
     digest = hashlib.sha256(repr(config).encode()).hexdigest()[:10]
     out = runs_dir() / "table4" / f"{slug(backbone_name)}-{slug(spec)}-{digest}"
-    with NETWORK_LOCK:
+    with server_governor().slot(Job(), cancelled=lambda: False), NETWORK_LOCK:
         summary = evaluate(config, out, backbone=_backbone)
     assert summary is not None  # one process: always summarised
     return {"rows": summary.rows, "images": summary.num_images, "skipped": summary.skipped,
