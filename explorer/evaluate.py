@@ -171,6 +171,7 @@ def evaluate(
     n_chunks = math.ceil(count / config.batch_size)
     mine = [i for i in range(n_chunks) if i % world == rank]
     policy = _target_policy(dataset, backbone)
+    check_labels(dataset, backbone, count)
 
     done = sum(min(config.batch_size, count - i * config.batch_size) for i in mine if _chunk_path(out, i).is_file())
     if progress is not None:
@@ -227,6 +228,17 @@ def _target_policy(dataset, backbone: Backbone) -> str:
     if dataset.classes and len(dataset.classes) == len(backbone.class_names):
         return "label"
     return "predicted"
+
+
+def check_labels(dataset, backbone: Backbone, count: int) -> None:
+    """A label the classifier has no class for cannot be its ground truth: say so, rather than
+    silently explain its prediction instead."""
+    n = len(backbone.class_names)
+    for i in range(count):
+        label = dataset[i].label
+        if label is not None and not 0 <= int(label) < n:
+            raise EvaluateError(f"image '{dataset[i].image_id}' has label {label}, but {backbone.name} has {n} classes "
+                                f"(0 to {n - 1}); a dataset's labels must be the classifier's classes")
 
 
 def _chunk_path(out: Path, index: int) -> Path:

@@ -16,10 +16,11 @@ from PIL import Image
 
 from explorer import views
 from explorer.backbones import Backbone
+from explorer.jobs import Job
 from explorer.methods import METHODS, method_label
 from explorer.pipeline import grid_maps, pixel_maps
 from explorer.ui.fcam import DecoderChoice, load_cached_decoder
-from explorer.ui.loading import NETWORK_LOCK
+from explorer.ui.loading import NETWORK_LOCK, server_governor
 from explorer.ui.sidebar import Selection
 from explorer.ui.widgets import remembered
 from explorer.upsample import FCAM
@@ -129,8 +130,17 @@ def grid(state: Selection, methods: Sequence[str], relu: str,
                            _image=state.image, _decoders=shared))
     for method in slow:
         own = {method: chosen[method]} if method in chosen else {}
-        part = _grid(*_grid_key(state, [method], relu), _decoder_key(own), _backbone=state.backbone,
-                     _image=state.image, _decoders=own)
+        # An extra-pass method is long work: it waits its turn under the server-wide governor.
+        notice = st.empty()
+
+        def waiting(position: int, name: str = method_name(method), notice: Any = notice) -> None:
+            notice.info(f"{name} waits for a free slot: number {position} in the queue (the server runs "
+                        f"{server_governor().limit or 'any number of'} long job(s) at once).")
+
+        with server_governor().slot(Job(), cancelled=lambda: False, on_wait=waiting):
+            notice.empty()
+            part = _grid(*_grid_key(state, [method], relu), _decoder_key(own), _backbone=state.backbone,
+                         _image=state.image, _decoders=own)
         seconds = {(f"capture:{method}" if stage == "capture" else stage): s for stage, s in part.seconds.items()}
         parts.append(replace(part, seconds=seconds))
     return _merge(parts, methods)
