@@ -18,8 +18,10 @@ from explorer.methods import (
     compute_cams,
     method_label,
 )
+from explorer.notebook import Explanation, explain
 from explorer.pipeline import GridMaps, grid_maps, pixel_maps
 from explorer.upsample import FCAM, NORMALISERS, UPSAMPLERS, UpsampleError, gaussian_upsample, normalise, upsample
+from explorer.user_models import module_backbone, torchvision_architectures, torchvision_backbone
 
 __all__ = [
     "Backbone", "BackboneError", "backbone_names", "load_backbone",
@@ -28,6 +30,7 @@ __all__ = [
     "ExplorerError",
     "GALLERY", "ImageError", "gallery_image", "gallery_names", "load_image",
     "METHODS", "RELU_POLICIES", "MethodError", "channel_sum", "compute_cams", "method_label",
-    "GridMaps", "grid_maps", "pixel_maps",
+    "GridMaps", "grid_maps", "pixel_maps", "Explanation", "explain",
+    "module_backbone", "torchvision_architectures", "torchvision_backbone",
     "FCAM", "NORMALISERS", "UPSAMPLERS", "UpsampleError", "gaussian_upsample", "normalise", "upsample",
 ]

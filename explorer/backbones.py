@@ -419,6 +419,10 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
     or a path to a state_dict file, loaded
     with `torch.load(..., weights_only=True)`.
     """
+    if name.startswith("torchvision:"):  # any torchvision classifier, weights from the user's file
+        from explorer.user_models import torchvision_backbone
+
+        return torchvision_backbone(name.removeprefix("torchvision:"), weights, device=device)
     spec = REGISTRY.get(name)
     if spec is None:
         raise BackboneError(f"Unknown backbone '{name}'. Choose one of: {', '.join(REGISTRY)}.")

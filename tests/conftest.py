@@ -113,8 +113,13 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, server_runs_dir: Path) 
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
     ]
     with log.open("w") as sink:
+        # The folders the app may read: the tests' own (datasets they make) and the default cache.
+        from explorer.datasets.synthetic import default_cache_root
+
+        roots = os.pathsep.join(map(str, (tmp_path_factory.getbasetemp(), server_runs_dir, default_cache_root())))
         server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "CAM_EXPLORER_RUNS": str(server_runs_dir)})
+                                  env={**os.environ, "CAM_EXPLORER_RUNS": str(server_runs_dir),
+                                       "CAM_EXPLORER_ROOTS": roots})
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, server, log)

@@ -1,0 +1,265 @@
+"""The user's own networks: any torchvision classifier from a local weight file
+(`load_backbone("torchvision:resnet18", weights=path)`), or any `nn.Module` as it is
+(`module_backbone(model)`), made into a `Backbone` without a registry entry.
+
+What the registry states by hand is found here by looking at the network once:
+
+* Target layers: one dry forward at the input size records every module whose output is a 4D
+  feature map. Modules that hand on the same tensor (a block and its last ReLU, an in-place ReLU
+  and its convolution) are one layer, named by the shortest path (the last to run among equals).
+  Pooling layers and what merely passes a pooling's output on are left out.
+* The default layer is the last feature map with more than one cell before the classifier.
+* A GAP + linear head is detected by measurement, not by name: the logits must equal the last
+  linear layer applied to the global average of the default layer's map (on a random input, in
+  eval mode). Only then is plain CAM offered (VGG's MLP head and ConvNeXt's LayerNorm fail it).
+* Preprocessing comes from torchvision's weight metadata (crop size, mean, std), and the class
+  names are ImageNet's when the network has 1,000 outputs, else `class <i>` or a names file.
+
+Nothing is downloaded: the weights come from the user's file only (or `weights="random"`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from explorer.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RANDOM_WEIGHTS_SEED,
+    Backbone,
+    BackboneError,
+    default_device,
+    imagenet_class_names,
+)
+from explorer.checkpoints import CheckpointError, load_state_dict
+
+TORCHVISION = "torchvision:"
+POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+MAX_NAMES_BYTES = 16 * 2**20
+
+
+def torchvision_architectures() -> list[str]:
+    """The classification architectures torchvision can build (no weights involved)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def discover_layers(model: nn.Module, input_size: tuple[int, int],
+                    device: torch.device | None = None) -> tuple[dict[str, str], dict[str, tuple[int, int, int]], str]:
+    """(layers: name -> module path, their (C, h, w) shapes, the default layer) from one dry forward."""
+    records: list[tuple[str, torch.Tensor]] = []  # (path, output) in completion order
+    pooled: set[int] = set()
+    handles = []
+    for path, module in model.named_modules():
+        if not path:
+            continue
+
+        def hook(_m, _i, out, path=path, module=module):
+            if isinstance(out, torch.Tensor) and out.dim() == 4:
+                records.append((path, out))  # kept alive, so no id is reused during the forward
+                if isinstance(module, POOLING):
+                    pooled.add(id(out))
+        handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    h, w = input_size
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, h, w, device=device or next(model.parameters()).device))
+    except Exception as exc:
+        raise BackboneError(f"A dry forward at {h}x{w} failed ({exc.__class__.__name__}: {str(exc)[:200]}); "
+                            "give the input size the network expects.") from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    groups: dict[int, list[tuple[int, str, torch.Tensor]]] = {}
+    for order, (path, out) in enumerate(records):
+        groups.setdefault(id(out), []).append((order, path, out))
+    layers: list[tuple[int, str, tuple[int, int, int]]] = []
+    for key, members in groups.items():
+        if key in pooled:
+            continue
+        order, path, out = min(members, key=lambda m: (m[1].count("."), len(m[1]), -m[0]))
+        last = max(m[0] for m in members)
+        layers.append((last, path, (int(out.shape[1]), int(out.shape[2]), int(out.shape[3]))))
+    layers.sort()
+    if not layers:
+        raise BackboneError("The network has no layer whose output is a 4D feature map: there is nothing to explain.")
+    spatial = [name for _, name, (_, gh, gw) in layers if gh * gw > 1]
+    if not spatial:
+        raise BackboneError("Every feature map of the network is 1x1: there is no grid for a CAM.")
+    names = {path: path for _, path, _ in layers}
+    shapes = {path: shape for _, path, shape in layers}
+    return names, shapes, spatial[-1]
+
+
+def gap_linear_head(model: nn.Module, layer_path: str, input_size: tuple[int, int]) -> nn.Linear | None:
+    """The last linear layer when the logits are exactly it applied to the global average of
+    `layer_path`'s output (measured on a random input in eval mode), else None."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return None
+    head = linears[-1]
+    captured: list[torch.Tensor] = []
+    handle = model.get_submodule(layer_path).register_forward_hook(lambda _m, _i, out: captured.append(out))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            generator = torch.Generator().manual_seed(0)
+            h, w = input_size
+            x = torch.randn(2, 3, h, w, generator=generator).to(next(model.parameters()).device)
+            logits = model(x)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not captured or not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        return None
+    pooled = captured[-1].float().mean(dim=(2, 3))
+    if pooled.shape[1] != head.in_features or logits.shape[1] != head.out_features:
+        return None
+    expected = nn.functional.linear(pooled, head.weight.float(), None if head.bias is None else head.bias.float())
+    scale = max(float(logits.abs().max()), 1e-6)
+    return head if torch.allclose(logits.float(), expected, atol=1e-4 * scale, rtol=1e-4) else None
+
+
+def read_class_names(path: str | os.PathLike[str], count: int) -> list[str]:
+    """Class names from a text file (one per line) or JSON (a list, or {"0": name, ...})."""
+    from explorer.safe_files import UnsafeFileError, read_regular
+
+    try:
+        text = read_regular(path, MAX_NAMES_BYTES).decode("utf-8-sig")
+    except (UnsafeFileError, UnicodeDecodeError) as exc:
+        raise BackboneError(f"The class names in {path} cannot be read ({exc}).") from exc
+    if str(path).endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BackboneError(f"{path} is not valid JSON ({exc}).") from exc
+        if isinstance(data, dict):
+            try:
+                data = [data[str(i)] for i in range(count)]
+            except KeyError as exc:
+                raise BackboneError(f"{path} names no class {exc}; it needs keys 0 to {count - 1}.") from exc
+        names = [str(n) for n in data] if isinstance(data, list) else []
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) != count:
+        raise BackboneError(f"{path} names {len(names)} classes, but the network has {count} outputs.")
+    return names
+
+
+def module_backbone(model: nn.Module, *, name: str = "your model", input_size: Sequence[int] = (224, 224),
+                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                    class_names: Sequence[str] | str | os.PathLike[str] | None = None, weights: str = "yours",
+                    weights_label: str = "your weights", layer: str | None = None,
+                    device: str | torch.device | None = None) -> Backbone:
+    """Any classifier `nn.Module` (B x 3 x H x W -> B x classes) as a Backbone, layers found by
+    `discover_layers`; the module is put in eval mode and moved to `device` (default: CUDA when
+    present), never copied."""
+    size = (int(input_size[0]), int(input_size[1]))
+    model.eval()
+    model.to(torch.device(device) if device is not None else default_device())
+    layers, shapes, default = discover_layers(model, size)
+    if layer is not None:
+        if layer not in layers:
+            raise BackboneError(f"{name} has no target layer '{layer}'. Layers with a feature map: "
+                                f"{', '.join(list(layers)[-8:])} (and {max(len(layers) - 8, 0)} earlier).")
+        default = layer
+    head = gap_linear_head(model, layers[default], size)
+    with torch.no_grad():
+        outputs = int(model(torch.zeros(1, 3, *size, device=next(model.parameters()).device)).shape[1])
+    if class_names is None:
+        names = imagenet_class_names() if outputs == 1000 else [f"class {i}" for i in range(outputs)]
+    elif isinstance(class_names, (str, os.PathLike)):
+        names = read_class_names(class_names, outputs)
+    else:
+        names = [str(n) for n in class_names]
+        if len(names) != outputs:
+            raise BackboneError(f"{len(names)} class names were given, but {name} has {outputs} outputs.")
+    backbone = Backbone(name=name, model=model, weights=weights, weights_label=weights_label, input_size=size,
+                        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+                        std=(float(std[0]), float(std[1]), float(std[2])), class_names=names, layers=layers,
+                        default_layer=default, head=head, cam_layer=default if head is not None else None,
+                        layer_notes={default: "the last feature map before the classifier"
+                                     + (" (its GAP + linear head: plain CAM applies)" if head is not None else "")})
+    backbone._shapes.update(shapes)
+    return backbone
+
+
+def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
+                         device: str | torch.device | None = None) -> Backbone:
+    """torchvision's `arch` with the user's weight file (or random weights, labelled as such).
+
+    The number of classes is read from the file's final layer; preprocessing from torchvision's
+    metadata for the architecture."""
+    import torchvision
+
+    if arch not in torchvision_architectures():
+        raise BackboneError(f"torchvision has no classifier '{arch}'. Known: {', '.join(torchvision_architectures())}.")
+    meta = torchvision.models.get_model_weights(arch).DEFAULT
+    transforms = meta.transforms()
+    crop = transforms.crop_size[0] if isinstance(transforms.crop_size, (list, tuple)) else transforms.crop_size
+    state = None
+    num_classes = len(meta.meta["categories"])
+    if isinstance(weights, str) and weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = _build(arch, num_classes)
+        kind, label = "random", "RANDOM (untrained) weights"
+    else:
+        path = Path(weights)
+        try:
+            state = load_state_dict(path)
+        except CheckpointError as exc:
+            raise BackboneError(str(exc)) from exc
+        state = _strip_prefixes(state)
+        model = _build(arch, num_classes)
+        num_classes = _classes_in(state, model) or num_classes
+        if num_classes != len(meta.meta["categories"]):
+            model = _build(arch, num_classes)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        from explorer.checkpoints import check_shapes
+
+        try:
+            check_shapes(state, expected, path, f"torchvision's {arch}")
+        except CheckpointError as exc:
+            raise BackboneError(str(exc)) from exc
+        model.load_state_dict(state, strict=True)
+        kind, label = str(path), f"your file {path.name}"
+    return module_backbone(model, name=f"{TORCHVISION}{arch}", input_size=(crop, crop), mean=transforms.mean,
+                           std=transforms.std, class_names=class_names, weights=kind, weights_label=label,
+                           device=device)
+
+
+def _build(arch: str, num_classes: int) -> nn.Module:
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    except Exception as exc:
+        raise BackboneError(f"torchvision could not build {arch} with {num_classes} classes ({exc}).") from exc
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DataParallel / DistributedDataParallel save keys as `module.<key>`."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _classes_in(state: dict[str, torch.Tensor], model: nn.Module) -> int | None:
+    """The output count of the file's last layer (the model's last parameter tensor's name)."""
+    last = [k for k, _ in model.named_parameters()][-1]
+    tensor = state.get(last)
+    if tensor is None:
+        return None
+    return int(tensor.shape[0])

@@ -1,0 +1,108 @@
+"""The user's own networks: torchvision architectures from a local file, any nn.Module, and the
+notebook entry point, checked against the module itself and against pytorch-grad-cam."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import explorer
+from explorer.backbones import BackboneError, load_backbone
+from explorer.methods import MethodError, compute_cams
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    torch.manual_seed(1)
+    model = torchvision.models.resnet18(weights=None).eval()
+    folder = tmp_path_factory.mktemp("resnet18")
+    torch.save(model.state_dict(), folder / "plain.pt")
+    # the layout of a checkpoint saved from DataParallel / DDP: {"state_dict": {"module.<key>": ...}}
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               folder / "wrapped.pt")
+    return model, folder
+
+
+@pytest.mark.parametrize("layout", ["plain.pt", "wrapped.pt"])
+def test_a_torchvision_file_loads_with_its_layers_head_and_preprocessing(resnet18_file, layout) -> None:
+    model, folder = resnet18_file
+    backbone = load_backbone("torchvision:resnet18", folder / layout)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(backbone.model(x.to(backbone.device)).cpu(), model(x), atol=1e-5)
+    assert backbone.default_layer == "layer4" and backbone.layer_shape("layer4") == (512, 7, 7)
+    assert backbone.has_gap_linear_head and backbone.head is backbone.model.fc and backbone.cam_layer == "layer4"
+    assert {"conv1", "layer1", "layer2", "layer3"} <= set(backbone.layers)
+    assert "maxpool" not in backbone.layers  # pooling is not a target layer
+    assert backbone.input_size == (224, 224) and backbone.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert len(backbone.class_names) == 1000 and backbone.class_names[285] == "Egyptian cat"
+    assert backbone.weights_label == f"your file {layout}"
+
+
+def test_a_head_that_is_not_gap_linear_gets_no_plain_cam(tmp_path) -> None:
+    backbone = load_backbone("torchvision:convnext_tiny", "random")
+    assert backbone.default_layer == "features" and backbone.layer_shape() == (768, 7, 7)
+    assert not backbone.has_gap_linear_head  # LayerNorm between the pooling and the linear layer
+    assert backbone.is_random
+    x = backbone.preprocess(explorer.load_image("gallery:chelsea"))
+    with pytest.raises(MethodError, match="global-average-pooling"):
+        compute_cams(backbone, x, [0], ["cam"])
+    maps = compute_cams(backbone, x, [0], ["gradcam", "extendedcam"])
+    assert maps["gradcam"].shape == (1, 7, 7)
+
+
+def test_a_file_with_other_classes_builds_that_many_outputs(tmp_path) -> None:
+    model = torchvision.models.resnet18(weights=None, num_classes=7)
+    torch.save(model.state_dict(), tmp_path / "seven.pt")
+    (tmp_path / "names.txt").write_text("\n".join(f"bird {i}" for i in range(7)))
+    from explorer.user_models import torchvision_backbone
+
+    backbone = torchvision_backbone("resnet18", tmp_path / "seven.pt", class_names=tmp_path / "names.txt")
+    assert backbone.class_names[6] == "bird 6" and backbone.head.out_features == 7
+    with pytest.raises(BackboneError, match="names 7 classes, but the network has 1000"):
+        torchvision_backbone("resnet18", "random", class_names=tmp_path / "names.txt")
+    with pytest.raises(BackboneError, match="torchvision has no classifier 'resnet19'"):
+        load_backbone("torchvision:resnet19", "random")
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pt")
+    with pytest.raises(BackboneError, match="do not fit torchvision's resnet18"):
+        load_backbone("torchvision:resnet18", tmp_path / "r34.pt")
+
+
+def test_maps_equal_pytorch_grad_cams_on_the_same_module(resnet18_file) -> None:
+    pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, folder = resnet18_file
+    backbone = load_backbone("torchvision:resnet18", folder / "plain.pt", device="cpu")
+    x = backbone.preprocess(explorer.load_image("gallery:chelsea"))
+    ours = explorer.pixel_maps(compute_cams(backbone, x, [285], ["gradcam"], relu="published")["gradcam"],
+                               (224, 224), "bilinear", None, "minmax")[0].numpy()
+    with GradCAM(model=backbone.model, target_layers=[backbone.module("layer4")]) as cam:
+        theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(285)])[0]
+    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.999
+    assert np.abs(ours - theirs).max() < 0.05  # they min-max the 7x7 map before resizing it, we after
+
+
+def test_explain_takes_a_plain_module_and_shows_itself(resnet18_file) -> None:
+    model, _ = resnet18_file
+    result = explorer.explain(model, "gallery:chelsea", methods=["gradcam", "gradcampp", "extendedcam"],
+                              upsampler="gaussian", sigma=30)
+    assert result.layer == "layer4" and result.maps["gradcam"].shape == (7, 7)
+    assert result.pixels["extendedcam"].shape == (224, 224) and result.sigma == (30.0, 30.0)
+    assert result.seconds["capture"] > 0 and len(result.seconds) >= 1  # one capture for all three
+    overlays = result.overlays()
+    assert set(overlays) == {"gradcam", "gradcampp", "extendedcam"} and overlays["gradcam"].size == (224, 224)
+    png = result._repr_png_()
+    assert png.startswith(b"\x89PNG")
+    # the same numbers as the engine's own calls
+    backbone = explorer.module_backbone(model)
+    x = backbone.preprocess(explorer.load_image("gallery:chelsea"))
+    expected = compute_cams(backbone, x, [result.target], ["gradcam"], relu="published")["gradcam"][0].numpy()
+    np.testing.assert_allclose(result.maps["gradcam"], expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(explorer.UpsampleError, match="needs sigma"):
+        explorer.explain(model, "gallery:chelsea", upsampler="gaussian")
+    with pytest.raises(MethodError, match="Unknown method"):
+        explorer.explain(model, "gallery:chelsea", methods=["nocam"])
