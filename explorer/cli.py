@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
+from explorer.cli_args import Parser, csv_list, device, names, number, output_file, output_folder, whole
 from explorer.erf import MODES as ERF_MODES
 from explorer.errors import ExplorerError
 from explorer.fcam.decoder import FcamError
@@ -35,10 +33,6 @@ def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentPar
         COMMANDS[name] = (help_text, configure, run)
         return run
     return register
-
-
-def csv_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_sigma(text: str) -> tuple[float, float]:
@@ -100,104 +94,6 @@ def resolve_target(class_names: list[str], text: str | None, predicted: int) -> 
         hint = ", ".join(class_names[i] for i in matches[:5]) if matches else "none"
         raise MethodError(f"'{text}' does not name exactly one class (matches: {hint}).")
     return matches[0]
-
-
-
-# ------------------------------------------------------------------- arguments, checked first
-# Every value is checked as the command line is parsed, before any model is built: a mistake
-# costs nothing and says what is allowed.
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One `error:` line and status 2 (argparse would print the usage before it)."""
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def whole(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
-        return value
-    return parse
-
-
-def number(low: float | None = None, high: float | None = None, *, above: bool = False) -> Callable[[str], float]:
-    """A finite float in [low, high] (with `above`, strictly above low)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-        if low is not None and (value <= low if above else value < low):
-            raise argparse.ArgumentTypeError(f"must be {'above' if above else 'at least'} {low:g}, not {value:g}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be at most {high:g}, not {value:g}")
-        return value
-    return parse
-
-
-def names(text: str) -> list[str]:
-    """A non-empty comma-separated list."""
-    values = csv_list(text)
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one name (comma-separated)")
-    return values
-
-
-def device(text: str) -> str:
-    """cpu, cuda or cuda:<n>, and only a CUDA device this machine has."""
-    if text != "cpu" and not re.fullmatch(r"cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a device; use cpu, cuda or cuda:<n>")
-    if text.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text} was asked for, but this machine has no CUDA device; use cpu")
-        index = int(text.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return text
-
-
-def _writable_folder(folder: Path, what: str) -> None:
-    if not folder.exists():
-        raise argparse.ArgumentTypeError(f"the folder {folder} for {what} does not exist; create it first")
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"{folder} (for {what}) is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"the folder {folder} for {what} is not writable")
-
-
-def output_file(*suffixes: str) -> Callable[[str], Path]:
-    """A file to write: one of `suffixes`, not a folder, in an existing writable folder."""
-    def parse(text: str) -> Path:
-        path = Path(text)
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name ending with {suffixes[0]}")
-        if path.suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(f"{path} should end with {' or '.join(suffixes)}")
-        _writable_folder(path.parent if str(path.parent) else Path("."), str(path.name))
-        return path
-    return parse
-
-
-def output_folder(text: str) -> Path:
-    """A folder to write into: an existing folder, or a new one in an existing writable folder."""
-    path = Path(text)
-    if path.exists():
-        if not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{path} is a file; give a folder")
-        _writable_folder(path, "the output")
-    else:
-        _writable_folder(path.parent if str(path.parent) else Path("."), path.name)
-    return path
 
 
 
@@ -609,7 +505,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _distributed_rank() -> tuple[int, int]:
     """(rank, world size) under torchrun; (0, 1) otherwise."""
-    import os
 
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -777,9 +672,9 @@ def run_fcam_ablation(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ main
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m explorer",
+    parser = Parser(prog="python -m explorer",
                                      description="CAM Explorer: how convolutional networks see.")
-    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=Parser)
     for name, (help_text, configure, _run) in COMMANDS.items():
         # '%' in a help text would be read as a format directive by argparse
         configure(sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text,

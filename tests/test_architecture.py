@@ -19,13 +19,13 @@ PACKAGE = ROOT / "explorer"
 
 # Each module's floor: a module may import from its own floor and the floors below, never above.
 FLOORS = {
-    0: ("errors", "atomic", "safe_files", "user_models", "runtime", "images", "checkpoints", "classifiers", "backbones", "upsample", "presets",
-        "datasets"),
+    0: ("errors", "atomic", "safe_files", "user_models", "runtime", "images", "checkpoints", "classifiers",
+        "backbones", "upsample", "presets", "datasets"),
     1: ("capture", "methods", "metrics", "erf", "fcam", "pipeline"),
     2: ("views",),
     3: ("server_files", "jobs", "train", "fcam_train", "fcam_ablation", "evaluate", "runs"),
     4: ("ui",),
-    5: ("cli", "__main__", "__init__", "notebook"),
+    5: ("cli", "cli_args", "__main__", "__init__", "notebook"),
 }
 FLOOR_OF = {name: floor for floor, names in FLOORS.items() for name in names}
 
