@@ -24,6 +24,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +41,7 @@ from explorer.backbones import (
 from explorer.checkpoints import CheckpointError, load_state_dict
 
 TORCHVISION = "torchvision:"
+TIMM = "timm:"
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 MAX_NAMES_BYTES = 16 * 2**20
 
@@ -131,7 +133,7 @@ def gap_linear_head(model: nn.Module, layer_path: str, input_size: tuple[int, in
     return head if torch.allclose(logits.float(), expected, atol=1e-4 * scale, rtol=1e-4) else None
 
 
-def read_class_names(path: str | os.PathLike[str], count: int) -> list[str]:
+def read_class_names(path: str | os.PathLike[str], count: int, exact: bool = True) -> list[str]:
     """Class names from a text file (one per line) or JSON (a list, or {"0": name, ...})."""
     from explorer.safe_files import UnsafeFileError, read_regular
 
@@ -144,6 +146,8 @@ def read_class_names(path: str | os.PathLike[str], count: int) -> list[str]:
             data = json.loads(text)
         except ValueError as exc:
             raise BackboneError(f"{path} is not valid JSON ({exc}).") from exc
+        if isinstance(data, dict) and not exact:
+            data = [data[k] for k in sorted(data, key=lambda k: int(k) if str(k).isdigit() else 0)]
         if isinstance(data, dict):
             try:
                 data = [data[str(i)] for i in range(count)]
@@ -152,7 +156,7 @@ def read_class_names(path: str | os.PathLike[str], count: int) -> list[str]:
         names = [str(n) for n in data] if isinstance(data, list) else []
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(names) != count:
+    if exact and len(names) != count:
         raise BackboneError(f"{path} names {len(names)} classes, but the network has {count} outputs.")
     return names
 
@@ -196,7 +200,7 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
 
 
 def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
-                         device: str | torch.device | None = None) -> Backbone:
+                         device: str | torch.device | None = None, num_classes: int | None = None) -> Backbone:
     """torchvision's `arch` with the user's weight file (or random weights, labelled as such).
 
     The number of classes is read from the file's final layer; preprocessing from torchvision's
@@ -209,7 +213,7 @@ def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_nam
     transforms = meta.transforms()
     crop = transforms.crop_size[0] if isinstance(transforms.crop_size, (list, tuple)) else transforms.crop_size
     state = None
-    num_classes = len(meta.meta["categories"])
+    num_classes = num_classes or len(meta.meta["categories"])  # random weights: as many as asked
     if isinstance(weights, str) and weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
@@ -238,6 +242,118 @@ def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_nam
     return module_backbone(model, name=f"{TORCHVISION}{arch}", input_size=(crop, crop), mean=transforms.mean,
                            std=transforms.std, class_names=class_names, weights=kind, weights_label=label,
                            device=device)
+
+
+def timm_backbone(name: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
+                  device: str | torch.device | None = None, num_classes: int | None = None) -> Backbone:
+    """timm's `name` built without its hub weights (`pretrained=False`) and given the user's file
+    (or random weights); preprocessing from the model's own configuration."""
+    try:
+        import timm
+    except ImportError as exc:  # pinned in requirements.txt; a notebook may lack it
+        raise BackboneError("timm is not installed: pip install timm") from exc
+    if name not in timm.list_models():
+        raise BackboneError(f"timm has no model '{name}' (timm.list_models() lists them).")
+    state = None
+    if not (isinstance(weights, str) and weights == "random"):
+        try:
+            state = _strip_prefixes(load_state_dict(Path(weights)))
+        except CheckpointError as exc:
+            raise BackboneError(str(exc)) from exc
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        extra: dict[str, Any] = {"num_classes": num_classes} if num_classes else {}
+        model = timm.create_model(name, pretrained=False, **extra)
+        if state is not None:
+            classes = _classes_in(state, model)
+            if classes is not None and classes != model.num_classes:
+                model = timm.create_model(name, pretrained=False, num_classes=classes)
+    if state is not None:
+        from explorer.checkpoints import check_shapes
+
+        try:
+            check_shapes(state, {k: tuple(v.shape) for k, v in model.state_dict().items()}, weights, f"timm's {name}")
+        except CheckpointError as exc:
+            raise BackboneError(str(exc)) from exc
+        model.load_state_dict(state, strict=True)
+    config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", {}) or {}
+    size = tuple(config.get("input_size", (3, 224, 224)))[-2:]
+    kind, label = ("random", "RANDOM (untrained) weights") if state is None else (str(weights), f"your file {Path(weights).name}")
+    return module_backbone(model, name=f"{TIMM}{name}", input_size=size, mean=config.get("mean", IMAGENET_MEAN),
+                           std=config.get("std", IMAGENET_STD), class_names=class_names, weights=kind,
+                           weights_label=label, device=device)
+
+
+# ------------------------------------------------------------------------------ model cards
+
+CARD = "card:"
+CARD_KEYS = {"architecture", "weights", "input_size", "mean", "std", "class_names", "layer", "name", "description"}
+
+
+def load_card(path: str | os.PathLike[str], weights: str | Path = "pretrained",
+              device: str | torch.device | None = None) -> Backbone:
+    """A network described by a model card (JSON written by its owner):
+
+        {"architecture": "torchvision:resnet18" or "timm:<name>",
+         "weights": "resnet18-mine.pt",          (relative to the card)
+         "class_names": "names.txt" or [...],   (optional; ImageNet's for 1,000 outputs)
+         "input_size": [224, 224], "mean": [...], "std": [...],   (optional: the architecture's)
+         "layer": "layer4", "name": "my resnet"}                  (optional)
+
+    `weights` "pretrained" means the card's file; "random" the architecture untrained."""
+    from explorer.safe_files import UnsafeFileError, read_regular
+
+    card_path = Path(path)
+    try:
+        card = json.loads(read_regular(card_path, MAX_NAMES_BYTES).decode("utf-8-sig"))
+    except (UnsafeFileError, UnicodeDecodeError, ValueError) as exc:
+        raise BackboneError(f"The model card {card_path} cannot be read ({exc}).") from exc
+    if not isinstance(card, dict) or not isinstance(card.get("architecture"), str):
+        raise BackboneError(f"The model card {card_path} needs an \"architecture\" such as \"torchvision:resnet18\".")
+    unknown = sorted(set(card) - CARD_KEYS)
+    if unknown:
+        raise BackboneError(f"The model card {card_path} has unknown keys {unknown}; it knows {sorted(CARD_KEYS)}.")
+    here = card_path.parent
+
+    def beside(value: object, what: str) -> Path:
+        if not isinstance(value, str) or not value:
+            raise BackboneError(f"The model card {card_path}: \"{what}\" must name a file.")
+        target = (here / value).resolve()
+        from explorer.safe_files import is_inside
+
+        if not is_inside(here, target):
+            raise BackboneError(f"The model card {card_path}: \"{what}\" must lie beside the card, not at {value}.")
+        return target
+
+    if isinstance(weights, str) and weights == "pretrained":
+        weights = beside(card.get("weights"), "weights") if card.get("weights") else "random"
+    names = card.get("class_names")
+    class_names = beside(names, "class_names") if isinstance(names, str) else names
+    count = None  # random weights get as many outputs as the card names classes
+    if isinstance(class_names, Path):
+        count = len(read_class_names(class_names, -1, exact=False))
+    elif isinstance(class_names, list):
+        count = len(class_names)
+    architecture = card["architecture"]
+    if architecture.startswith(TORCHVISION):
+        base = torchvision_backbone(architecture[len(TORCHVISION):], weights, device=device, num_classes=count)
+    elif architecture.startswith(TIMM):
+        base = timm_backbone(architecture[len(TIMM):], weights, device=device, num_classes=count)
+    else:
+        raise BackboneError(f"The model card {card_path}: architecture '{architecture}' is not torchvision:<arch> or "
+                            "timm:<name>.")
+    size = card.get("input_size", base.input_size)
+    return module_backbone(base.model, name=str(card.get("name") or f"{CARD}{card_path.name}"), input_size=size,
+                           mean=card.get("mean", base.mean), std=card.get("std", base.std),
+                           class_names=class_names if class_names is not None else base.class_names,
+                           weights=base.weights, weights_label=base.weights_label, layer=card.get("layer"),
+                           device=device)
+
+
+def model_cards(folder: str | os.PathLike[str]) -> list[Path]:
+    """The model cards (*.json) in `folder`, by name; none when it does not exist."""
+    root = Path(folder)
+    return sorted(p for p in root.glob("*.json") if p.is_file()) if root.is_dir() else []
 
 
 def _build(arch: str, num_classes: int) -> nn.Module:

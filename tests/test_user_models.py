@@ -3,6 +3,11 @@ notebook entry point, checked against the module itself and against pytorch-grad
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +16,8 @@ import torchvision
 import explorer
 from explorer.backbones import BackboneError, load_backbone
 from explorer.methods import MethodError, compute_cams
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +113,67 @@ def test_explain_takes_a_plain_module_and_shows_itself(resnet18_file) -> None:
         explorer.explain(model, "gallery:chelsea", upsampler="gaussian")
     with pytest.raises(MethodError, match="Unknown method"):
         explorer.explain(model, "gallery:chelsea", methods=["nocam"])
+
+
+def test_a_timm_model_from_a_file(tmp_path) -> None:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    torch.save(model.state_dict(), tmp_path / "timm.pt")
+    backbone = load_backbone("timm:resnet18", tmp_path / "timm.pt")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(backbone.model(x.to(backbone.device)).cpu(), model(x), atol=1e-5)
+    assert backbone.default_layer == "layer4" and backbone.has_gap_linear_head and len(backbone.class_names) == 10
+    with pytest.raises(BackboneError, match="timm has no model"):
+        load_backbone("timm:no_such_net", "random")
+
+
+def model_card(folder: Path, weights_file: Path) -> Path:
+    (folder / "names.txt").write_text("\n".join(f"bird {i}" for i in range(7)))
+    card = folder / "my-birds.json"
+    card.write_text(json.dumps({"architecture": "torchvision:resnet18", "weights": weights_file.name,
+                                "class_names": "names.txt", "layer": "layer3", "name": "my birds"}))
+    return card
+
+
+def test_a_model_card_through_the_api_the_cli_and_the_app(tmp_path, monkeypatch) -> None:
+    torch.manual_seed(2)
+    model = torchvision.models.resnet18(weights=None, num_classes=7).eval()
+    torch.save(model.state_dict(), tmp_path / "birds.pt")
+    card = model_card(tmp_path, tmp_path / "birds.pt")
+    backbone = load_backbone(f"card:{card}")
+    assert backbone.name == "my birds" and backbone.default_layer == "layer3" and backbone.class_names[3] == "bird 3"
+    assert not backbone.has_gap_linear_head  # layer3 does not feed the pooling: plain CAM is not offered there
+    with torch.no_grad():
+        x = torch.randn(1, 3, 224, 224)
+        assert torch.allclose(backbone.model(x.to(backbone.device)).cpu(), model(x), atol=1e-5)
+    random = load_backbone(f"card:{card}", "random")
+    assert random.is_random
+    result = subprocess.run([sys.executable, "-m", "explorer", "cam", "--image", "gallery:chelsea", "--backbone",
+                             f"card:{card}", "--methods", "gradcam", "--upsampler", "bilinear",
+                             "--out", str(tmp_path / "g.png")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "bird" in result.stdout and (tmp_path / "g.png").is_file()
+    # beside the card only: a card cannot name a file elsewhere
+    card.write_text(json.dumps({"architecture": "torchvision:resnet18", "weights": "../../etc/passwd"}))
+    with pytest.raises(BackboneError, match="must lie beside the card"):
+        load_backbone(f"card:{card}")
+
+    # the app lists the cards of data/models/ beside the registered backbones
+    from streamlit.testing.v1 import AppTest
+
+    from explorer.ui import sidebar
+
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save(model.state_dict(), models / "birds.pt")
+    listed = model_card(models, models / "birds.pt")
+    monkeypatch.setattr(sidebar, "MODELS_DIR", models)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    options = at.selectbox(key="cam.widget.backbone").options
+    assert "your model: my-birds" in options
+    at.selectbox(key="cam.widget.backbone").set_value(f"card:{listed}")
+    at.run()
+    assert not at.exception and not at.error
+    assert "`my birds`" in "\n".join(m.value for m in at.markdown)

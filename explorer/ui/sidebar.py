@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 from PIL import Image
@@ -12,14 +13,18 @@ from PIL import Image
 from explorer.backbones import Backbone, backbone_names
 from explorer.errors import ExplorerError
 from explorer.images import GALLERY, GALLERY_PREFIX, ImageError, gallery_image, gallery_names, image_digest
+from explorer.server_files import DATA_DIR
 from explorer.ui.loading import decode_upload, layer_shapes, load_cached_backbone, top5
 from explorer.ui.widgets import WIDGET_PREFIX, attempt, radio, remember, remembered, selectbox
+from explorer.user_models import model_cards
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_GALLERY = "chelsea"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif"]
 MAX_UPLOAD_MB = 25
 WEIGHT_LABELS = {"pretrained": "pretrained (ImageNet)", "random": "RANDOM (untrained)"}
+CARD_WEIGHT_LABELS = {"pretrained": "the card's weights", "random": "RANDOM (untrained)"}
+MODELS_DIR = DATA_DIR / "models"
 RANDOM_BADGE = "RANDOM (untrained) weights: a baseline, not an explanation."
 RANDOM_WARNING = ("RANDOM (untrained) weights: this network has learnt nothing, so its predictions "
                   "and maps are a baseline to compare against, not an explanation.")
@@ -137,8 +142,12 @@ def _asked_image(source: str) -> ImageChoice | None:
 
 def _choose_backbone() -> Backbone:
     """The asked backbone when it loads; otherwise its error and the last backbone that loaded."""
-    name = selectbox("Backbone", "backbone", backbone_names(), DEFAULT_BACKBONE)
-    weights = radio("Weights", "weights", tuple(WEIGHT_LABELS), horizontal=True, format_func=WEIGHT_LABELS.get)
+    cards = [f"card:{path}" for path in model_cards(MODELS_DIR)]  # the visitors' own networks (data/models/)
+    name = selectbox("Backbone", "backbone", backbone_names() + cards, DEFAULT_BACKBONE,
+                     format_func=lambda n: f"your model: {Path(n[5:]).stem}" if n.startswith("card:") else n,
+                     help="The registered backbones, then the model cards (JSON) in data/models/.")
+    labels = CARD_WEIGHT_LABELS if name.startswith("card:") else WEIGHT_LABELS
+    weights = radio("Weights", "weights", tuple(WEIGHT_LABELS), horizontal=True, format_func=labels.get)
     previous = remembered("active_backbone", (DEFAULT_BACKBONE, "pretrained"))
     try:
         backbone = load_cached_backbone(name, weights)
