@@ -419,14 +419,16 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
     or a path to a state_dict file, loaded
     with `torch.load(..., weights_only=True)`.
     """
-    if name.startswith(("torchvision:", "timm:", "card:")):  # the user's own network (explorer.user_models)
-        from explorer.user_models import load_card, timm_backbone, torchvision_backbone
+    if name.startswith(("torchvision:", "timm:", "wsol:", "card:")):  # the user's own network (user_models)
+        from explorer.user_models import load_card, timm_backbone, torchvision_backbone, wsol_backbone
 
         kind, _, rest = name.partition(":")
         if kind == "torchvision":
             return torchvision_backbone(rest, weights, device=device)
         if kind == "timm":
             return timm_backbone(rest, weights, device=device)
+        if kind == "wsol":
+            return wsol_backbone(rest, weights, device=device)
         return load_card(rest, weights, device=device)
     spec = REGISTRY.get(name)
     if spec is None:

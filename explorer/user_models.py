@@ -284,6 +284,92 @@ def timm_backbone(name: str, weights: str | Path = "random", *, class_names: str
                            weights_label=label, device=device)
 
 
+# ------------------------------------------------------------------ the WSOL protocol's networks
+
+WSOL = "wsol:"
+WSOL_ARCHITECTURES = ("vgg16", "vgg16-28x28", "resnet50", "resnet50-28x28")
+# VGG16 with its last max-pool removed (14 x 14 at 224), or the last two (28 x 28): the layer
+# configuration of the protocol's VGG16-CAM; "M" is a 2 x 2 max-pool.
+_VGG_CAM: dict[str, list[int | str]] = {
+    "14x14": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    "28x28": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, 512, 512, 512],
+}
+
+
+class WsolVggCam(nn.Module):
+    """The protocol's VGG16-CAM: VGG16's convolutions (features.<i>, keys as in its checkpoints),
+    conv6 (512 -> 1024, 3 x 3) + ReLU, global average pooling and fc (1024 -> classes)."""
+
+    def __init__(self, num_classes: int, grid: str = "14x14") -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for item in _VGG_CAM[grid]:
+            if isinstance(item, str):  # "M"
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [nn.Conv2d(channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                channels = item
+        self.features = nn.Sequential(*layers)
+        self.conv6 = nn.Conv2d(512, 1024, kernel_size=3, padding=1)
+        self.relu = nn.ReLU(inplace=False)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(1024, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.avgpool(self.relu(self.conv6(self.features(x)))).flatten(1))
+
+
+def _wsol_resnet50(num_classes: int, grid: str) -> nn.Module:
+    """torchvision's ResNet50 (the same keys) with layer4, and for 28 x 28 layer3 too, at stride 1
+    instead of 2, as the protocol's ResNet50-CAM: its stride lives in each stage's first conv2."""
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+    stages = [model.layer4] + ([model.layer3] if grid == "28x28" else [])
+    for stage in stages:
+        first = stage[0]
+        first.conv2.stride = (1, 1)
+        if first.downsample is not None:
+            first.downsample[0].stride = (1, 1)
+    return model
+
+
+def wsol_backbone(arch: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
+                  device: str | torch.device | None = None, num_classes: int | None = None) -> Backbone:
+    """The WSOL protocol's VGG16-CAM or ResNet50-CAM (14 x 14 maps, or 28 x 28 with "-28x28") with
+    a checkpoint saved by its training code ({"state_dict": ...}, `module.` prefixes allowed)."""
+    if arch not in WSOL_ARCHITECTURES:
+        raise BackboneError(f"Unknown WSOL architecture '{arch}'; choose one of {', '.join(WSOL_ARCHITECTURES)} "
+                            "(Inception-v3's modified network is not built here).")
+    base, _, grid = arch.partition("-")
+    grid = grid or "14x14"
+    state = None
+    if not (isinstance(weights, str) and weights == "random"):
+        try:
+            state = _strip_prefixes(load_state_dict(Path(weights)))
+        except CheckpointError as exc:
+            raise BackboneError(str(exc)) from exc
+        fc = state.get("fc.weight")
+        num_classes = int(fc.shape[0]) if fc is not None else num_classes
+    classes = num_classes or 1000
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        model = WsolVggCam(classes, grid) if base == "vgg16" else _wsol_resnet50(classes, grid)
+    kind, label = "random", "RANDOM (untrained) weights"
+    if state is not None:
+        from explorer.checkpoints import check_shapes
+
+        try:
+            check_shapes(state, {k: tuple(v.shape) for k, v in model.state_dict().items()}, weights, f"wsol:{arch}")
+        except CheckpointError as exc:
+            raise BackboneError(str(exc)) from exc
+        model.load_state_dict(state, strict=True)
+        kind, label = str(weights), f"your file {Path(weights).name}"
+    return module_backbone(model, name=f"{WSOL}{arch}", input_size=(224, 224), class_names=class_names,
+                           weights=kind, weights_label=label, device=device)
+
+
 # ------------------------------------------------------------------------------ model cards
 
 CARD = "card:"
@@ -339,9 +425,11 @@ def load_card(path: str | os.PathLike[str], weights: str | Path = "pretrained",
         base = torchvision_backbone(architecture[len(TORCHVISION):], weights, device=device, num_classes=count)
     elif architecture.startswith(TIMM):
         base = timm_backbone(architecture[len(TIMM):], weights, device=device, num_classes=count)
+    elif architecture.startswith(WSOL):
+        base = wsol_backbone(architecture[len(WSOL):], weights, device=device, num_classes=count)
     else:
-        raise BackboneError(f"The model card {card_path}: architecture '{architecture}' is not torchvision:<arch> or "
-                            "timm:<name>.")
+        raise BackboneError(f"The model card {card_path}: architecture '{architecture}' is not torchvision:<arch>, "
+                            "timm:<name> or wsol:<arch>.")
     size = card.get("input_size", base.input_size)
     return module_backbone(base.model, name=str(card.get("name") or f"{CARD}{card_path.name}"), input_size=size,
                            mean=card.get("mean", base.mean), std=card.get("std", base.std),

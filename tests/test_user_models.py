@@ -177,3 +177,24 @@ def test_a_model_card_through_the_api_the_cli_and_the_app(tmp_path, monkeypatch)
     at.run()
     assert not at.exception and not at.error
     assert "`my birds`" in "\n".join(m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("arch,layer,grid", [("vgg16", "relu", 14), ("resnet50", "layer4", 14),
+                                             ("resnet50-28x28", "layer4", 28)])
+def test_the_wsol_protocols_networks_load_their_official_checkpoint_layout(arch, layer, grid, tmp_path) -> None:
+    """Built with random weights, saved as the protocol's training code saves them ({"state_dict"}
+    with DataParallel's `module.` prefix, 200 CUB classes), loaded back: the same logits."""
+    from explorer.user_models import wsol_backbone
+
+    original = wsol_backbone(arch, "random", num_classes=200, device="cpu")
+    state = {f"module.{k}": v for k, v in original.model.state_dict().items()}
+    torch.save({"epoch": 50, "architecture": arch, "state_dict": state}, tmp_path / "last_checkpoint.pth.tar")
+    loaded = load_backbone(f"wsol:{arch}", tmp_path / "last_checkpoint.pth.tar", device="cpu")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), original.model(x))
+    assert loaded.default_layer == layer and loaded.layer_shape()[1:] == (grid, grid)
+    assert loaded.has_gap_linear_head and len(loaded.class_names) == 200  # a CAM network: plain CAM applies
+    if arch == "vgg16":
+        assert loaded.layer_shape() == (1024, 14, 14) and "conv6" in loaded.layers
+        assert set(original.model.state_dict()) >= {"features.28.weight", "conv6.weight", "fc.weight"}

@@ -42,7 +42,8 @@ def test_fcam_page_and_the_fcam_column_in_compare(page: Page, app_url: str, synt
     settle(page, '[data-testid="stDataFrame"]')
     choose(page, "Backbone", "synthetic_lite0", '[data-testid="stDataFrame"]')
     page.locator("label", has_text="upload").first.click()
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(synthetic_image))
+    # the image uploader comes first; "Your data" (a zip) is the second
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(synthetic_image))
     settle(page, '[data-testid="stDataFrame"]')
     expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(synthetic_image.name)
 
