@@ -38,7 +38,7 @@ from explorer.backbones import (
     default_device,
     imagenet_class_names,
 )
-from explorer.checkpoints import CheckpointError, load_state_dict
+from explorer.checkpoints import CheckpointError, check_shapes, load_state_dict
 
 TORCHVISION = "torchvision:"
 TIMM = "timm:"
@@ -212,33 +212,14 @@ def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_nam
     meta = torchvision.models.get_model_weights(arch).DEFAULT
     transforms = meta.transforms()
     crop = transforms.crop_size[0] if isinstance(transforms.crop_size, (list, tuple)) else transforms.crop_size
-    state = None
+    state = _user_state(weights)
     num_classes = num_classes or len(meta.meta["categories"])  # random weights: as many as asked
-    if isinstance(weights, str) and weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            model = _build(arch, num_classes)
-        kind, label = "random", "RANDOM (untrained) weights"
-    else:
-        path = Path(weights)
-        try:
-            state = load_state_dict(path)
-        except CheckpointError as exc:
-            raise BackboneError(str(exc)) from exc
-        state = _strip_prefixes(state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model = _build(arch, num_classes)
-        num_classes = _classes_in(state, model) or num_classes
-        if num_classes != len(meta.meta["categories"]):
-            model = _build(arch, num_classes)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        from explorer.checkpoints import check_shapes
-
-        try:
-            check_shapes(state, expected, path, f"torchvision's {arch}")
-        except CheckpointError as exc:
-            raise BackboneError(str(exc)) from exc
-        model.load_state_dict(state, strict=True)
-        kind, label = str(path), f"your file {path.name}"
+        if state is not None and (classes := _classes_in(state, model)) not in (None, num_classes):
+            model = _build(arch, classes)  # the file decides how many classes
+    kind, label = _fit(model, state, weights, f"torchvision's {arch}")
     return module_backbone(model, name=f"{TORCHVISION}{arch}", input_size=(crop, crop), mean=transforms.mean,
                            std=transforms.std, class_names=class_names, weights=kind, weights_label=label,
                            device=device)
@@ -254,12 +235,7 @@ def timm_backbone(name: str, weights: str | Path = "random", *, class_names: str
         raise BackboneError("timm is not installed: pip install timm") from exc
     if name not in timm.list_models():
         raise BackboneError(f"timm has no model '{name}' (timm.list_models() lists them).")
-    state = None
-    if not (isinstance(weights, str) and weights == "random"):
-        try:
-            state = _strip_prefixes(load_state_dict(Path(weights)))
-        except CheckpointError as exc:
-            raise BackboneError(str(exc)) from exc
+    state = _user_state(weights)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         extra: dict[str, Any] = {"num_classes": num_classes} if num_classes else {}
@@ -268,17 +244,9 @@ def timm_backbone(name: str, weights: str | Path = "random", *, class_names: str
             classes = _classes_in(state, model)
             if classes is not None and classes != model.num_classes:
                 model = timm.create_model(name, pretrained=False, num_classes=classes)
-    if state is not None:
-        from explorer.checkpoints import check_shapes
-
-        try:
-            check_shapes(state, {k: tuple(v.shape) for k, v in model.state_dict().items()}, weights, f"timm's {name}")
-        except CheckpointError as exc:
-            raise BackboneError(str(exc)) from exc
-        model.load_state_dict(state, strict=True)
+    kind, label = _fit(model, state, weights, f"timm's {name}")
     config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", {}) or {}
     size = tuple(config.get("input_size", (3, 224, 224)))[-2:]
-    kind, label = ("random", "RANDOM (untrained) weights") if state is None else (str(weights), f"your file {Path(weights).name}")
     return module_backbone(model, name=f"{TIMM}{name}", input_size=size, mean=config.get("mean", IMAGENET_MEAN),
                            std=config.get("std", IMAGENET_STD), class_names=class_names, weights=kind,
                            weights_label=label, device=device)
@@ -344,28 +312,14 @@ def wsol_backbone(arch: str, weights: str | Path = "random", *, class_names: str
                             "(Inception-v3's modified network is not built here).")
     base, _, grid = arch.partition("-")
     grid = grid or "14x14"
-    state = None
-    if not (isinstance(weights, str) and weights == "random"):
-        try:
-            state = _strip_prefixes(load_state_dict(Path(weights)))
-        except CheckpointError as exc:
-            raise BackboneError(str(exc)) from exc
-        fc = state.get("fc.weight")
-        num_classes = int(fc.shape[0]) if fc is not None else num_classes
+    state = _user_state(weights)
+    if state is not None and (fc := state.get("fc.weight")) is not None:
+        num_classes = int(fc.shape[0])  # the file decides how many classes
     classes = num_classes or 1000
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model = WsolVggCam(classes, grid) if base == "vgg16" else _wsol_resnet50(classes, grid)
-    kind, label = "random", "RANDOM (untrained) weights"
-    if state is not None:
-        from explorer.checkpoints import check_shapes
-
-        try:
-            check_shapes(state, {k: tuple(v.shape) for k, v in model.state_dict().items()}, weights, f"wsol:{arch}")
-        except CheckpointError as exc:
-            raise BackboneError(str(exc)) from exc
-        model.load_state_dict(state, strict=True)
-        kind, label = str(weights), f"your file {Path(weights).name}"
+    kind, label = _fit(model, state, weights, f"wsol:{arch}")
     return module_backbone(model, name=f"{WSOL}{arch}", input_size=(224, 224), class_names=class_names,
                            weights=kind, weights_label=label, device=device)
 
@@ -451,6 +405,29 @@ def _build(arch: str, num_classes: int) -> nn.Module:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     except Exception as exc:
         raise BackboneError(f"torchvision could not build {arch} with {num_classes} classes ({exc}).") from exc
+
+
+def _user_state(weights: str | Path) -> dict[str, torch.Tensor] | None:
+    """The state_dict of the user's file (safely read, DataParallel prefixes removed); None for
+    weights="random"."""
+    if isinstance(weights, str) and weights == "random":
+        return None
+    try:
+        return _strip_prefixes(load_state_dict(Path(weights)))
+    except CheckpointError as exc:
+        raise BackboneError(str(exc)) from exc
+
+
+def _fit(model: nn.Module, state: dict[str, torch.Tensor] | None, weights: str | Path, what: str) -> tuple[str, str]:
+    """Load `state` into `model` after its names and shapes are checked; (weights kind, label)."""
+    if state is None:
+        return "random", "RANDOM (untrained) weights"
+    try:
+        check_shapes(state, {k: tuple(v.shape) for k, v in model.state_dict().items()}, weights, what)
+    except CheckpointError as exc:
+        raise BackboneError(str(exc)) from exc
+    model.load_state_dict(state, strict=True)
+    return str(weights), f"your file {Path(weights).name}"
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
