@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,10 @@ def torchvision_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def discover_layers(model: nn.Module, input_size: tuple[int, int],
-                    device: torch.device | None = None) -> tuple[dict[str, str], dict[str, tuple[int, int, int]], str]:
-    """(layers: name -> module path, their (C, h, w) shapes, the default layer) from one dry forward."""
+def discover_layers(model: nn.Module, input_size: tuple[int, int], device: torch.device | None = None
+                    ) -> tuple[dict[str, str], dict[str, tuple[int, int, int]], str, int]:
+    """(layers: name -> module path, their (C, h, w) shapes, the default layer, the number of
+    outputs) from one dry forward."""
     records: list[tuple[str, torch.Tensor]] = []  # (path, output) in completion order
     pooled: set[int] = set()
     handles = []
@@ -74,7 +76,8 @@ def discover_layers(model: nn.Module, input_size: tuple[int, int],
     h, w = input_size
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, h, w, device=device or next(model.parameters()).device))
+            logits = model(torch.zeros(1, 3, h, w, device=device or next(model.parameters()).device))
+        outputs = int(logits.shape[1])
     except Exception as exc:
         raise BackboneError(f"A dry forward at {h}x{w} failed ({exc.__class__.__name__}: {str(exc)[:200]}); "
                             "give the input size the network expects.") from exc
@@ -100,7 +103,7 @@ def discover_layers(model: nn.Module, input_size: tuple[int, int],
         raise BackboneError("Every feature map of the network is 1x1: there is no grid for a CAM.")
     names = {path: path for _, path, _ in layers}
     shapes = {path: shape for _, path, shape in layers}
-    return names, shapes, spatial[-1]
+    return names, shapes, spatial[-1], outputs
 
 
 def gap_linear_head(model: nn.Module, layer_path: str, input_size: tuple[int, int]) -> nn.Linear | None:
@@ -172,15 +175,13 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
     size = (int(input_size[0]), int(input_size[1]))
     model.eval()
     model.to(torch.device(device) if device is not None else default_device())
-    layers, shapes, default = discover_layers(model, size)
+    layers, shapes, default, outputs = discover_layers(model, size)
     if layer is not None:
         if layer not in layers:
             raise BackboneError(f"{name} has no target layer '{layer}'. Layers with a feature map: "
                                 f"{', '.join(list(layers)[-8:])} (and {max(len(layers) - 8, 0)} earlier).")
         default = layer
     head = gap_linear_head(model, layers[default], size)
-    with torch.no_grad():
-        outputs = int(model(torch.zeros(1, 3, *size, device=next(model.parameters()).device)).shape[1])
     if class_names is None:
         names = imagenet_class_names() if outputs == 1000 else [f"class {i}" for i in range(outputs)]
     elif isinstance(class_names, (str, os.PathLike)):
@@ -199,12 +200,36 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
     return backbone
 
 
+@dataclass(frozen=True)
+class Built:
+    """A network built with its weights, before its layers are looked at: the model and what
+    preprocessing, name and label it comes with."""
+
+    model: nn.Module
+    name: str
+    input_size: tuple[int, int]
+    mean: Sequence[float]
+    std: Sequence[float]
+    weights: str
+    weights_label: str
+
+    def backbone(self, class_names: Sequence[str] | str | os.PathLike[str] | None = None,
+                 device: str | torch.device | None = None) -> Backbone:
+        return module_backbone(self.model, name=self.name, input_size=self.input_size, mean=self.mean, std=self.std,
+                               class_names=class_names, weights=self.weights, weights_label=self.weights_label,
+                               device=device)
+
+
 def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
                          device: str | torch.device | None = None, num_classes: int | None = None) -> Backbone:
     """torchvision's `arch` with the user's weight file (or random weights, labelled as such).
 
     The number of classes is read from the file's final layer; preprocessing from torchvision's
     metadata for the architecture."""
+    return build_torchvision(arch, weights, num_classes).backbone(class_names, device)
+
+
+def build_torchvision(arch: str, weights: str | Path = "random", num_classes: int | None = None) -> Built:
     import torchvision
 
     if arch not in torchvision_architectures():
@@ -220,15 +245,17 @@ def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_nam
         if state is not None and (classes := _classes_in(state, model)) not in (None, num_classes):
             model = _build(arch, classes)  # the file decides how many classes
     kind, label = _fit(model, state, weights, f"torchvision's {arch}")
-    return module_backbone(model, name=f"{TORCHVISION}{arch}", input_size=(crop, crop), mean=transforms.mean,
-                           std=transforms.std, class_names=class_names, weights=kind, weights_label=label,
-                           device=device)
+    return Built(model, f"{TORCHVISION}{arch}", (crop, crop), transforms.mean, transforms.std, kind, label)
 
 
 def timm_backbone(name: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
                   device: str | torch.device | None = None, num_classes: int | None = None) -> Backbone:
     """timm's `name` built without its hub weights (`pretrained=False`) and given the user's file
     (or random weights); preprocessing from the model's own configuration."""
+    return build_timm(name, weights, num_classes).backbone(class_names, device)
+
+
+def build_timm(name: str, weights: str | Path = "random", num_classes: int | None = None) -> Built:
     try:
         import timm
     except ImportError as exc:  # pinned in requirements.txt; a notebook may lack it
@@ -246,10 +273,9 @@ def timm_backbone(name: str, weights: str | Path = "random", *, class_names: str
                 model = timm.create_model(name, pretrained=False, num_classes=classes)
     kind, label = _fit(model, state, weights, f"timm's {name}")
     config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", {}) or {}
-    size = tuple(config.get("input_size", (3, 224, 224)))[-2:]
-    return module_backbone(model, name=f"{TIMM}{name}", input_size=size, mean=config.get("mean", IMAGENET_MEAN),
-                           std=config.get("std", IMAGENET_STD), class_names=class_names, weights=kind,
-                           weights_label=label, device=device)
+    height, width = tuple(config.get("input_size", (3, 224, 224)))[-2:]
+    return Built(model, f"{TIMM}{name}", (int(height), int(width)), config.get("mean", IMAGENET_MEAN),
+                 config.get("std", IMAGENET_STD), kind, label)
 
 
 # ------------------------------------------------------------------ the WSOL protocol's networks
@@ -307,6 +333,10 @@ def wsol_backbone(arch: str, weights: str | Path = "random", *, class_names: str
                   device: str | torch.device | None = None, num_classes: int | None = None) -> Backbone:
     """The WSOL protocol's VGG16-CAM or ResNet50-CAM (14 x 14 maps, or 28 x 28 with "-28x28") with
     a checkpoint saved by its training code ({"state_dict": ...}, `module.` prefixes allowed)."""
+    return build_wsol(arch, weights, num_classes).backbone(class_names, device)
+
+
+def build_wsol(arch: str, weights: str | Path = "random", num_classes: int | None = None) -> Built:
     if arch not in WSOL_ARCHITECTURES:
         raise BackboneError(f"Unknown WSOL architecture '{arch}'; choose one of {', '.join(WSOL_ARCHITECTURES)} "
                             "(Inception-v3's modified network is not built here).")
@@ -320,8 +350,7 @@ def wsol_backbone(arch: str, weights: str | Path = "random", *, class_names: str
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model = WsolVggCam(classes, grid) if base == "vgg16" else _wsol_resnet50(classes, grid)
     kind, label = _fit(model, state, weights, f"wsol:{arch}")
-    return module_backbone(model, name=f"{WSOL}{arch}", input_size=(224, 224), class_names=class_names,
-                           weights=kind, weights_label=label, device=device)
+    return Built(model, f"{WSOL}{arch}", (224, 224), IMAGENET_MEAN, IMAGENET_STD, kind, label)
 
 
 # ------------------------------------------------------------------------------ model cards
@@ -375,21 +404,16 @@ def load_card(path: str | os.PathLike[str], weights: str | Path = "pretrained",
     elif isinstance(class_names, list):
         count = len(class_names)
     architecture = card["architecture"]
-    if architecture.startswith(TORCHVISION):
-        base = torchvision_backbone(architecture[len(TORCHVISION):], weights, device=device, num_classes=count)
-    elif architecture.startswith(TIMM):
-        base = timm_backbone(architecture[len(TIMM):], weights, device=device, num_classes=count)
-    elif architecture.startswith(WSOL):
-        base = wsol_backbone(architecture[len(WSOL):], weights, device=device, num_classes=count)
-    else:
+    kind, _, rest = architecture.partition(":")
+    builders = {"torchvision": build_torchvision, "timm": build_timm, "wsol": build_wsol}
+    if kind not in builders:
         raise BackboneError(f"The model card {card_path}: architecture '{architecture}' is not torchvision:<arch>, "
                             "timm:<name> or wsol:<arch>.")
-    size = card.get("input_size", base.input_size)
-    return module_backbone(base.model, name=str(card.get("name") or f"{CARD}{card_path.name}"), input_size=size,
-                           mean=card.get("mean", base.mean), std=card.get("std", base.std),
-                           class_names=class_names if class_names is not None else base.class_names,
-                           weights=base.weights, weights_label=base.weights_label, layer=card.get("layer"),
-                           device=device)
+    built = builders[kind](rest, weights, count)
+    return module_backbone(built.model, name=str(card.get("name") or f"{CARD}{card_path.name}"),
+                           input_size=card.get("input_size", built.input_size), mean=card.get("mean", built.mean),
+                           std=card.get("std", built.std), class_names=class_names, weights=built.weights,
+                           weights_label=built.weights_label, layer=card.get("layer"), device=device)
 
 
 def model_cards(folder: str | os.PathLike[str]) -> list[Path]:
