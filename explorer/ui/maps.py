@@ -37,6 +37,9 @@ DEFAULT_METHODS = ("cam", "gradcam", "gradcampp", "extendedcam")
 SLOW_EXTRA_PASSES = 16
 
 TILES_PER_LINE = 4
+# The slow grids this process has computed (and cached): reading one again takes no governor slot.
+# A grid evicted from the cache since is then recomputed without waiting; the cache holds 24.
+_COMPUTED_SLOW: set[tuple] = set()
 
 
 def method_name(method: str) -> str:
@@ -130,17 +133,22 @@ def grid(state: Selection, methods: Sequence[str], relu: str,
                            _image=state.image, _decoders=shared))
     for method in slow:
         own = {method: chosen[method]} if method in chosen else {}
-        # An extra-pass method is long work: it waits its turn under the server-wide governor.
-        notice = st.empty()
+        key = (*_grid_key(state, [method], relu), _decoder_key(own))
+        if key in _COMPUTED_SLOW:  # a cache hit: reading it is not long work
+            part = _grid(*key, _backbone=state.backbone, _image=state.image, _decoders=own)
+        else:  # an extra-pass method is long work: it waits its turn under the server-wide governor
+            notice = st.empty()
 
-        def waiting(position: int, name: str = method_name(method), notice: Any = notice) -> None:
-            notice.info(f"{name} waits for a free slot: number {position} in the queue (the server runs "
-                        f"{server_governor().limit or 'any number of'} long job(s) at once).")
+            def waiting(position: int, name: str = method_name(method), notice: Any = notice) -> None:
+                notice.info(f"{name} waits for a free slot: number {position} in the queue (the server runs "
+                            f"{server_governor().limit or 'any number of'} long job(s) at once).")
 
-        with server_governor().slot(Job(), cancelled=lambda: False, on_wait=waiting):
-            notice.empty()
-            part = _grid(*_grid_key(state, [method], relu), _decoder_key(own), _backbone=state.backbone,
-                         _image=state.image, _decoders=own)
+            with server_governor().slot(Job(), cancelled=lambda: False, on_wait=waiting):
+                notice.empty()
+                part = _grid(*key, _backbone=state.backbone, _image=state.image, _decoders=own)
+            if len(_COMPUTED_SLOW) > 4096:  # bounded: forgetting only costs a wait for a free slot
+                _COMPUTED_SLOW.clear()
+            _COMPUTED_SLOW.add(key)
         seconds = {(f"capture:{method}" if stage == "capture" else stage): s for stage, s in part.seconds.items()}
         parts.append(replace(part, seconds=seconds))
     return _merge(parts, methods)
