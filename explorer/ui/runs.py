@@ -25,7 +25,7 @@ from explorer.presets import sigma_presets
 from explorer.runs import slug
 from explorer.server_files import dataset_spec
 from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone, server_governor
-from explorer.ui.maps import DEFAULT_METHODS
+from explorer.ui.maps import DEFAULT_METHODS, method_name
 from explorer.ui.sidebar import WEIGHT_LABELS, ImageChoice, Selection
 from explorer.ui.widgets import (
     WIDGET_PREFIX,
@@ -39,10 +39,6 @@ from explorer.ui.widgets import (
     text_input,
 )
 from explorer.upsample import FCAM
-
-
-def _method_name(method: str) -> str:
-    return METHODS[method].label
 
 EVAL_METHODS = ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "extendedcam")
 EVAL_UPSAMPLERS = ("bilinear", "gaussian", "nearest", "bicubic")
@@ -173,7 +169,7 @@ def evaluation_form(state: Selection, name: str = "evalform") -> None:
         default_backbone = "synthetic_lite0" if spec.strip().startswith("synthetic") else state.backbone.name
         backbone_name = selectbox("Backbone", f"{name}.backbone", choices, default_backbone)
         methods = multiselect("Methods", f"{name}.methods", list(EVAL_METHODS), ["cam", "gradcam", "extendedcam"],
-                              format_func=_method_name)
+                              format_func=method_name)
         from explorer.fcam import shipped_decoders
 
         offered = list(EVAL_UPSAMPLERS) + ([FCAM] if shipped_decoders(backbone_name) else [])
