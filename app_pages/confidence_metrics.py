@@ -42,12 +42,9 @@ if grid is not None:
     st.caption(f"{grid['images']} images with `{state.backbone.name}` layer `{state.layer}`; each map explains "
                f"{'the image label' if grid['policy'] == 'label' else 'the top-1 prediction'}; Gaussian σ = "
                f"({sigma[0]:g}, {sigma[1]:g})." + (f" {len(grid['skipped'])} images skipped." if grid["skipped"] else ""))
-    rows = [{"equation": ui.method_name(r["method"]), "upsampling": r["upsampler"],
-             "Average Drop % (relative)": round(r["average_drop_relative"], 2),
-             "% Increase (relative)": round(r["increase_relative"], 2),
-             "Average Drop % (normal)": round(r["average_drop"], 2), "% Increase (normal)": round(r["increase"], 2)}
-            for r in grid["rows"]]
-    st.dataframe(rows, hide_index=True)
+    st.dataframe(ui.confidence_table(grid["rows"]), hide_index=True)
+    for note in ui.confidence_warnings(grid["rows"], grid["images"]):
+        st.warning(note)
     st.caption("The paper (VGG16, ImageNet, relative masking) finds Extended-CAM with Gaussian upsampling best "
                "(39.86 / 20.72) and Extended-CAM with bilinear upsampling worst (79.23 / 4.02).")
 
@@ -58,6 +55,11 @@ if run is not None:
     if not rows:
         st.info("This evaluation was run without confidence metrics.")
     else:
+        st.caption(f"n = {run.summary.get('num_images', '?')} images of {run.summary['config']['dataset']} "
+                   f"({run.summary['config']['split']}); intervals: {run.summary.get('interval_method', 'none stored')}.")
+        st.dataframe(ui.confidence_table(rows), hide_index=True)
+        for note in ui.confidence_warnings(rows, run.summary.get("num_images", 0)):
+            st.warning(note)
         categories = [ui.combo_label(r["method"], r["upsampler"]) for r in rows]
         left, right = st.columns(2, gap="large")
         left.plotly_chart(views.bar_figure(categories, {

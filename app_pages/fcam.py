@@ -27,8 +27,9 @@ for problem in problems:
     st.warning(problem)
 if not choices:
     st.info(f"No F-CAM decoder is trained for `{state.backbone.name}` layer `{state.layer}` with these weights. "
-            "The shipped decoders belong to `synthetic_cnn` and `synthetic_lite0` (pick one in the sidebar and "
-            "upload an image of the synthetic benchmark), or fit one below for this backbone.")
+            f"The shipped decoders belong to {', '.join(f'`{n}`' for n in ui.backbones_with_shipped_decoders())} "
+            "(pick one in the sidebar and upload an image of the synthetic benchmark version it was trained on), "
+            "or fit one below for this backbone.")
 else:
     active = ui.active_decoders(state)
     labels = {c.path: c.label for c in choices}

@@ -504,10 +504,10 @@ def _synthetic_names() -> list[str]:
     return list(SYNTHETIC_CLASS_NAMES)
 
 
-def _build_small_cnn() -> nn.Module:
+def _build_small_cnn(num_classes: int | None = None) -> nn.Module:
     from explorer.classifiers import SmallCNN
 
-    return SmallCNN()
+    return SmallCNN() if num_classes is None else SmallCNN(num_classes=num_classes)
 
 
 def _small_cnn_layers() -> tuple[dict[str, str], dict[str, str]]:
@@ -516,27 +516,68 @@ def _small_cnn_layers() -> tuple[dict[str, str], dict[str, str]]:
     return dict(SMALL_CNN_LAYERS), dict(SMALL_CNN_NOTES)
 
 
+def _v1_names() -> list[str]:
+    from explorer.classifiers import SYNTHETIC_V1_CLASS_NAMES
+
+    return list(SYNTHETIC_V1_CLASS_NAMES)
+
+
+def _register_small_cnn(name: str, version: int, names: Callable[[], list[str]], teacher: str) -> None:
+    register_backbone(BackboneSpec(
+        name=name,
+        description=(f"Small CNN trained from random weights on synthetic benchmark v{version} ({len(names())} "
+                     f"classes, 224x224), guided by attention transfer from {teacher}'s CAM"),
+        build=lambda: _build_small_cnn(len(names())), pretrained_file=lambda: synthetic_weight_file(name),
+        pretrained_label=f"trained here on synthetic benchmark v{version} (checkpoints/{name}.pt)",
+        layers=_small_cnn_layers, default_layer="stage4", head_path="fc", cam_layer="stage4", class_names=names,
+        decoder=lambda: DecoderSpec(taps=("stage1", "stage2", "stage3", "stage4"), widths=(64, 32, 16), centre=128),
+        **_SYNTHETIC_INPUT,
+    ))
+
+
+def _register_fine_tuned_lite0(name: str, version: int, names: Callable[[], list[str]]) -> None:
+    register_backbone(BackboneSpec(
+        name=name,
+        description=f"EfficientNet-Lite0 (ImageNet) fine-tuned on synthetic benchmark v{version} ({len(names())} classes)",
+        build=lambda: build_lite("efficientnet_lite0", num_classes=len(names())),
+        pretrained_file=lambda: synthetic_weight_file(name),
+        pretrained_label=f"ImageNet Lite0 fine-tuned here on synthetic benchmark v{version} (checkpoints/{name}.pt)",
+        layers=lambda: _lite_layers("efficientnet_lite0"), default_layer="head", head_path="_fc", cam_layer="head",
+        class_names=names, decoder=lambda: _lite_decoder("efficientnet_lite0"), **_SYNTHETIC_INPUT,
+    ))
+
+
+_SYNTHETIC_INPUT: dict[str, Any] = {"input_size": (224, 224), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+_register_small_cnn("synthetic_cnn", 2, _synthetic_names, "synthetic_lite0")
+_register_fine_tuned_lite0("synthetic_lite0", 2, _synthetic_names)
+# The classifiers of benchmark version 1 (5 classes; spec "synthetic-v1"), kept for teaching with
+# their F-CAM decoders, evaluations and Table D.1 ablation.
+_register_small_cnn("synthetic_v1_cnn", 1, _v1_names, "synthetic_v1_lite0")
+_register_fine_tuned_lite0("synthetic_v1_lite0", 1, _v1_names)
+
+
+def _build_lite_vgg() -> nn.Module:
+    from explorer.classifiers import LiteVgg
+
+    return LiteVgg()
+
+
+def _lite_vgg_layers() -> tuple[dict[str, str], dict[str, str]]:
+    from explorer.classifiers import LITE_VGG_LAYERS, LITE_VGG_NOTES
+
+    return dict(LITE_VGG_LAYERS), dict(LITE_VGG_NOTES)
+
+
 register_backbone(BackboneSpec(
-    name="synthetic_cnn",
-    description=("Small CNN trained from scratch (random initialisation) on the synthetic WSOL benchmark, "
-                 "guided by attention transfer from synthetic_lite0's CAM (5 classes, 224x224)"),
-    build=_build_small_cnn, pretrained_file=lambda: synthetic_weight_file("synthetic_cnn"),
-    pretrained_label="trained on the synthetic benchmark (checkpoints/synthetic_cnn.pt)",
-    input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-    layers=_small_cnn_layers, default_layer="stage4", head_path="fc", cam_layer="stage4",
-    class_names=_synthetic_names,
-    decoder=lambda: DecoderSpec(taps=("stage1", "stage2", "stage3", "stage4"), widths=(64, 32, 16), centre=128),
-))
-register_backbone(BackboneSpec(
-    name="synthetic_lite0",
-    description="EfficientNet-Lite0 (ImageNet) fine-tuned on the synthetic WSOL benchmark (5 classes)",
-    build=lambda: build_lite("efficientnet_lite0", num_classes=5),
-    pretrained_file=lambda: synthetic_weight_file("synthetic_lite0"),
-    pretrained_label="fine-tuned on the synthetic benchmark (checkpoints/synthetic_lite0.pt)",
-    input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-    layers=lambda: _lite_layers("efficientnet_lite0"), default_layer="head",
-    head_path="_fc", cam_layer="head", class_names=_synthetic_names,
-    decoder=lambda: _lite_decoder("efficientnet_lite0"),
+    name="synthetic_vgg",
+    description=("VGG-style: Lite0's ImageNet blocks to stride 16, conv5 (14x14) and a max-pool + FC-ReLU-FC head "
+                 "(not GAP + linear), fine-tuned on the synthetic WSOL benchmark (20 classes)"),
+    build=_build_lite_vgg, pretrained_file=lambda: synthetic_weight_file("synthetic_vgg"),
+    pretrained_label="ImageNet Lite0 blocks, fine-tuned here with a new head on synthetic benchmark v2 "
+                     "(checkpoints/synthetic_vgg.pt)",
+    layers=_lite_vgg_layers, default_layer="conv5", class_names=_synthetic_names,
+    decoder=lambda: DecoderSpec(taps=("stem", "blocks.2", "blocks.4", "conv5"), widths=(64, 32, 16)),
+    **_SYNTHETIC_INPUT,
 ))
 
-SYNTHETIC_BACKBONES = ("synthetic_cnn", "synthetic_lite0")
+SYNTHETIC_BACKBONES = ("synthetic_cnn", "synthetic_lite0", "synthetic_vgg", "synthetic_v1_cnn", "synthetic_v1_lite0")

@@ -1,12 +1,15 @@
-"""Classifiers of the synthetic WSOL benchmark, registered as backbones like any other.
-
-Both end in global-average-pooling + a linear layer, so every CAM method (plain CAM included)
-applies to them:
+"""Classifiers of the synthetic WSOL benchmark (version 2, 20 classes), registered as backbones.
 
 * ``synthetic_cnn``: a small residual CNN trained from scratch (four stages, the last at 14 x 14
-  for a 224 x 224 input, as VGG16's conv5_3 in the Extended-CAM paper);
-* ``synthetic_lite0``: ImageNet EfficientNet-Lite0 with a new 5-way head, fine-tuned on the
-  benchmark (a pretrained backbone, as in the papers).
+  for a 224 x 224 input, as VGG16's conv5_3 in the Extended-CAM paper); GAP + linear head;
+* ``synthetic_lite0``: ImageNet EfficientNet-Lite0 with a new 20-way head, fine-tuned on the
+  benchmark (a pretrained backbone, as in the papers); GAP + linear head;
+* ``synthetic_vgg``: VGG-style. Lite0's ImageNet blocks up to stride 16, one 3 x 3 conv layer
+  ``conv5`` (14 x 14, the target layer, as VGG16's conv5_3), then VGG16's kind of classifier:
+  max-pool, flatten, FC-ReLU-dropout-FC. After a GAP + linear head dy_c/dA_kij = w_k / Z at every
+  cell, so Grad-CAM, Extended-CAM and CAM coincide; after this head the gradient differs from cell
+  to cell, so Grad-CAM's pooled weights w_k and Extended-CAM's per-cell w_kij differ, and plain CAM
+  does not apply.
 
 Their weights ship in ``checkpoints/<name>.pt`` with a card ``checkpoints/<name>.json`` that
 records the exact ``python -m explorer train-classifier`` command that made them.
@@ -14,10 +17,17 @@ records the exact ``python -m explorer train-classifier`` command that made them
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-#: The benchmark's classes, in label order (explorer.datasets.synthetic.CLASSES, without SciPy).
-SYNTHETIC_CLASS_NAMES = ("disc", "spike", "hammer", "star", "fork")
+#: The benchmark's classes (version 2), in label order: explorer.datasets.synthetic.class_names(2),
+#: written out so that naming them needs no SciPy (a test checks that the two agree).
+SYNTHETIC_CLASS_NAMES = tuple(f"{shape}-{marking}" for shape in ("disc", "spike", "hammer", "star", "fork")
+                              for marking in ("plain", "eye", "band", "halves"))
+
+#: Version 1's classes (5; the synthetic_v1_* classifiers).
+SYNTHETIC_V1_CLASS_NAMES = ("disc", "spike", "hammer", "star", "fork")
 
 SYNTHETIC_MEAN = (0.5, 0.5, 0.5)
 SYNTHETIC_STD = (0.5, 0.5, 0.5)
@@ -77,4 +87,49 @@ SMALL_CNN_LAYERS = {"stage1": "stage1", "stage2": "stage2", "stage3": "stage3", 
 SMALL_CNN_NOTES = {
     "stage1": "stem, 112 x 112 at 224", "stage2": "56 x 56 at 224", "stage3": "28 x 28 at 224",
     "stage4": "14 x 14 x 128 at 224: the map the GAP + linear classifier reads",
+}
+
+
+class LiteVgg(nn.Module):
+    """EfficientNet-Lite0's stem and blocks up to stride 16 (ImageNet weights when fine-tuned),
+    then ``conv5`` (3 x 3 conv, BN, ReLU: 128 x 14 x 14 at 224, the target layer) and a VGG16-style
+    head: 2 x 2 max-pool to 7 x 7, flatten, ``fc1`` (6272 -> 256), ReLU, dropout, ``fc2``.
+    No activation is in-place, so hooks see each output unchanged."""
+
+    LAST_BLOCK = 10  # Lite0's last MBConv block at stride 16 (112 channels)
+
+    def __init__(self, num_classes: int = len(SYNTHETIC_CLASS_NAMES), lite: Any = None):
+        super().__init__()
+        if lite is None:
+            from explorer.backbones import build_lite
+
+            lite = build_lite("efficientnet_lite0", num_classes=1)
+        self._conv_stem = lite._conv_stem
+        self._bn0 = lite._bn0
+        self.stem_act = nn.ReLU6()
+        self._blocks = nn.ModuleList(list(lite._blocks)[:self.LAST_BLOCK + 1])
+        self.conv5 = nn.Sequential(nn.Conv2d(112, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), nn.ReLU())
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(128 * 7 * 7, 256)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(256, num_classes)
+
+    def features(self, x):
+        x = self.stem_act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return self.conv5(x)
+
+    def forward(self, x):
+        x = self.pool(self.features(x)).flatten(1)
+        return self.fc2(self.dropout(self.relu(self.fc1(x))))
+
+
+LITE_VGG_LAYERS = {"stem": "stem_act", "blocks.2": "_blocks.2", "blocks.4": "_blocks.4", "blocks.10": "_blocks.10",
+                   "conv5": "conv5"}
+LITE_VGG_NOTES = {
+    "stem": "stem (ReLU6), stride 2", "blocks.2": "last MBConv block at stride 4",
+    "blocks.4": "last MBConv block at stride 8", "blocks.10": "last MBConv block at stride 16",
+    "conv5": "128 x 14 x 14 at 224, after its ReLU: the map the max-pool + FC head reads (not GAP + linear)",
 }

@@ -44,9 +44,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from explorer.atomic import save_npz_atomically, write_atomically
 from explorer.backbones import Backbone, load_backbone
+from explorer.controls import CONTROLS, control_maps
 from explorer.datasets.errors import DatasetError
 from explorer.errors import ExplorerError
 from explorer.images import ImageError
@@ -62,6 +64,19 @@ from explorer.metrics import (
     thresholds,
 )
 from explorer.metrics.boxes import image_curves_uint8
+from explorer.metrics.intervals import (
+    LEVEL,
+    REPLICATES,
+    bootstrap_weights,
+    hit_curves,
+    joint_localization,
+    joint_localization_v2,
+    max_acc_interval,
+    max_box_acc_v2_interval,
+    mean_interval,
+    pxap_interval,
+    topk_correct,
+)
 from explorer.pipeline import fcam_at, grid_maps
 from explorer.upsample import FCAM, UPSAMPLERS, UpsampleError, normalise, upsample
 
@@ -70,7 +85,7 @@ VALUE_BINS = 50
 REFERENCE_UPSAMPLER = "exact"
 REFERENCES = {"object": "ground-truth object mask (a perfect localiser)",
               "part": "class-deciding part mask (the evidence a classifier needs)"}
-CHUNK_VERSION = 1
+CHUNK_VERSION = 2
 
 
 class EvaluateError(ExplorerError):
@@ -94,6 +109,7 @@ class EvalConfig:
     batch_size: int = 16
     confidence: bool = True
     references: bool = True
+    controls: bool = True        # network-free maps scored beside the methods (explorer.controls)
     limit: int | None = None
     method_options: dict = field(default_factory=dict)
     decoders: dict = field(default_factory=dict)  # base method -> F-CAM decoder file (upsampler "fcam")
@@ -322,7 +338,8 @@ def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str,
         if up == FCAM:  # the decoder's probability, scored as it is (the protocol does not normalise it)
             maps = fcam_at(grid.fcam[method], (EVAL_SIZE, EVAL_SIZE))
         else:
-            maps = normalise(upsample(grid.maps[method], (EVAL_SIZE, EVAL_SIZE), up, sigma), "minmax")
+            # In float64 before the uint8 step, as the protocol's normalisation.
+            maps = normalise(upsample(grid.maps[method], (EVAL_SIZE, EVAL_SIZE), up, sigma).double(), "minmax")
         maps_np = maps.detach().cpu().numpy().astype(np.float64)
         prefix = combo_key(method, up) + "/"
         _score(arrays, prefix, maps_np, taus, gt_boxes, gt_masks, ignores, has_boxes, has_masks)
@@ -340,6 +357,12 @@ def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str,
                 name = "relative" if relative else "normal"
                 arrays[prefix + "conf_full"] = result.confidence.astype(np.float64)
                 arrays[prefix + f"conf_{name}"] = result.masked_confidence.astype(np.float64)
+    if config.controls:
+        pixels = np.stack([np.asarray(image.convert("RGB").resize((EVAL_SIZE, EVAL_SIZE), Image.Resampling.BILINEAR))
+                           for image in images])
+        for name in CONTROLS:
+            prefix = combo_key(f"control_{name}", REFERENCE_UPSAMPLER) + "/"
+            _score(arrays, prefix, control_maps(name, pixels), taus, gt_boxes, gt_masks, ignores, has_boxes, has_masks)
     if config.references and has_masks:
         refs = {"object": np.stack(gt_masks).astype(np.float64)}
         if len(parts) == len(kept):
@@ -374,10 +397,12 @@ def _score(arrays: dict, prefix: str, maps: np.ndarray, taus: np.ndarray, gt_box
     arrays[prefix + "values_foreground"] = fg_hist
     arrays[prefix + "values_background"] = bg_hist
     if has_masks:
-        ev = PixelEvaluator(taus)
+        ev = PixelEvaluator(taus, keep_image_hists=True)
         ev.accumulate(maps, np.stack(gt_masks), np.stack(ignores))
         arrays[prefix + "pos_hist"] = ev.pos_hist
         arrays[prefix + "neg_hist"] = ev.neg_hist
+        arrays[prefix + "image_pos_hist"] = np.stack(ev.image_pos_hists)
+        arrays[prefix + "image_neg_hist"] = np.stack(ev.image_neg_hists)
         arrays[prefix + "image_pxap"] = np.array(ev._image_pxap, dtype=np.float64)
 
 
@@ -402,6 +427,8 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
         with np.load(_chunk_path(out, i), allow_pickle=False) as data:
             chunks.append({key: data[key] for key in data.files})
     combos = list(config.combos())
+    if config.controls:
+        combos += [(f"control_{name}", REFERENCE_UPSAMPLER) for name in CONTROLS]
     if config.references and "masks" in dataset.kind:
         combos.append(("reference_object", REFERENCE_UPSAMPLER))
         if all(s.part_path is not None for s in dataset.samples[:count]):
@@ -419,13 +446,18 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
     targets = np.concatenate([c["targets"] for c in evaluated]) if evaluated else np.zeros(0, int)
     has_labels = policy == "label" and len(labels) and (labels >= 0).all()
     class_acc = float(100.0 * np.mean(top[:, 0] == labels)) if has_labels else None
+    weights = bootstrap_weights(len(ids)) if len(ids) else None
+    intervals: dict[str, list[float]] = {}
+    if has_labels and weights is not None:
+        intervals["classification_accuracy"] = mean_interval(100.0 * (top[:, 0] == labels), weights).as_list()
 
     rows, curves_out = [], {"thresholds": taus, "value_edges": np.linspace(0, 1, VALUE_BINS + 1)}
     records: dict[str, dict[str, np.ndarray]] = {key: {} for key in ("iou", "box", "iou_v2", "pxap", "drop", "drop_relative")}
     for method, up in combos:
         prefix = combo_key(method, up) + "/"
         key = combo_key(method, up)
-        row = {"method": method, "upsampler": up, "images": int(len(ids))}
+        row: dict[str, Any] = {"method": method, "upsampler": up, "images": int(len(ids))}
+        network_free = method.startswith(("reference_", "control_"))
         present = [c for c in evaluated if prefix + "values_background" in c]
         if present and prefix + "masks_per_image" in present[0]:
             ev = BoxEvaluator(taus, IOU_LEVELS, keep_records=True)
@@ -433,14 +465,27 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
                 for curve in _curves_from(c, prefix):
                     ev.add_curves(curve)
             box = ev.compute()
+            all_curves = [curve for c in present for curve in _curves_from(c, prefix)]
+            hits = hit_curves(all_curves)
             assert box.image_iou is not None and box.image_box is not None and box.image_iou_v2 is not None  # keep_records
             row.update(max_box_acc=box.max_box_acc, max_box_acc_v2=box.max_box_acc_v2,
                        best_threshold=box.best_threshold,
                        **{f"box_acc_v2_iou{d}": float(v) for d, v in zip(box.iou_levels, box.max_box_acc_v2_by_delta)})
-            if has_labels and not method.startswith("reference_"):
-                row["top1_loc"] = localization_accuracy(box.image_iou, top[:, :1], labels, k=1)
-                if top.shape[1] >= 5:
-                    row["top5_loc"] = localization_accuracy(box.image_iou, top, labels, k=5)
+            if weights is not None:
+                row["max_box_acc_ci"] = max_acc_interval(hits, weights).as_list()
+                row["max_box_acc_v2_ci"] = max_box_acc_v2_interval(all_curves, weights, box.iou_levels).as_list()
+            if has_labels and not network_free:
+                # F-CAM's code: a joint counter (right class AND IoU >= 0.5) per threshold, then the
+                # max over thresholds; the protocol paper's reading at MaxBoxAcc's best threshold beside it.
+                for k in (1, 5):
+                    if top.shape[1] < k:
+                        continue
+                    correct = topk_correct(top, labels, k)
+                    row[f"top{k}_loc"] = joint_localization(hits, correct)
+                    row[f"top{k}_loc_v2"] = joint_localization_v2(all_curves, correct, box.iou_levels)
+                    row[f"top{k}_loc_at_best_tau"] = localization_accuracy(box.image_iou, top, labels, k=k)
+                    if weights is not None:
+                        row[f"top{k}_loc_ci"] = max_acc_interval(hits & correct[:, None], weights).as_list()
             curves_out[key + "/box_acc"] = box.box_acc
             curves_out[key + "/box_acc_v2"] = box.box_acc_v2
             records["iou"][key] = box.image_iou
@@ -454,6 +499,10 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
             pe._image_pxap = list(np.concatenate([c[prefix + "image_pxap"] for c in present]))
             px = pe.compute()
             row["pxap"] = px.pxap
+            if weights is not None and prefix + "image_pos_hist" in present[0]:
+                row["pxap_ci"] = pxap_interval(np.concatenate([c[prefix + "image_pos_hist"] for c in present]),
+                                               np.concatenate([c[prefix + "image_neg_hist"] for c in present]),
+                                               weights).as_list()
             curves_out[key + "/precision"] = px.precision
             curves_out[key + "/recall"] = px.recall
             records["pxap"][key] = px.image_pxap
@@ -469,13 +518,19 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
                 suffix = "" if name == "normal" else "_relative"
                 row[f"average_drop{suffix}"] = float(100.0 * drop.mean())
                 row[f"increase{suffix}"] = float(100.0 * np.mean(o > y))
+                if weights is not None:
+                    row[f"average_drop{suffix}_ci"] = mean_interval(100.0 * drop, weights).as_list()
+                    row[f"increase{suffix}_ci"] = mean_interval(100.0 * (o > y), weights).as_list()
                 records[col][key] = 100.0 * drop
         rows.append(row)
 
     summary = EvalSummary(rows=rows, out_dir=out, num_images=int(len(ids)), skipped=skipped, seconds=seconds,
                           classification_accuracy=class_acc, target_policy=policy)
     meta = {"config": asdict(config), "num_images": summary.num_images, "skipped": skipped,
-            "classification_accuracy": class_acc, "target_policy": policy,
+            "classification_accuracy": class_acc, "target_policy": policy, "intervals": intervals,
+            "interval_method": (f"{LEVEL:.0f} % percentile bootstrap over the {len(ids)} images, {REPLICATES} replicates "
+                                "(seed 0), thresholds re-chosen in each replicate"),
+            "controls": {name: words for name, words in CONTROLS.items()} if config.controls else {},
             "dataset_kind": dataset.kind, "classes": list(dataset.classes), "rows": rows,
             "seconds_this_call": round(seconds, 1)}
     write_atomically(out / "summary.json", (json.dumps(meta, indent=2, default=_json_default) + "\n").encode())
@@ -499,9 +554,12 @@ def _json_default(value):
     raise TypeError(type(value))
 
 
-SUMMARY_COLUMNS = ["method", "upsampler", "images", "max_box_acc", "max_box_acc_v2", "box_acc_v2_iou30",
-                   "box_acc_v2_iou50", "box_acc_v2_iou70", "best_threshold", "pxap", "top1_loc", "top5_loc",
-                   "average_drop", "increase", "average_drop_relative", "increase_relative"]
+SUMMARY_COLUMNS = ["method", "upsampler", "images", "max_box_acc", "max_box_acc_lo", "max_box_acc_hi", "max_box_acc_v2",
+                   "max_box_acc_v2_lo", "max_box_acc_v2_hi", "box_acc_v2_iou30", "box_acc_v2_iou50", "box_acc_v2_iou70",
+                   "best_threshold", "pxap", "pxap_lo", "pxap_hi", "top1_loc", "top1_loc_lo", "top1_loc_hi", "top1_loc_v2",
+                   "top1_loc_at_best_tau", "top5_loc", "top5_loc_v2", "top5_loc_at_best_tau", "average_drop",
+                   "average_drop_lo", "average_drop_hi", "increase", "increase_lo", "increase_hi", "average_drop_relative",
+                   "increase_relative"]
 
 
 def _csv(rows: list[dict]) -> str:
@@ -509,7 +567,11 @@ def _csv(rows: list[dict]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+        flat = dict(row)
+        for key, value in row.items():  # an interval [low, high] becomes two columns
+            if key.endswith("_ci"):
+                flat[key[:-3] + "_lo"], flat[key[:-3] + "_hi"] = value
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in flat.items() if not k.endswith("_ci")})
     return buffer.getvalue()
 
 

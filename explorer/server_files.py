@@ -97,10 +97,10 @@ def dataset_spec(spec: str) -> str:
     "gallery" pass as they are; "<kind>:<path>" must name a shared folder."""
     spec = spec.strip()
     kind, sep, where = spec.partition(":")
-    if spec in ("synthetic", "gallery"):
+    if spec in ("synthetic", "synthetic-v1", "gallery"):
         return spec
     if kind not in DATASET_KINDS or not sep:
-        raise ServerPathError(f"'{spec}' is not a dataset; give synthetic, gallery, or "
+        raise ServerPathError(f"'{spec}' is not a dataset; give synthetic, synthetic-v1, gallery, or "
                               f"{', '.join(k + ':<folder>' for k in DATASET_KINDS)}.")
     return f"{kind}:{server_path(where)}"
 

@@ -40,7 +40,9 @@ from explorer.backbones import REGISTRY, BackboneError, build_lite, lite_weight_
 from explorer.checkpoints import CheckpointError, dequantize_state, load_state_dict, quantize_state
 from explorer.errors import ExplorerError
 
-ARCHS = ("synthetic_cnn", "synthetic_lite0")
+ARCHS = ("synthetic_cnn", "synthetic_lite0", "synthetic_vgg")
+FINE_TUNED = ("synthetic_lite0", "synthetic_vgg")  # ImageNet Lite0 layers inside, a new head on top
+NEW_LAYERS = ("_fc.", "conv5.", "fc1.", "fc2.")
 STATE_VERSION = 1
 
 
@@ -74,6 +76,8 @@ class TrainConfig:
             # transfer from the fine-tuned Lite0's CAM says where to look (the weights still start
             # random); it left chance within 450 steps.
             return TrainConfig(arch=arch, epochs=40, lr=2e-3, teacher="synthetic_lite0", attention_weight=5.0)
+        if arch == "synthetic_vgg":
+            return TrainConfig(arch=arch, epochs=6, lr=2e-3, backbone_lr_scale=0.5, freeze_below_stride=4)
         if arch == "synthetic_lite0":
             # 4 epochs with strides < 8 frozen and the body at lr/5 stopped at 89.0 % test accuracy;
             # the body needs to move more to learn the part shapes.
@@ -119,21 +123,23 @@ def build_model(config: TrainConfig) -> nn.Module:
     torch.manual_seed(config.seed)
     if config.arch == "synthetic_cnn":
         return REGISTRY["synthetic_cnn"].build()
-    if config.arch == "synthetic_lite0":
-        model = build_lite("efficientnet_lite0", num_classes=5)
+    if config.arch in FINE_TUNED:
+        from explorer.classifiers import SYNTHETIC_CLASS_NAMES, LiteVgg
+
+        model = build_lite("efficientnet_lite0", num_classes=len(SYNTHETIC_CLASS_NAMES))
         state = load_state_dict(lite_weight_file("efficientnet_lite0"))
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
             raise TrainError(f"the ImageNet Lite0 weights do not fit: missing {missing}, unexpected {unexpected}")
-        return model
+        return LiteVgg(lite=model) if config.arch == "synthetic_vgg" else model
     raise TrainError(f"unknown architecture '{config.arch}'; choose one of {', '.join(ARCHS)}")
 
 
 def _frozen_modules(model: Any, config: TrainConfig) -> list[nn.Module]:
     """Fine-tuning keeps the generic high-resolution layers (stem and blocks at strides below
     ``freeze_below_stride``) fixed: most of the backward cost is there, and they need no change."""
-    if config.arch != "synthetic_lite0":
+    if config.arch not in FINE_TUNED:
         return []
     frozen: list[nn.Module] = [model._conv_stem, model._bn0]
     stride = 2
@@ -150,10 +156,10 @@ def _param_groups(model: nn.Module, config: TrainConfig, frozen: list[nn.Module]
     frozen_ids = {id(p) for m in frozen for p in m.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen_ids)
-    if config.arch != "synthetic_lite0":
+    if config.arch not in FINE_TUNED:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
-    head = [p for n, p in model.named_parameters() if n.startswith("_fc.")]
-    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("_fc.")]
+    head = [p for n, p in model.named_parameters() if n.startswith(NEW_LAYERS)]
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(NEW_LAYERS)]
     return [{"params": body, "lr": config.lr * config.backbone_lr_scale}, {"params": head, "lr": config.lr}]
 
 
@@ -342,7 +348,7 @@ def train_classifier(
         raise TrainError(f"--out must name a .pt file, not {out}")
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(f"{out.stem}.run")
     state_path = run_dir / "state.pt"
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     from explorer.datasets.synthetic import read_manifest
 
@@ -475,7 +481,7 @@ def train_classifier(
         "device": _device_words(device),
         "torch": torch.__version__,
         "settings": asdict(config),
-        "dataset": {"name": "synthetic", "params_hash": manifest.get("params_hash"),
+        "dataset": {"name": "synthetic", "version": manifest.get("version", 1), "params_hash": manifest.get("params_hash"),
                     "seed": manifest.get("seed"), "counts": manifest.get("counts")},
         "history": history,
         "bytes": out.stat().st_size,

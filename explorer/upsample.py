@@ -125,7 +125,8 @@ def normalise(maps: torch.Tensor, method: str = "minmax") -> torch.Tensor:
     """
     if method not in NORMALISERS:
         raise UpsampleError(f"Unknown normaliser '{method}'; use one of {', '.join(NORMALISERS)}.")
-    flat = maps.flatten(1).float()
+    flat = maps.flatten(1)
+    flat = flat if flat.dtype == torch.float64 else flat.float()  # float64 stays: the protocol normalises in it
     finite = torch.isfinite(flat).all(dim=1, keepdim=True)
     flat = torch.where(finite, flat, torch.zeros_like(flat))
     if method == "none":

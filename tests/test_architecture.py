@@ -21,9 +21,9 @@ PACKAGE = ROOT / "explorer"
 FLOORS = {
     0: ("errors", "atomic", "safe_files", "user_models", "runtime", "images", "checkpoints", "classifiers",
         "backbones", "upsample", "presets", "datasets"),
-    1: ("capture", "methods", "metrics", "erf", "fcam", "pipeline"),
+    1: ("capture", "methods", "metrics", "erf", "fcam", "pipeline", "controls"),
     2: ("views",),
-    3: ("server_files", "jobs", "train", "fcam_train", "fcam_ablation", "evaluate", "runs"),
+    3: ("server_files", "jobs", "train", "fcam_train", "fcam_ablation", "evaluate", "runs", "smoothing"),
     4: ("ui",),
     5: ("cli", "cli_args", "__main__", "__init__", "notebook"),
 }

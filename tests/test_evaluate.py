@@ -12,6 +12,7 @@ import torch
 
 from explorer import load_backbone
 from explorer.cli import main
+from explorer.controls import CONTROLS
 from explorer.datasets import load_synthetic, make_synthetic
 from explorer.evaluate import EvalConfig, EvaluateError, evaluate, read_summary
 from explorer.metrics import BoxEvaluator, PixelEvaluator, thresholds
@@ -80,10 +81,34 @@ def test_reference_rows_show_the_whole_object_ceiling(single):
     _, summary = single
     rows = rows_of(summary)
     obj, part = rows[("reference_object", "exact")], rows[("reference_part", "exact")]
-    assert obj["max_box_acc"] == 100.0 and obj["pxap"] == pytest.approx(100.0)
+    # The object mask is the ceiling: PxAP 100; boxes nearly always, but MaxBoxAcc keeps the largest
+    # contour only, and a branch across a bird (benchmark v2) can cut its mask in two.
+    assert obj["max_box_acc"] >= 80.0 and obj["pxap"] == pytest.approx(100.0)
     # The part alone is a small fraction of the object: its box rarely reaches IoU 0.5.
     assert part["max_box_acc"] < 50.0
     assert part["pxap"] < obj["pxap"]
+
+
+def test_every_row_has_its_interval_and_the_controls_are_scored_beside_the_methods(single):
+    out, summary = single
+    rows = rows_of(summary)
+    for name in CONTROLS:
+        row = rows[(f"control_{name}", "exact")]
+        assert "top1_loc" not in row  # a map that uses no network localises no class
+        low, high = row["max_box_acc_ci"]
+        assert low <= row["max_box_acc"] <= high and row["pxap_ci"][0] <= row["pxap"] <= row["pxap_ci"][1]
+    method = rows[("gradcam", "bilinear")]
+    for key in ("max_box_acc", "max_box_acc_v2", "pxap", "average_drop", "increase"):
+        low, high = method[f"{key}_ci"]
+        assert low <= method[key] <= high, key
+    # F-CAM's joint counter takes the best threshold for the joint event: never below the reading at
+    # MaxBoxAcc's threshold.
+    assert method["top1_loc"] >= method["top1_loc_at_best_tau"]
+    meta = read_summary(out)
+    assert set(meta["controls"]) == set(CONTROLS) and "bootstrap" in meta["interval_method"]
+    assert meta["intervals"]["classification_accuracy"][0] <= summary.classification_accuracy
+    header = (out / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"max_box_acc_lo", "max_box_acc_hi", "pxap_lo", "pxap_hi", "top1_loc_at_best_tau"} <= set(header)
 
 
 def test_outputs_are_written_and_readable(single):
@@ -94,7 +119,7 @@ def test_outputs_are_written_and_readable(single):
     assert header.startswith("method,upsampler,images,max_box_acc")
     records = (out / "records.csv").read_text().splitlines()
     # one line per image and scored (method, upsampler) pair, references included
-    assert len(records) - 1 == summary.num_images * (4 + 2)
+    assert len(records) - 1 == summary.num_images * (4 + 2 + len(CONTROLS))
     curves = np.load(out / "curves.npz")
     assert curves["gradcam@bilinear/box_acc"].shape == (3, len(thresholds(0.01)))
     assert "gradcam@gaussian/precision" in curves.files

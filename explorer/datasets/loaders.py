@@ -63,7 +63,7 @@ VOC_CLASSES = (
     "tvmonitor",
 )
 
-SPECS = "synthetic, synthetic:<dir>, cub:<root>, openimages:<root>, voc:<root>, folder:<dir>, gallery"
+SPECS = "synthetic, synthetic-v1, synthetic:<dir>, cub:<root>, openimages:<root>, voc:<root>, folder:<dir>, gallery"
 
 
 
@@ -687,7 +687,7 @@ def open_dataset(
     image_root: str | os.PathLike[str] | None = None,
     mask_root: str | os.PathLike[str] | None = None,
 ) -> WsolDataset:
-    """A dataset from a short spec: ``synthetic``, ``synthetic:<dir>``, ``cub:<root>``,
+    """A dataset from a short spec: ``synthetic`` (version 2), ``synthetic-v1``, ``synthetic:<dir>``, ``cub:<root>``,
     ``openimages:<root>``, ``voc:<root>`` or ``folder:<dir>``.
 
     ``cub:<root>`` expects the protocol repository's layout: ``<root>/metadata/CUB/<split>/`` and
@@ -699,6 +699,10 @@ def open_dataset(
     kind = kind.strip().lower()
     if kind == "synthetic":
         return load_synthetic(arg or None, split, strict=strict)
+    if kind == "synthetic-v1" and not arg:  # kept for teaching; see synthetic.V1_WEAKNESS
+        from explorer.datasets.synthetic import ensure_synthetic
+
+        return load_synthetic(ensure_synthetic(number=1), split, strict=strict)
     if kind == "gallery":
         return load_gallery()
     if kind in ("cub", "openimages", "voc", "folder") and not arg:

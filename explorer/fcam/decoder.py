@@ -246,6 +246,11 @@ def load_decoder(path: str | Path, backbone: Backbone) -> FcamDecoder:
     return decoder
 
 
+def backbones_with_shipped_decoders() -> list[str]:
+    """The backbones that a shipped decoder (weights with a card) belongs to."""
+    return sorted({p.stem.split("__", 1)[0] for p in FCAM_DIR.glob("*__*.pt") if p.with_suffix(".json").is_file()})
+
+
 def shipped_decoders(backbone: str) -> dict[str, Path]:
     """base method -> shipped decoder weights for `backbone` (those with a card)."""
     found = {}

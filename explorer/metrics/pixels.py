@@ -116,7 +116,7 @@ def _check_masks(masks: ArrayLike, n: int, shapes: list[tuple[int, int]], what: 
     return out
 
 
-def _average_precision(pos_hist: np.ndarray, neg_hist: np.ndarray) -> tuple[
+def average_precision(pos_hist: np.ndarray, neg_hist: np.ndarray) -> tuple[
         np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """tp, fp, fn, precision, recall and PxAP from the two histograms, in the reference's float64
     arithmetic (counts are exact in float64)."""
@@ -169,7 +169,8 @@ class PixelEvaluator:
     pixels are all negatives, as in the reference); `compute` raises when the whole set has none.
     """
 
-    def __init__(self, thresholds: ArrayLike):
+    def __init__(self, thresholds: ArrayLike, keep_image_hists: bool = False):
+        self.keep_image_hists = keep_image_hists  # each image's histograms too (for bootstrap intervals)
         self.thresholds = check_thresholds(thresholds, increasing=True)
         self.edges = histogram_edges(self.thresholds)
         self._binner = _Binner(self.edges)
@@ -181,6 +182,8 @@ class PixelEvaluator:
         self.neg_hist = np.zeros(bins, dtype=np.int64)
         self.num_images = 0
         self._image_pxap: list[float] = []
+        self.image_pos_hists: list[np.ndarray] = []
+        self.image_neg_hists: list[np.ndarray] = []
 
     def accumulate(self, score_maps: ArrayLike, gt_masks: ArrayLike,
                    ignore_masks: ArrayLike | None = None) -> None:
@@ -204,7 +207,11 @@ class PixelEvaluator:
             neg, pos = np.bincount(key, minlength=2 * bins).reshape(2, bins).astype(np.int64)
             self.pos_hist += pos
             self.neg_hist += neg
-            self._image_pxap.append(_average_precision(pos, neg)[-1] if pos.any() else float("nan"))
+            self._image_pxap.append(average_precision(pos, neg)[-1] if pos.any() else float("nan"))
+            if self.keep_image_hists:  # an image has at most 65,535 pixels per bin at the protocol's 224 x 224
+                dtype = np.uint16 if m.size < 2**16 else np.int64
+                self.image_pos_hists.append(pos.astype(dtype))
+                self.image_neg_hists.append(neg.astype(dtype))
             self.num_images += 1
 
     def compute(self) -> PixelResult:
@@ -214,7 +221,7 @@ class PixelEvaluator:
         if num_pos == 0:
             raise MetricError("No positive (foreground) ground-truth pixel in the evaluated set: PxAP "
                               "is undefined.")
-        tp, fp, fn, precision, recall, pxap = _average_precision(self.pos_hist, self.neg_hist)
+        tp, fp, fn, precision, recall, pxap = average_precision(self.pos_hist, self.neg_hist)
         return PixelResult(
             thresholds=self.thresholds.copy(), curve_thresholds=self.edges[-2::-1].copy(),
             precision=precision, recall=recall, tp=tp, fp=fp, fn=fn,

@@ -19,6 +19,7 @@ Job control itself (status, progress, stop, the server-wide limit) is Streamlit-
 `explorer.jobs`; figures and the texts that explain them are in `explorer.views`.
 """
 
+from explorer.fcam.decoder import backbones_with_shipped_decoders
 from explorer.runtime import tune_allocator
 from explorer.ui.erf import (
     ERF_BATCH,
@@ -85,6 +86,8 @@ from explorer.ui.runs import (
     choose_run,
     combo_label,
     confidence_grid,
+    confidence_table,
+    confidence_warnings,
     downscale_curves,
     evaluation_form,
     failure_tiles,
@@ -140,6 +143,7 @@ __all__ = [
     "erf_convergence", "erf_fit", "erf_job", "folder_problem", "folder_source", "run_erf_job", "start_erf",
     "stop_erf", "stored_erf_cards",
     "FCAM_FIT_EPOCHS", "FCAM_FIT_LIMIT", "DecoderChoice", "FcamView", "active_decoders", "available_upsamplers",
+    "backbones_with_shipped_decoders",
     "card_settings_rows", "dataset_problem", "decoder_choices", "fcam_job", "fcam_view", "largest_box",
     "start_fcam_fit", "steps_per_epoch", "stop_fcam_fit", "use_decoder", "value_histograms",
     "NETWORK_LOCK", "load_cached_backbone",
@@ -147,6 +151,7 @@ __all__ = [
     "cam_unavailable_reason", "cost_notes", "grid", "grid_npy", "histograms", "method_name", "pixel_map",
     "pixel_table", "sheet_png", "show_overlay_grid", "timing_rows", "upsampler_label",
     "DOWNSCALE_IMAGES", "choose_combo", "choose_combos", "choose_run", "combo_label", "confidence_grid",
+    "confidence_table", "confidence_warnings",
     "downscale_curves", "evaluation_form", "failure_tiles", "open_in_compare", "run_curves", "run_records",
     "summary_table",
     "RANDOM_WARNING", "UPLOAD_TYPES", "ImageChoice", "Selection", "context_banner", "draw_sidebar", "forget_selection",

@@ -150,6 +150,44 @@ def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[
     return rows
 
 
+SMALL_N = 100  # below this many images, a table of Average Drop / % Increase is a sketch, not a ranking
+
+
+def _with_interval(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "—"
+    interval = row.get(f"{key}_ci")
+    return f"{value:.1f} ({interval[0]:.1f}–{interval[1]:.1f})" if interval else f"{value:.1f}"
+
+
+def confidence_table(rows: Sequence[dict]) -> list[dict[str, str]]:
+    """Extended-CAM Tables 2-4 as rows: each number with its 95 % bootstrap interval."""
+    return [{"equation": method_name(r["method"]), "upsampling": r["upsampler"], "n": str(r.get("images", "")),
+             "Average Drop % (relative)": _with_interval(r, "average_drop_relative"),
+             "% Increase (relative)": _with_interval(r, "increase_relative"),
+             "Average Drop % (normal)": _with_interval(r, "average_drop"),
+             "% Increase (normal)": _with_interval(r, "increase")}
+            for r in rows if "average_drop" in r]
+
+
+def confidence_warnings(rows: Sequence[dict], images: int) -> list[str]:
+    """What a reader must know before ranking these rows: too few images, or overlapping intervals."""
+    from explorer.metrics.intervals import ranking_note
+
+    notes = []
+    if images < SMALL_N:
+        step = 100.0 / images if images else 100.0
+        notes.append(f"Only {images} images: % Increase moves in steps of {step:.1f} points and the intervals are "
+                     f"wide; use a dataset of at least {SMALL_N} images to rank the methods.")
+    for key, lower, what in (("average_drop_relative", True, "Average Drop % (relative)"),
+                             ("increase_relative", False, "% Increase (relative)")):
+        note = ranking_note(list(rows), key, lower, what)
+        if note:
+            notes.append(note)
+    return notes
+
+
 @st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
 def open_cached_dataset(spec: str, split: str):
     from explorer.datasets import open_dataset

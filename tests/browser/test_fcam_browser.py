@@ -1,6 +1,6 @@
-"""The F-CAM Decoder page in a real Chromium, with the shipped decoder of synthetic_lite0 on an
-uploaded image of the synthetic benchmark: CAM, seeds and F-CAM drawn; the threshold slider and a
-new seed draw redraw; Compare shows the decoder as an upsampler column.
+"""The F-CAM Decoder page in a real Chromium, with the shipped decoder of synthetic_v1_lite0 on an
+uploaded image of the synthetic benchmark (version 1, the one it was trained on): CAM, seeds and
+F-CAM drawn; the threshold slider and a new seed draw redraw; Compare shows the decoder as an upsampler column.
 
 Screenshots land in test-artifacts/screenshots/fcam-*.png.
 """
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def synthetic_image(tmp_path_factory) -> Path:
     data = make_synthetic(tmp_path_factory.mktemp("browser-fcam") / "synthetic", seed=3,
-                          sizes={"train": 0, "val": 0, "test": 2})
+                          sizes={"train": 0, "val": 0, "test": 2}, number=1)
     return sorted((data / "images" / "test").rglob("*.jpg"))[0]
 
 
@@ -40,7 +40,7 @@ def test_fcam_page_and_the_fcam_column_in_compare(page: Page, app_url: str, synt
                                                   screenshot_dir: Path) -> None:
     page.goto(app_url)
     settle(page, '[data-testid="stDataFrame"]')
-    choose(page, "Backbone", "synthetic_lite0", '[data-testid="stDataFrame"]')
+    choose(page, "Backbone", "synthetic_v1_lite0", '[data-testid="stDataFrame"]')
     page.locator("label", has_text="upload").first.click()
     # the image uploader comes first; "Your data" (a zip) is the second
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(synthetic_image))
