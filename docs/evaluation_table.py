@@ -1,6 +1,7 @@
-"""Print an evaluation's summary as the Markdown table the README shows.
+"""Print an evaluation's summary as the Markdown tables the README shows: the methods, then the
+controls (maps that use no network) and references, every number with its 95 % interval.
 
-    python docs/evaluation_table.py checkpoints/evaluations/synthetic_lite0
+    python docs/evaluation_table.py checkpoints/evaluations/synthetic_lite0 [--confidence]
 """
 
 from __future__ import annotations
@@ -9,24 +10,50 @@ import json
 import sys
 from pathlib import Path
 
-LABELS = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "xgradcam": "XGrad-CAM",
-          "layercam": "LayerCAM", "extendedcam": "Extended-CAM (signed)", "reference_object": "reference: object mask",
-          "reference_part": "reference: head mask only"}
-COLUMNS = (("max_box_acc", "MaxBoxAcc"), ("max_box_acc_v2", "MaxBoxAccV2"), ("pxap", "PxAP"),
-           ("top1_loc", "top-1 loc"), ("average_drop", "AD %"), ("increase", "Inc %"),
-           ("average_drop_relative", "AD % rel."), ("increase_relative", "Inc % rel."))
+LABELS = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "smoothgradcampp": "Smooth Grad-CAM++",
+          "xgradcam": "XGrad-CAM", "layercam": "LayerCAM", "extendedcam": "Extended-CAM (signed)",
+          "reference_object": "oracle: object mask", "reference_part": "oracle: head mask only",
+          "control_saturation": "HSV saturation", "control_median_distance": "distance from the median colour",
+          "control_median_distance_filtered": "the same, 5x5 median-filtered",
+          "control_frequency_tuned": "frequency-tuned saliency", "control_centre": "centre Gaussian"}
+LOCALISATION = (("max_box_acc", "MaxBoxAcc"), ("max_box_acc_v2", "MaxBoxAccV2"), ("pxap", "PxAP"),
+                ("top1_loc", "top-1 loc"))
+CONFIDENCE = (("average_drop", "AD %"), ("increase", "Inc %"), ("average_drop_relative", "AD % rel."),
+              ("increase_relative", "Inc % rel."))
+
+
+def cell(row: dict, key: str) -> str:
+    if key not in row:
+        return ""
+    interval = row.get(f"{key}_ci")
+    return f"{row[key]:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else f"{row[key]:.1f}"
+
+
+def table(rows: list[dict], columns) -> list[str]:
+    lines = [f"| map | upsampler | {' | '.join(label for _, label in columns)} |", "|" + "---|" * (len(columns) + 2)]
+    for row in rows:
+        up = {"fcam": "**F-CAM decoder**", "exact": "-"}.get(row["upsampler"], row["upsampler"])
+        lines.append(f"| {LABELS.get(row['method'], row['method'])} | {up} | "
+                     f"{' | '.join(cell(row, key) for key, _ in columns)} |")
+    return lines
 
 
 def main() -> int:
     summary = json.loads((Path(sys.argv[1]) / "summary.json").read_text())
-    print(f"| method | upsampler | {' | '.join(label for _, label in COLUMNS)} |")
-    print("|" + "---|" * (len(COLUMNS) + 2))
-    for row in summary["rows"]:
-        up = {"fcam": "**F-CAM decoder**", "exact": "(the mask itself)"}.get(row["upsampler"], row["upsampler"])
-        cells = [f"{row[key]:.1f}" if key in row else "" for key, _ in COLUMNS]
-        print(f"| {LABELS.get(row['method'], row['method'])} | {up} | {' | '.join(cells)} |")
-    print(f"\n{summary['num_images']} images, classification accuracy {summary['classification_accuracy']:.1f} %, "
-          f"sigma {summary['config']['sigma']}, {summary['seconds_this_call']:.0f} s.")
+    rows = summary["rows"]
+    methods = [r for r in rows if not r["method"].startswith(("control_", "reference_"))]
+    others = [r for r in rows if r["method"].startswith(("control_", "reference_"))]
+    columns = CONFIDENCE if "--confidence" in sys.argv else LOCALISATION
+    print("\n".join(table(methods, columns)))
+    if columns is LOCALISATION:
+        print()
+        print("\n".join(table(others, LOCALISATION[:3])))
+    accuracy = summary.get("classification_accuracy")
+    interval = summary.get("intervals", {}).get("classification_accuracy")
+    print(f"\n{summary['num_images']} images; classification accuracy "
+          + (f"{accuracy:.1f} % [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else f"{accuracy:.1f} %")
+          + f"; sigma {summary['config']['sigma']}; {summary['seconds_this_call']:.0f} s; "
+          + "[low, high]: " + summary.get("interval_method", "no interval stored") + ".")
     return 0
 
 

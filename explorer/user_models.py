@@ -281,7 +281,7 @@ def build_timm(name: str, weights: str | Path = "random", num_classes: int | Non
 # ------------------------------------------------------------------ the WSOL protocol's networks
 
 WSOL = "wsol:"
-WSOL_ARCHITECTURES = ("vgg16", "vgg16-28x28", "resnet50", "resnet50-28x28")
+WSOL_ARCHITECTURES = ("vgg16", "vgg16-28x28", "resnet50", "resnet50-28x28", "inception_v3", "inception_v3-28x28")
 # VGG16 with its last max-pool removed (14 x 14 at 224), or the last two (28 x 28): the layer
 # configuration of the protocol's VGG16-CAM; "M" is a 2 x 2 max-pool.
 _VGG_CAM: dict[str, list[int | str]] = {
@@ -329,26 +329,102 @@ def _wsol_resnet50(num_classes: int, grid: str) -> nn.Module:
     return model
 
 
+class WsolInceptionCam(nn.Module):
+    """The protocol's Inception-v3-CAM: torchvision's Inception-v3 blocks (the same keys), with the
+    stem's first conv padded by 1, the stem's two max-pools padded by 1 with ceil_mode, a third
+    max-pool after Mixed_5d (dropped for 28 x 28 maps), Mixed_6a at stride 1 (padding 1, its pool
+    too), no Mixed_7; then SPG_A3_1b and SPG_A3_2b (3 x 3 convs to 1024, ReLU), SPG_A4 (1 x 1 conv
+    to the classes) and global average pooling. A 1 x 1 conv followed by GAP is GAP followed by a
+    linear layer, so SPG_A4 is held as that nn.Linear (its checkpoint weight is reshaped on load):
+    the protocol's CAM is plain CAM at SPG_A3_2b, and the GAP + linear head is detected as such.
+    At 224 x 224 the maps are 14 x 14 (28 x 28 without the third pool)."""
+
+    def __init__(self, num_classes: int, grid: str = "14x14") -> None:
+        super().__init__()
+        from torchvision.models.inception import BasicConv2d, InceptionA, InceptionC
+
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2, padding=1)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
+        self.maxpool1 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
+        self.maxpool2 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.Mixed_5b = InceptionA(192, pool_features=32)
+        self.Mixed_5c = InceptionA(256, pool_features=64)
+        self.Mixed_5d = InceptionA(288, pool_features=64)
+        self.maxpool3: nn.Module = nn.MaxPool2d(3, stride=2, ceil_mode=True) if grid == "14x14" else nn.Identity()
+        self.Mixed_6a = _inception_b_stride1(288)
+        self.Mixed_6b = InceptionC(768, channels_7x7=128)
+        self.Mixed_6c = InceptionC(768, channels_7x7=160)
+        self.Mixed_6d = InceptionC(768, channels_7x7=160)
+        self.Mixed_6e = InceptionC(768, channels_7x7=192)
+        self.SPG_A3_1b = nn.Sequential(nn.Conv2d(768, 1024, 3, padding=1), nn.ReLU())
+        self.SPG_A3_2b = nn.Sequential(nn.Conv2d(1024, 1024, 3, padding=1), nn.ReLU())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.SPG_A4 = nn.Linear(1024, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool1(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))))
+        x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)))
+        x = self.maxpool3(self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x))))
+        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(self.Mixed_6a(x)))))
+        # Dropout as a function, not a module: one module used three times would be a "layer" whose
+        # hook fires three times.
+        drop = nn.functional.dropout
+        x = self.SPG_A3_2b(drop(self.SPG_A3_1b(drop(x, 0.5, self.training)), 0.5, self.training))
+        return self.SPG_A4(self.avgpool(drop(x, 0.5, self.training)).flatten(1))
+
+
+def _inception_b_stride1(in_channels: int) -> nn.Module:
+    from torchvision.models.inception import InceptionB
+
+    class InceptionBStride1(InceptionB):
+        """torchvision's InceptionB (its keys) at stride 1 with padding 1, as the protocol's Mixed_6a."""
+
+        def __init__(self, in_channels: int) -> None:
+            super().__init__(in_channels)
+            for conv in (self.branch3x3.conv, self.branch3x3dbl_3.conv):
+                conv.stride, conv.padding = (1, 1), (1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pooled = nn.functional.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+            deep = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+            return torch.cat([self.branch3x3(x), deep, pooled], 1)
+
+    return InceptionBStride1(in_channels)
+
+
+def _wsol_network(base: str, classes: int, grid: str) -> nn.Module:
+    if base == "vgg16":
+        return WsolVggCam(classes, grid)
+    if base == "inception_v3":
+        return WsolInceptionCam(classes, grid)
+    return _wsol_resnet50(classes, grid)
+
+
 def wsol_backbone(arch: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
                   device: str | torch.device | None = None, num_classes: int | None = None) -> Backbone:
-    """The WSOL protocol's VGG16-CAM or ResNet50-CAM (14 x 14 maps, or 28 x 28 with "-28x28") with
+    """The WSOL protocol's VGG16-CAM, ResNet50-CAM or Inception-v3-CAM (14 x 14 maps, or 28 x 28 with "-28x28") with
     a checkpoint saved by its training code ({"state_dict": ...}, `module.` prefixes allowed)."""
     return build_wsol(arch, weights, num_classes).backbone(class_names, device)
 
 
 def build_wsol(arch: str, weights: str | Path = "random", num_classes: int | None = None) -> Built:
     if arch not in WSOL_ARCHITECTURES:
-        raise BackboneError(f"Unknown WSOL architecture '{arch}'; choose one of {', '.join(WSOL_ARCHITECTURES)} "
-                            "(Inception-v3's modified network is not built here).")
+        raise BackboneError(f"Unknown WSOL architecture '{arch}'; choose one of {', '.join(WSOL_ARCHITECTURES)}.")
     base, _, grid = arch.partition("-")
     grid = grid or "14x14"
     state = _user_state(weights)
-    if state is not None and (fc := state.get("fc.weight")) is not None:
+    if state is not None and (head := state.get("SPG_A4.weight")) is not None and head.dim() == 4:
+        state = {**state, "SPG_A4.weight": head.flatten(1)}  # the 1 x 1 conv, as the linear layer it is after GAP
+    head_key = "SPG_A4.weight" if base == "inception_v3" else "fc.weight"
+    if state is not None and (fc := state.get(head_key)) is not None:
         num_classes = int(fc.shape[0])  # the file decides how many classes
     classes = num_classes or 1000
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        model = WsolVggCam(classes, grid) if base == "vgg16" else _wsol_resnet50(classes, grid)
+        model = _wsol_network(base, classes, grid)
     kind, label = _fit(model, state, weights, f"wsol:{arch}")
     return Built(model, f"{WSOL}{arch}", (224, 224), IMAGENET_MEAN, IMAGENET_STD, kind, label)
 

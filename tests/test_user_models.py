@@ -180,7 +180,8 @@ def test_a_model_card_through_the_api_the_cli_and_the_app(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("arch,layer,grid", [("vgg16", "relu", 14), ("resnet50", "layer4", 14),
-                                             ("resnet50-28x28", "layer4", 28)])
+                                             ("resnet50-28x28", "layer4", 28), ("inception_v3", "SPG_A3_2b", 14),
+                                             ("inception_v3-28x28", "SPG_A3_2b", 28)])
 def test_the_wsol_protocols_networks_load_their_official_checkpoint_layout(arch, layer, grid, tmp_path) -> None:
     """Built with random weights, saved as the protocol's training code saves them ({"state_dict"}
     with DataParallel's `module.` prefix, 200 CUB classes), loaded back: the same logits."""
@@ -188,6 +189,8 @@ def test_the_wsol_protocols_networks_load_their_official_checkpoint_layout(arch,
 
     original = wsol_backbone(arch, "random", num_classes=200, device="cpu")
     state = {f"module.{k}": v for k, v in original.model.state_dict().items()}
+    if arch.startswith("inception_v3"):  # the protocol's SPG_A4 is a 1 x 1 convolution
+        state["module.SPG_A4.weight"] = state["module.SPG_A4.weight"][:, :, None, None]
     torch.save({"epoch": 50, "architecture": arch, "state_dict": state}, tmp_path / "last_checkpoint.pth.tar")
     loaded = load_backbone(f"wsol:{arch}", tmp_path / "last_checkpoint.pth.tar", device="cpu")
     x = torch.randn(2, 3, 224, 224)
@@ -198,3 +201,23 @@ def test_the_wsol_protocols_networks_load_their_official_checkpoint_layout(arch,
     if arch == "vgg16":
         assert loaded.layer_shape() == (1024, 14, 14) and "conv6" in loaded.layers
         assert set(original.model.state_dict()) >= {"features.28.weight", "conv6.weight", "fc.weight"}
+
+
+def test_the_wsol_inception_cam_is_the_protocols_map_of_its_class():
+    """The protocol's Inception CAM is channel c of SPG_A4 (a 1 x 1 conv) applied to SPG_A3_2b's
+    output; ours is plain CAM at SPG_A3_2b with SPG_A4 as the GAP + linear head: the same map."""
+    from explorer.methods import compute_cams
+    from explorer.user_models import wsol_backbone
+
+    backbone = wsol_backbone("inception_v3", "random", num_classes=7, device="cpu")
+    x = torch.randn(1, 3, 224, 224)
+    features = []
+    handle = backbone.model.SPG_A3_2b.register_forward_hook(lambda _m, _i, out: features.append(out))
+    with torch.no_grad():
+        backbone.model(x)
+    handle.remove()
+    head = backbone.model.SPG_A4
+    protocol = torch.nn.functional.conv2d(features[0], head.weight[:, :, None, None], head.bias)[0, 3]
+    ours = compute_cams(backbone, x, torch.tensor([3]), ["cam"], "SPG_A3_2b")["cam"][0]
+    # CAM leaves out the bias (a constant, gone after min-max normalisation)
+    assert torch.allclose(ours, protocol - head.bias[3], atol=1e-4)
