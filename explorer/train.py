@@ -38,6 +38,7 @@ from torch import nn
 from explorer.atomic import save_torch_atomically, write_json_atomically
 from explorer.backbones import REGISTRY, BackboneError, build_lite, lite_weight_file
 from explorer.checkpoints import CheckpointError, dequantize_state, load_state_dict, quantize_state
+from explorer.distributed import join
 from explorer.errors import ExplorerError
 
 ARCHS = ("synthetic_cnn", "synthetic_lite0", "synthetic_vgg")
@@ -147,8 +148,10 @@ def _frozen_modules(model: Any, config: TrainConfig) -> list[nn.Module]:
         s = block._block_args.stride
         stride *= s[0] if isinstance(s, (list, tuple)) else s
         if stride >= config.freeze_below_stride:
-            break
+            return frozen
         frozen.append(block)
+    if hasattr(model, "_conv_head") and stride < config.freeze_below_stride:
+        frozen += [model._conv_head, model._bn1]  # Lite0's head conv sits at the last blocks' stride
     return frozen
 
 
@@ -266,6 +269,21 @@ def _student_cam(model: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Te
     return logits, torch.einsum("bchw,bc->bhw", features, model.fc.weight[y])
 
 
+class _Step(nn.Module):
+    """What one training step runs forward: the logits, and under attention transfer the student's
+    CAM of the true class too."""
+
+    def __init__(self, model: nn.Module, guided: bool):
+        super().__init__()
+        self.model = model
+        self.guided = guided
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.guided:
+            return _student_cam(self.model, x, y)
+        return self.model(x), None
+
+
 def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003) + epoch) * 100_003 + step)
 
@@ -348,7 +366,12 @@ def train_classifier(
         raise TrainError(f"--out must name a .pt file, not {out}")
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(f"{out.stem}.run")
     state_path = run_dir / "state.pt"
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    procs = join(device)  # under torchrun: this rank's device, and its share of every batch
+    device = procs.device
+    if config.batch_size % procs.world:
+        raise TrainError(f"--batch-size {config.batch_size} must divide evenly over the {procs.world} processes")
+    if not procs.main:
+        progress = None
 
     from explorer.datasets.synthetic import read_manifest
 
@@ -362,10 +385,19 @@ def train_classifier(
     guided = bool(config.teacher) and config.attention_weight > 0
     if guided and not hasattr(model, "features"):
         raise TrainError(f"attention transfer needs a network with a features() map; {arch} has none")
-    cams = (teacher_cams(config.teacher, train_x, train_y, device, cache=run_dir / "teacher_cams.pt",
-                         progress=progress) if guided else None)
+    cams = None
+    if guided:  # rank 0 computes the teacher's maps into the run folder's cache; the others read it
+        if procs.main:
+            cams = teacher_cams(config.teacher, train_x, train_y, device, cache=run_dir / "teacher_cams.pt",
+                                progress=progress)
+        procs.barrier()
+        if not procs.main:
+            cams = teacher_cams(config.teacher, train_x, train_y, device, cache=run_dir / "teacher_cams.pt")
     frozen = _frozen_modules(model, config)
     optimiser = torch.optim.AdamW(_param_groups(model, config, frozen), weight_decay=config.weight_decay)
+    # One module, wrapped after the frozen layers stop requiring gradients: DDP expects a gradient
+    # for every parameter that requires one.
+    runner = procs.wrap(_Step(model, guided))
     steps_per_epoch = len(train_x) // config.batch_size  # the incomplete last batch is dropped
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
@@ -388,6 +420,8 @@ def train_classifier(
         best = {"val_accuracy": saved["best_val_accuracy"], "epoch": saved["best_epoch"], "state": saved["best_state"]}
 
     def checkpoint() -> None:
+        if not procs.main:
+            return
         save_torch_atomically(state_path, {
             "version": STATE_VERSION, "config": asdict(config), "model": model.state_dict(),
             "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step, "history": history,
@@ -410,20 +444,18 @@ def train_classifier(
             generator = step_generator(config.seed, epoch, step)
             if cams is not None:
                 images, teacher_map = augment(train_x[index], generator, cams[index])
-                teacher_map = teacher_map.to(device)
+                teacher_map = procs.shard(teacher_map).to(device)
             else:
                 images = augment(train_x[index], generator)
-            x = normalise_batch(images).to(device)
-            y = train_y[index].to(device)
+            x = normalise_batch(procs.shard(images)).to(device)
+            y = procs.shard(train_y[index]).to(device)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))  # dropout
             for group, base in zip(optimiser.param_groups, base_lrs):
                 group["lr"] = base * lr_factor(epoch * steps_per_epoch + step)
+            logits, student_map = runner(x, y)
+            loss = loss_fn(logits, y)
             if guided:
-                logits, student_map = _student_cam(model, x, y)
-                loss = loss_fn(logits, y) + config.attention_weight * attention_transfer_loss(student_map, teacher_map)
-            else:
-                logits = model(x)
-                loss = loss_fn(logits, y)
+                loss = loss + config.attention_weight * attention_transfer_loss(student_map, teacher_map)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -439,7 +471,9 @@ def train_classifier(
                 elapsed += time.perf_counter() - tick
                 tick = time.perf_counter()
                 checkpoint()
-        val_accuracy = accuracy(model, val_x, val_y, device=device)
+        # Each rank scores its share of the validation split; the counts are summed.
+        val_accuracy = procs.total(accuracy(model, procs.shard(val_x), procs.shard(val_y), device=device)
+                                   * len(procs.shard(val_y))) / max(len(val_y), 1)
         elapsed += time.perf_counter() - tick
         record = {"epoch": epoch + 1, "val_accuracy": round(val_accuracy, 4),
                   "elapsed_s": round(elapsed, 1)}
@@ -455,6 +489,11 @@ def train_classifier(
         epoch, step = epoch + 1, 0
         checkpoint()
 
+    if not procs.main:  # rank 0 writes the weights and the card
+        procs.barrier()
+        procs.close()
+        return TrainResult(out, out.with_suffix(".json"), float("nan"), best["val_accuracy"], best["epoch"], elapsed,
+                           history)
     # The selected weights, made compact, read back as any user reads them, and measured on the
     # held-out test split.
     best_model = build_model(config)
@@ -478,7 +517,7 @@ def train_classifier(
         "val_accuracy": round(best["val_accuracy"], 4),
         "best_epoch": best["epoch"],
         "train_seconds": round(elapsed, 1),
-        "device": _device_words(device),
+        "device": _device_words(device) + (f" x {procs.world} processes (torchrun)" if procs.world > 1 else ""),
         "torch": torch.__version__,
         "settings": asdict(config),
         "dataset": {"name": "synthetic", "version": manifest.get("version", 1), "params_hash": manifest.get("params_hash"),
@@ -487,6 +526,8 @@ def train_classifier(
         "bytes": out.stat().st_size,
     }
     write_json_atomically(card_path, card)
+    procs.barrier()
+    procs.close()
     return TrainResult(out, card_path, test_accuracy, best["val_accuracy"], best["epoch"], elapsed, history)
 
 

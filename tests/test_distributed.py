@@ -39,3 +39,54 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert two_summary["num_images"] == 10
     assert (tmp_path / "two" / "records.csv").read_text() == (tmp_path / "one" / "records.csv").read_text()
     assert "(rank 0 of 2)" in two.stderr
+
+
+TRAIN_SCRIPT = """
+import sys, dataclasses, torch
+from explorer.train import TrainConfig, train_classifier
+config = dataclasses.replace(TrainConfig.defaults("synthetic_lite0"), epochs=2, batch_size=8, save_every=2,
+                             freeze_below_stride=64)  # the whole body frozen: only the head learns
+train_classifier("synthetic_lite0", sys.argv[1], sys.argv[2], config=config, command="python -m explorer test")
+"""
+
+
+# Two processes differ from one in two places only: each rank's dropout mask is drawn for its half
+# of the batch, and a BatchNorm layer in training mode normalises that half. The stated tolerance:
+# relative L2 distance of the learnt weights, and validation accuracy per epoch (2 images of 8).
+TOLERANCE = {"weights": 0.05, "val_accuracy": 0.25}
+
+
+def test_two_gloo_processes_train_the_classifier_one_process_trains(tmp_path):
+    """train_classifier under torchrun: each rank takes half of every batch (the same permutation
+    and augmentation on every rank) and DDP averages the gradients. With Lite0's body frozen (only
+    its dropout differs) and with the small CNN's BatchNorm in training mode (the CLI run), the two
+    runs agree within TOLERANCE."""
+    data = make_synthetic(tmp_path / "synthetic", seed=9, sizes={"train": 16, "val": 8, "test": 4})
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    run([sys.executable, str(script), str(data), str(tmp_path / "one.pt")], tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(data),
+         str(tmp_path / "two.pt")], tmp_path)
+    import torch
+
+    one, two = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("one", "two"))
+    assert one.keys() == two.keys()
+    from explorer.checkpoints import dequantize_state
+
+    one, two = dequantize_state(one), dequantize_state(two)
+    for key in ("_fc.weight", "_fc.bias"):  # the only layer that learns here
+        distance = float((one[key] - two[key]).norm() / one[key].norm())
+        assert distance < TOLERANCE["weights"], (key, distance)
+    one_card, two_card = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    for a, b in zip(one_card["history"], two_card["history"]):
+        assert abs(a["val_accuracy"] - b["val_accuracy"]) <= TOLERANCE["val_accuracy"] + 1e-9
+    assert "x 2 processes (torchrun)" in two_card["device"] and "processes" not in one_card["device"]
+
+    args = ["train-classifier", "--arch", "synthetic_cnn", "--teacher", "none", "--data", str(data), "--epochs", "2",
+            "--batch-size", "8", "--device", "cpu"]
+    run([sys.executable, "-m", "explorer", *args, "--out", str(tmp_path / "cnn1.pt")], tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "explorer", *args,
+         "--out", str(tmp_path / "cnn2.pt")], tmp_path)
+    cnn1, cnn2 = (json.loads((tmp_path / f"cnn{n}.json").read_text()) for n in (1, 2))
+    for a, b in zip(cnn1["history"], cnn2["history"]):
+        assert abs(a["val_accuracy"] - b["val_accuracy"]) <= TOLERANCE["val_accuracy"] + 1e-9

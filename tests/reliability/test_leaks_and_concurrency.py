@@ -110,7 +110,7 @@ def test_eight_threads_share_one_model_without_cross_talk_or_change():
 
 # (backbone, weights, heatmap method): one session explores an untrained network.
 SESSIONS = [("efficientnet_lite0", "pretrained", "Grad-CAM"), ("synthetic_lite0", "pretrained", "Extended-CAM"),
-            ("synthetic_cnn", "pretrained", "Grad-CAM++"), ("efficientnet_lite0", "pretrained", "CAM"),
+            ("synthetic_v1_cnn", "pretrained", "Grad-CAM++"), ("efficientnet_lite0", "pretrained", "CAM"),
             ("synthetic_lite0", "pretrained", "Grad-CAM++"), ("synthetic_cnn", "random", "CAM"),
             ("efficientnet_lite1", "pretrained", "Grad-CAM"), ("efficientnet_lite0", "pretrained", "Extended-CAM")]
 
@@ -118,7 +118,8 @@ SESSIONS = [("efficientnet_lite0", "pretrained", "Grad-CAM"), ("synthetic_lite0"
 # Compare's default methods, as the "Heatmap of" box labels them; typing one and pressing Enter picks
 # it (the box lists them in this order, so "CAM" and "Grad-CAM" match themselves first).
 HEATMAP_CHOICES = ("CAM", "Grad-CAM", "Grad-CAM++", "Extended-CAM")
-GRIDS = {"efficientnet_lite0": "7×7", "synthetic_lite0": "7×7", "synthetic_cnn": "14×14", "efficientnet_lite1": "8×8"}
+GRIDS = {"efficientnet_lite0": "7×7", "synthetic_lite0": "7×7", "synthetic_cnn": "14×14", "synthetic_v1_cnn": "14×14",
+         "efficientnet_lite1": "8×8"}
 
 
 def show_heatmap_of(page, label: str) -> None:
