@@ -355,15 +355,15 @@ def test_a_label_the_classifier_does_not_have_is_an_error(dataset, tmp_path) -> 
     meta = dataset / "metadata" / "SYNTHETIC" / "test"
     labels = (meta / "class_labels.txt").read_text().split("\n")
     first_id = labels[0].split(",")[0]
-    labels[0] = f"{first_id},7"  # 5 classes: the loader reports it, the image is skipped and counted
+    labels[0] = f"{first_id},27"  # 20 classes: the loader reports it, the image is skipped and counted
     (meta / "class_labels.txt").write_text("\n".join(labels))
     config = EvalConfig(dataset=f"synthetic:{dataset}", backbone="synthetic_cnn", weights="random",
                         methods=("gradcam",), upsamplers=("bilinear",), threshold_interval=0.01, confidence=False)
     summary = evaluate(config, tmp_path / "eval", device="cpu")
     assert summary is not None and summary.num_images == 5
-    assert any("the label 7" in s["reason"] and "not below the 5 classes" in s["reason"] for s in summary.skipped)
+    assert any("the label 27" in s["reason"] and "not below the 20 classes" in s["reason"] for s in summary.skipped)
     # a dataset without class names (CUB without class_names.txt): the classifier's count decides
     cnn = load_backbone("synthetic_cnn", "random")
-    loose = [SimpleNamespace(image_id="a.jpg", label=1), SimpleNamespace(image_id="b.jpg", label=12)]
-    with pytest.raises(EvaluateError, match="image 'b.jpg' has label 12, but synthetic_cnn has 5 classes"):
+    loose = [SimpleNamespace(image_id="a.jpg", label=1), SimpleNamespace(image_id="b.jpg", label=32)]
+    with pytest.raises(EvaluateError, match="image 'b.jpg' has label 32, but synthetic_cnn has 20 classes"):
         check_labels(loose, cnn, 2)
