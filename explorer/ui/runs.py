@@ -15,6 +15,7 @@ from PIL import Image
 
 from explorer import views
 from explorer.backbones import Backbone, backbone_names, load_backbone
+from explorer.controls import CONTROLS
 from explorer.datasets.errors import DatasetError
 from explorer.fcam.decoder import FcamError
 from explorer.images import image_digest
@@ -56,6 +57,8 @@ def combo_label(method: str, upsampler: str) -> str:
     if method.startswith("reference_"):
         return {"reference_object": "reference: whole-object mask",
                 "reference_part": "reference: discriminative part only"}.get(method, method)
+    if method.startswith("control_"):  # a map that uses no network
+        return f"control: {CONTROLS.get(method[len('control_'):], method)}"
     return f"{METHODS[method].label} · {'F-CAM decoder' if upsampler == FCAM else upsampler}"
 
 
@@ -86,7 +89,7 @@ def choose_run(name: str = "run"):
 
 
 def choose_combos(run, name: str, default_count: int = 4, references: bool = True) -> list[tuple[str, str]]:
-    combos = [c for c in run.combos if references or not c[0].startswith("reference_")]
+    combos = [c for c in run.combos if references or not c[0].startswith(("reference_", "control_"))]
     keys = [f"{m}@{u}" for m, u in combos]
     default = [k for k in keys if k.startswith("cam@") or k.startswith("reference_")] or keys[:default_count]
     chosen = multiselect("Methods and upsamplers", name, keys, default,
@@ -95,7 +98,7 @@ def choose_combos(run, name: str, default_count: int = 4, references: bool = Tru
 
 
 def choose_combo(run, name: str) -> tuple[str, str] | None:
-    combos = [c for c in run.combos if not c[0].startswith("reference_")]
+    combos = [c for c in run.combos if not c[0].startswith(("reference_", "control_"))]
     if not combos:
         st.info("This evaluation holds no CAM method.")
         return None
