@@ -130,3 +130,19 @@ def test_pxap_interval_from_image_histograms_is_a_point_when_every_image_is_the_
     assert pos.dtype == np.uint16 and (pos.sum(axis=0) == ev.pos_hist).all()
     interval = pxap_interval(pos, neg, bootstrap_weights(5, replicates=50))
     assert interval.low == pytest.approx(ev.compute().pxap) == pytest.approx(interval.high)
+
+
+def test_on_the_shipped_benchmark_v2_evaluation_no_network_free_map_localises():
+    """The design target of benchmark v2: every control <= 55 MaxBoxAcc and <= 50 PxAP on the
+    test split (v1's HSV saturation scored 86-92 MaxBoxAcc), read from the shipped evaluation."""
+    import json
+    from pathlib import Path
+
+    summary = json.loads((Path(__file__).resolve().parents[1] / "checkpoints/evaluations/synthetic_lite0/summary.json")
+                         .read_text())
+    assert summary["config"]["dataset"] == "synthetic" and summary["num_images"] >= 300
+    controls = [r for r in summary["rows"] if r["method"].startswith("control_")]
+    assert {r["method"][len("control_"):] for r in controls} == set(CONTROLS)
+    for row in controls:
+        assert row["max_box_acc"] <= 55 and row["pxap"] <= 50, row["method"]
+        assert row["max_box_acc_ci"][1] <= 55 and row["pxap_ci"][1] <= 50, row["method"]  # and their intervals

@@ -156,22 +156,25 @@ def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[
 SMALL_N = 100  # below this many images, a table of Average Drop / % Increase is a sketch, not a ranking
 
 
-def _with_interval(row: dict, key: str) -> str:
-    value = row.get(key)
-    if value is None:
-        return "—"
+def _interval(row: dict, key: str) -> str:
     interval = row.get(f"{key}_ci")
-    return f"{value:.1f} ({interval[0]:.1f}–{interval[1]:.1f})" if interval else f"{value:.1f}"
+    return f"{interval[0]:.1f} to {interval[1]:.1f}" if interval else "not stored"
 
 
-def confidence_table(rows: Sequence[dict]) -> list[dict[str, str]]:
-    """Extended-CAM Tables 2-4 as rows: each number with its 95 % bootstrap interval."""
-    return [{"equation": method_name(r["method"]), "upsampling": r["upsampler"], "n": str(r.get("images", "")),
-             "Average Drop % (relative)": _with_interval(r, "average_drop_relative"),
-             "% Increase (relative)": _with_interval(r, "increase_relative"),
-             "Average Drop % (normal)": _with_interval(r, "average_drop"),
-             "% Increase (normal)": _with_interval(r, "increase")}
-            for r in rows if "average_drop" in r]
+def confidence_table(rows: Sequence[dict]) -> list[dict[str, Any]]:
+    """Extended-CAM Tables 2-4 as rows: each number (sortable) and its 95 % bootstrap interval."""
+    table = []
+    for r in rows:
+        if "average_drop" not in r:
+            continue
+        line: dict[str, Any] = {"equation": method_name(r["method"]), "upsampling": r["upsampler"], "n": r.get("images")}
+        for key, label in (("average_drop_relative", "Average Drop % (relative)"),
+                           ("increase_relative", "% Increase (relative)"), ("average_drop", "Average Drop % (normal)"),
+                           ("increase", "% Increase (normal)")):
+            line[label] = round(r[key], 2)
+            line[f"{label}, 95 % interval"] = _interval(r, key)
+        table.append(line)
+    return table
 
 
 def confidence_warnings(rows: Sequence[dict], images: int) -> list[str]:

@@ -90,6 +90,10 @@ def test_confidence_page_computes_table4_on_the_gallery(env):
     table = at.dataframe[0].value
     assert list(table["equation"]) == ["Grad-CAM", "Grad-CAM", "Grad-CAM++", "Grad-CAM++", "Extended-CAM", "Extended-CAM"]
     assert ((table["Average Drop % (relative)"] >= 0) & (table["Average Drop % (relative)"] <= 100)).all()
+    assert all(" to " in cell for cell in table["Average Drop % (relative), 95 % interval"])
+    assert list(table["n"])[0] == 7
+    # 7 photos cannot rank methods: the page says so
+    assert any("Only 7 images" in w.value for w in at.warning)
     assert len(at.get("plotly_chart")) == 2  # the tiny run's bars
     at.radio(key=widget("confidence.source")).set_value("folder")
     run(at)
