@@ -38,6 +38,7 @@ import torch
 from explorer.atomic import save_torch_atomically, write_json_atomically
 from explorer.backbones import Backbone, DecoderSpec, load_backbone
 from explorer.capture import capture
+from explorer.distributed import join
 from explorer.fcam.decoder import FcamDecoder, FcamError, build_decoder, decoder_spec, parameter_count
 from explorer.fcam.losses import barrier_t, crf_loss, partial_cross_entropy, size_loss
 from explorer.fcam.seeds import SeedConfig, seeds_from_cam
@@ -323,8 +324,13 @@ def train_fcam(
         raise FcamError(f"the decoder file must end in .pt, not {out.name}")
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(f"{out.stem}.run")
     state_path = run_dir / "state.pt"
+    procs = join(device if backbone is None else backbone.device)  # under torchrun: this rank and its device
+    if config.batch_size % procs.world:
+        raise FcamError(f"the batch size {config.batch_size} must divide evenly over the {procs.world} processes")
+    if not procs.main:
+        progress = None
     if backbone is None:
-        backbone = load_backbone(config.backbone, config.weights, device=device)
+        backbone = load_backbone(config.backbone, config.weights, device=procs.device)
     elif backbone.name != config.backbone:
         raise FcamError(f"the settings are for {config.backbone}, not {backbone.name}")
     layer = backbone.resolve_layer(config.layer)
@@ -348,6 +354,7 @@ def train_fcam(
 
     decoder = build_decoder(backbone, config.base_method, layer, spec, seed=config.seed)
     net = decoder.net
+    decoder.net = procs.wrap(net)  # type: ignore[assignment]  # DDP wraps the decoder while it trains
     optimiser = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 nesterov=config.momentum > 0, weight_decay=config.weight_decay)
     n = len(train.images)
@@ -377,6 +384,8 @@ def train_fcam(
         baseline_val = score_split(backbone, None, val, val_targets, config)
 
     def checkpoint() -> None:
+        if not procs.main:
+            return
         save_torch_atomically(state_path, {
             "version": STATE_VERSION, "config": config_dict(config), "decoder": net.state_dict(),
             "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step, "history": history,
@@ -399,8 +408,9 @@ def train_fcam(
             index = order[step * batch:(step + 1) * batch]
             generator = step_generator(config.seed, epoch, step)
             images = augment(train.images[index], generator) if config.augment else train.images[index]
+            images = procs.shard(images)  # this rank's share of the global batch (all of it alone)
             x = normalise_uint8(images, backbone)
-            targets = train_targets[index].to(backbone.device)
+            targets = procs.shard(train_targets[index]).to(backbone.device)
             maps, cap = base_cams(backbone, x, targets, config, decoder.taps)
             _, _, _, labels = seeds_from_cam(maps, backbone.input_size, seeds_config, generator)
             logits = decoder.logits(cap.features, backbone.input_size)
@@ -458,6 +468,11 @@ def train_fcam(
         epoch, step = epoch + 1, 0
         checkpoint()
 
+    decoder.net = net
+    if not procs.main:  # rank 0 writes the decoder and its card
+        procs.barrier()
+        procs.close()
+        return FcamResult(out, out.with_suffix(".json"), best["epoch"], best["scores"], elapsed, history)
     save_torch_atomically(out, best["state"])
     card = {
         "kind": "fcam_decoder",
@@ -481,7 +496,7 @@ def train_fcam(
         "val_baseline": baseline_val or {},
         "train_seconds": round(elapsed, 1),
         "base_method_needs_gradient": needs_grad_note,
-        "device": _device_words(backbone.device),
+        "device": _device_words(backbone.device) + (f" x {procs.world} processes (torchrun)" if procs.world > 1 else ""),
         "torch": torch.__version__,
         "settings": config_dict(config),
         "dataset": {"spec": config.dataset, "train_images": n, "val_images": len(val.images) if val else 0},
@@ -490,6 +505,8 @@ def train_fcam(
         "bytes": out.stat().st_size,
     }
     write_json_atomically(out.with_suffix(".json"), card)
+    procs.barrier()
+    procs.close()
     return FcamResult(out, out.with_suffix(".json"), best["epoch"], best["scores"], elapsed, history)
 
 
