@@ -282,7 +282,8 @@ def test_zero_gradients_and_saturated_softmax_give_finite_maps_and_confidences()
         assert torch.isfinite(m).all(), name
         assert torch.isfinite(normalise(upsample(m, 224, "gaussian", sigma=30.0), "minmax")).all(), name
     with torch.no_grad():
-        backbone.head.bias.copy_(torch.tensor([1e4, 0, 0, 0, 0]))  # softmax saturates to one class
+        backbone.head.bias.zero_()
+        backbone.head.bias[0] = 1e4  # softmax saturates to one class
     result = average_drop_increase(backbone.model, x, torch.rand(2, 224, 224), torch.tensor([0, 1]),
                                    mean=backbone.mean, std=backbone.std)
     assert np.isfinite(result.confidence).all() and np.isfinite(result.masked_confidence).all()
