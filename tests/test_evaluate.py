@@ -199,7 +199,7 @@ def test_cli_evaluate_reports_a_missing_dataset(tmp_path, capsys):
 
 # ------------------------------------------------------------------ the shipped evaluations
 
-SHIPPED_EVALUATIONS = ("synthetic_cnn", "synthetic_lite0")
+SHIPPED_EVALUATIONS = ("synthetic_v1_cnn", "synthetic_v1_lite0")  # benchmark v1, with their decoders
 
 
 @pytest.mark.parametrize("name", SHIPPED_EVALUATIONS)
@@ -220,3 +220,19 @@ def test_shipped_evaluation_shows_the_phenomenon_and_the_decoder_gain(name):
     assert base["max_box_acc"] < 50
     assert fcam["max_box_acc"] >= base["max_box_acc"] + 10
     assert fcam["pxap"] >= base["pxap"] + 10
+
+
+def test_shipped_v2_evaluation_has_its_controls_intervals_and_the_trap():
+    """synthetic_lite0 on benchmark v2 (checkpoints/evaluations/synthetic_lite0): controls and
+    oracles beside the methods, every number with its interval, CAM + bilinear far below the object
+    oracle, and Gaussian upsampling above bilinear by more than their intervals' overlap."""
+    from explorer.backbones import CHECKPOINT_DIR
+
+    summary = json.loads((CHECKPOINT_DIR / "evaluations" / "synthetic_lite0" / "summary.json").read_text())
+    rows = {(r["method"], r["upsampler"]): r for r in summary["rows"]}
+    assert summary["config"]["dataset"] == "synthetic" and summary["num_images"] >= 300
+    assert {m for m, _ in rows if m.startswith("control_")} == {f"control_{n}" for n in CONTROLS}
+    bilinear, gaussian = rows[("cam", "bilinear")], rows[("cam", "gaussian")]
+    assert bilinear["max_box_acc"] < 50 < rows[("reference_object", "exact")]["max_box_acc"]
+    assert gaussian["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1]
+    assert all("max_box_acc_ci" in r and "pxap_ci" in r for r in summary["rows"])

@@ -350,7 +350,7 @@ def test_evaluate_scores_the_decoder_as_an_upsampler(data, cnn, uninterrupted, t
     split = load_split(f"synthetic:{data}", "test", (224, 224))
     direct = score_split(cnn, load_decoder(uninterrupted.weights, cnn), split, class_targets(cnn, split)[0],
                          tiny(data, layer="stage4"))
-    assert row["max_box_acc"] == pytest.approx(direct["max_box_acc"])
+    assert row["max_box_acc"] == pytest.approx(direct["max_box_acc"], abs=1e-3)  # score_split rounds to 4 places
     assert row["pxap"] == pytest.approx(direct["pxap"], abs=1e-3)
 
 
