@@ -632,11 +632,8 @@ def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, colour
     """
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     pattern = _PATTERNS[rng.integers(len(_PATTERNS))]
-    angle = rng.uniform(0, np.pi)
-    u = xx * np.cos(angle) + yy * np.sin(angle)
-    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    u, v = _v2.rotated_coordinates((y0, y1, x0, x1), rng.uniform(0, np.pi))
     period = rng.uniform(6, 14)
     amount = _v2.pattern_amount(pattern, u, v, period, lambda: rng.standard_normal(u.shape, dtype=np.float32))
     # The second tone: darker, or paler for dark colours, so the pattern is visible; but close

@@ -396,6 +396,14 @@ def _photo_crop(rng: np.random.Generator, shape: tuple[int, int], side_range: tu
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 
+def rotated_coordinates(box: tuple[int, int, int, int], angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel grid of ``box`` (y0, y1, x0, x1) in coordinates rotated by ``angle``: what a
+    pattern's stripes and checks run along."""
+    y0, y1, x0, x1 = box
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    return xx * np.cos(angle) + yy * np.sin(angle), -xx * np.sin(angle) + yy * np.cos(angle)
+
+
 def pattern_amount(pattern: str, u: np.ndarray, v: np.ndarray, period: float,
                    white_noise: Callable[[], np.ndarray]) -> np.ndarray:
     """Where a two-tone pattern takes its second tone (0..1) over rotated coordinates (u, v);
@@ -420,11 +428,8 @@ def _fill(rng: np.random.Generator, colour: np.ndarray, box: tuple[int, int, int
         grey = texture.mean(axis=2, keepdims=True)
         grey = (grey - grey.mean()) / (grey.std() + 1e-6)
         return np.clip(colour + grey * rng.uniform(12, 35), 0, 255)
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     pattern = _PATTERNS[rng.integers(len(_PATTERNS))]
-    angle = rng.uniform(0, np.pi)
-    u = xx * np.cos(angle) + yy * np.sin(angle)
-    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    u, v = rotated_coordinates(box, rng.uniform(0, np.pi))
     period = rng.uniform(5, 14)
     amount = pattern_amount(pattern, u, v, period, lambda: rng.standard_normal(u.shape).astype(np.float32))
     second = colour * rng.uniform(0.65, 0.85) if colour.mean() > 70 else colour + (255 - colour) * rng.uniform(0.12, 0.25)
@@ -600,7 +605,6 @@ def render(rng: np.random.Generator, label: int, size: int) -> Sample:
         occupied[max(y0, 0):y1, max(x0, 0):x1] = True
 
     # Shadows first (they fall on the ground), then the birds, real and headless, in random order.
-    drawn: list[tuple[np.ndarray, np.ndarray]] = []
     order = rng.permutation(len(birds) + len(fakes))
     everyone = birds + fakes
     if rng.random() < g.shadow_rate:
