@@ -10,7 +10,7 @@ works when the caller sits inside `torch.no_grad()`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -90,13 +90,20 @@ def _single(recorded: list[torch.Tensor], layer: str) -> torch.Tensor:
     return recorded[0]
 
 
+def target_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """y_c per image: the score every gradient method differentiates unless told otherwise."""
+    return logits.gather(1, targets[:, None])[:, 0]
+
+
 def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
-            layer: str | None = None, gradient: bool = True, taps: Sequence[str] = ()) -> Capture:
+            layer: str | None = None, gradient: bool = True, taps: Sequence[str] = (),
+            score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_logits) -> Capture:
     """One forward of `images` recording `layer` (and the layers named in `taps`), and (if
-    `gradient`) one torch.autograd.grad of sum_b y_{c_b} w.r.t. the recorded A.
+    `gradient`) one torch.autograd.grad of sum_b score(logits, targets)_b w.r.t. the recorded A.
 
     Summing the per-image target scores gives each image its own dy_c/dA in a single backward,
-    because images in an eval-mode batch do not interact.
+    because images in an eval-mode batch do not interact. `score` maps (B x classes logits,
+    B targets) to B scores; y_c by default (Finer-CAM differentiates a difference of logits).
     """
     layer = backbone.resolve_layer(layer)
     module = backbone.module(layer)
@@ -113,8 +120,7 @@ def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Se
         features = {t: _single(found, t) for t, found in tapped.items()}
         grads = None
         if gradient:
-            scores = logits.gather(1, targets[:, None]).sum()
-            (grads,) = torch.autograd.grad(scores, activations)
+            (grads,) = torch.autograd.grad(score(logits, targets).sum(), activations)
     return Capture(
         activations=activations.detach().float(),
         gradients=None if grads is None else grads.detach().float(),

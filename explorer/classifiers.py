@@ -6,7 +6,8 @@
   benchmark (a pretrained backbone, as in the papers); GAP + linear head;
 * ``synthetic_vgg``: VGG-style. Lite0's ImageNet blocks up to stride 16, one 3 x 3 conv layer
   ``conv5`` (14 x 14, the target layer, as VGG16's conv5_3), then VGG16's kind of classifier:
-  max-pool, flatten, FC-ReLU-dropout-FC. After a GAP + linear head dy_c/dA_kij = w_k / Z at every
+  max-pool, FC-ReLU-dropout (fc1 applied at every cell, as VGG's fc6 in fully convolutional
+  form), mean over cells, FC. After a GAP + linear head dy_c/dA_kij = w_k / Z at every
   cell, so Grad-CAM, Extended-CAM and CAM coincide; after this head the gradient differs from cell
   to cell, so Grad-CAM's pooled weights w_k and Extended-CAM's per-cell w_kij differ, and plain CAM
   does not apply.
@@ -93,8 +94,14 @@ SMALL_CNN_NOTES = {
 class LiteVgg(nn.Module):
     """EfficientNet-Lite0's stem and blocks up to stride 16 (ImageNet weights when fine-tuned),
     then ``conv5`` (3 x 3 conv, BN, ReLU: 128 x 14 x 14 at 224, the target layer) and a VGG16-style
-    head: 2 x 2 max-pool to 7 x 7, flatten, ``fc1`` (6272 -> 256), ReLU, dropout, ``fc2``.
-    No activation is in-place, so hooks see each output unchanged."""
+    head: 2 x 2 max-pool to 7 x 7, ``fc1`` (128 -> 256) applied at every cell, ReLU, dropout, a mean
+    over the cells, ``fc2``. fc1 is VGG's fc6 in its fully convolutional form (FCN, Long et al.
+    2015): a flattened 6272 -> 256 layer cannot learn a 10-40 px head that may sit at any cell in
+    any of 8 orientations from 3000 images (its loss stayed at ln 20 for two epochs at lr 2e-3 and
+    5e-4), while weights shared over cells can. dy_c/dA_kij still varies over cells (the max-pool
+    routes it to one cell in four, the ReLU after fc1 gates it per cell), so Grad-CAM's w_k and
+    Extended-CAM's w_kij differ, as after VGG16's conv5_3. No activation is in-place, so hooks see
+    each output unchanged."""
 
     LAST_BLOCK = 10  # Lite0's last MBConv block at stride 16 (112 channels)
 
@@ -110,7 +117,7 @@ class LiteVgg(nn.Module):
         self._blocks = nn.ModuleList(list(lite._blocks)[:self.LAST_BLOCK + 1])
         self.conv5 = nn.Sequential(nn.Conv2d(112, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), nn.ReLU())
         self.pool = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(128 * 7 * 7, 256)
+        self.fc1 = nn.Conv2d(128, 256, 1)
         self.relu = nn.ReLU()
         self.dropout = nn.Dropout(0.5)
         self.fc2 = nn.Linear(256, num_classes)
@@ -122,8 +129,8 @@ class LiteVgg(nn.Module):
         return self.conv5(x)
 
     def forward(self, x):
-        x = self.pool(self.features(x)).flatten(1)
-        return self.fc2(self.dropout(self.relu(self.fc1(x))))
+        x = self.dropout(self.relu(self.fc1(self.pool(self.features(x)))))
+        return self.fc2(x.mean(dim=(2, 3)))
 
 
 LITE_VGG_LAYERS = {"stem": "stem_act", "blocks.2": "_blocks.2", "blocks.4": "_blocks.4", "blocks.10": "_blocks.10",
@@ -131,5 +138,5 @@ LITE_VGG_LAYERS = {"stem": "stem_act", "blocks.2": "_blocks.2", "blocks.4": "_bl
 LITE_VGG_NOTES = {
     "stem": "stem (ReLU6), stride 2", "blocks.2": "last MBConv block at stride 4",
     "blocks.4": "last MBConv block at stride 8", "blocks.10": "last MBConv block at stride 16",
-    "conv5": "128 x 14 x 14 at 224, after its ReLU: the map the max-pool + FC head reads (not GAP + linear)",
+    "conv5": "128 x 14 x 14 at 224, after its ReLU: the map the max-pool + FC-ReLU-FC head reads (not GAP + linear)",
 }

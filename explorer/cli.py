@@ -327,13 +327,13 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--arch", required=True, choices=ARCHS,
                    help="synthetic_cnn (small CNN from scratch), synthetic_lite0 (ImageNet Lite0, fine-tuned) or "
-                        "synthetic_vgg (Lite0's blocks to stride 16 with a VGG-style max-pool + FC head)")
+                        "synthetic_vgg (Lite0's blocks to stride 16 with a VGG-style max-pool + FC-ReLU-FC head)")
     p.add_argument("--data", type=Path, default=None,
                    help="a synthetic dataset folder (default: the cached one, generated on first use)")
     p.add_argument("--out", type=output_file(".pt"), default=None, help="weights file (default: checkpoints/<arch>.pt); "
                    "the card is written beside it with .json")
     p.add_argument("--epochs", type=whole(1), default=None,
-                   help="default: 40 for synthetic_cnn, 6 for synthetic_lite0 and synthetic_vgg")
+                   help="default: 40 for synthetic_cnn, 6 for synthetic_lite0, 8 for synthetic_vgg")
     p.add_argument("--batch-size", type=whole(1), default=32)
     p.add_argument("--lr", type=number(0, above=True), default=None, help="peak learning rate (default per architecture)")
     p.add_argument("--seed", type=whole(0), default=0)

@@ -15,9 +15,16 @@ import torch
 import torch.nn.functional as F
 
 from explorer.backbones import Backbone
-from explorer.capture import Capture, capture
+from explorer.capture import Capture, capture, recording
 from explorer.errors import ExplorerError
-from explorer.upsample import normalise
+from explorer.perturbation import (
+    NO_WATCH,
+    Watch,
+    ablationcam_weights,
+    iscam_weights,
+    scorecam_weights,
+    sscam_weights,
+)
 
 RELU_POLICIES = ("none", "after", "before")
 
@@ -89,6 +96,80 @@ def extendedcam_weights(A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return g
 
 
+def _first_component(X: torch.Tensor) -> torch.Tensor:
+    """The first right singular vector of each B x n x K matrix X (B x K), signed so that its
+    entries sum to >= 0: the SVD's sign is arbitrary, and for non-negative X this makes the
+    component (Perron-Frobenius) non-negative."""
+    _, _, Vh = torch.linalg.svd(X.double(), full_matrices=False)
+    v = Vh[:, 0, :]
+    sign = torch.where(v.sum(dim=1, keepdim=True) < 0, -1.0, 1.0).to(v.dtype)
+    return (v * sign).to(X.dtype)
+
+
+def eigencam_weights(A: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+    """Eigen-CAM (Muhammad & Yeasin 2020, eq. 4-5): with O = A reshaped to (h*w) x K and its SVD
+    O = U S V^T, L = O v_1: W_k = (v_1)_k, the first principal direction, uncentred as in the
+    paper (pytorch-grad-cam centres every channel first). Class-agnostic: no gradient, no c."""
+    return _first_component(A.flatten(2).transpose(1, 2))[:, :, None, None]
+
+
+def eigengradcam_weights(A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Eigen-Grad-CAM (pytorch-grad-cam's variant of Eigen-CAM): the first principal direction of
+    the gradient-weighted activations g * A, L = (g * A) v_1, so per-cell W_kij = (v_1)_k g_kij."""
+    v = _first_component((g * A).flatten(2).transpose(1, 2))
+    return v[:, :, None, None] * g
+
+
+def fem_weights(A: torch.Tensor, g: torch.Tensor | None = None, k: float = 2.0) -> torch.Tensor:
+    """FEM, the Feature Explanation Method (Fuad et al. 2020, eq. 1-3): a channel weighs the share
+    of its cells that are k standard deviations above its mean,
+
+        W_k = (1/Z) sum_ij [A_kij > mu_k + k sigma_k],   mu, sigma over the h x w cells (sigma with 1/Z).
+
+    Class-agnostic."""
+    mu = A.mean(dim=(2, 3), keepdim=True)
+    sigma = A.std(dim=(2, 3), keepdim=True, correction=0)
+    return (A > mu + k * sigma).float().mean(dim=(2, 3), keepdim=True)
+
+
+def randomcam_weights(A: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random-CAM, the sanity baseline: W_k ~ U(-1, 1), independent of the image, class and network
+    output. A metric that ranks it level with a real method is not measuring the network."""
+    w = torch.rand(A.shape[:2], generator=generator, device="cpu") * 2 - 1
+    return w.to(A.device)[:, :, None, None]
+
+
+KPCA_MAX_CELLS = 56 * 56  # its kernel is 80 MB and its eigendecomposition seconds here
+
+
+def kpcacam_map(A: torch.Tensor, gamma: float | None = None, coef0: float = 1.0) -> torch.Tensor:
+    """KPCA-CAM (Karmani et al. 2024): the first kernel principal component of the h*w cells, each
+    a K-vector x (centred per channel), with the sigmoid kernel k(x, y) = tanh(gamma x.y + coef0),
+    gamma = 1/K by default (scikit-learn's KernelPCA defaults):
+
+        Kc = (I - 1/n) K (I - 1/n),   Kc a = lambda a,   L = Kc a / sqrt(lambda)   (n = h*w),
+
+    signed to correlate positively with the channel-mean activation. Not a sum over channels, so
+    it returns the grid map itself (B x h x w) and the ReLU policy acts on the map."""
+    B, K, h, w = A.shape
+    if h * w > KPCA_MAX_CELLS:
+        raise MethodError(f"KPCA-CAM builds a (cells x cells) kernel; this layer has {h} x {w} = {h * w} cells, "
+                          f"more than {KPCA_MAX_CELLS} (56 x 56). Choose a later layer.")
+    X = A.flatten(2).transpose(1, 2).double()
+    X = X - X.mean(dim=1, keepdim=True)
+    kernel = torch.tanh(X @ X.transpose(1, 2) * (gamma if gamma is not None else 1.0 / K) + coef0)
+    n = h * w
+    centre = torch.eye(n, dtype=X.dtype, device=X.device) - 1.0 / n
+    Kc = centre @ kernel @ centre
+    values, vectors = torch.linalg.eigh(Kc)
+    lam, a = values[:, -1], vectors[:, :, -1]
+    projection = (Kc @ a[:, :, None])[:, :, 0] / lam.clamp(min=1e-300).sqrt()[:, None]
+    mean_act = A.mean(dim=1).flatten(1).double()
+    agree = ((projection - projection.mean(1, keepdim=True)) * (mean_act - mean_act.mean(1, keepdim=True))).sum(1)
+    projection = projection * torch.where(agree < 0, -1.0, 1.0).to(projection.dtype)[:, None]
+    return projection.reshape(B, h, w).float()
+
+
 def channel_sum(weights: torch.Tensor, A: torch.Tensor, relu: str = "none") -> torch.Tensor:
     """The ReLU policy stage: L = sum_k W_k A_k with the ReLU where asked.
 
@@ -137,32 +218,54 @@ def smoothgradcampp_weights(backbone: Backbone, images: torch.Tensor, cap: Captu
     return gradcampp_from_derivatives(cap.activations, d1, d2, d3)
 
 
-@torch.no_grad()
-def scorecam_weights(backbone: Backbone, images: torch.Tensor, cap: Capture,
-                     chunk_size: int = 16) -> torch.Tensor:
-    """Score-CAM (Wang et al. 2020): mask the input with each channel's upsampled, min-max
-    normalised activation M_k, and weight channels by W_k = softmax_k(y_c(x * M_k)).
+def shapleycam_weights(backbone: Backbone, images: torch.Tensor, cap: Capture) -> torch.Tensor:
+    """Shapley-CAM (Cai et al. 2025, eq. 11-12): a second-order Taylor estimate of each cell's
+    Shapley value for the ReST score s = y_c - CE(y, c) = 2 y_c - logsumexp(y),
 
-    One extra forward per channel, run `chunk_size` at a time through one reusable buffer, so
-    peak memory is bounded by the chunk (not by K). 16 rather than 32: EfficientNet-Lite0's forward
-    on this project's CPU costs 72 ms an image at batch 16 and 92 ms at batch 32 (its activations
-    outgrow the caches), and the peak halves. Subtracting the baseline score y_c(0), as
-    the paper does, would not change W: softmax is shift-invariant.
-    """
-    B, K = cap.activations.shape[:2]
-    H, W = images.shape[-2:]
-    buffer = torch.empty((min(chunk_size, K), images.shape[1], H, W), device=images.device, dtype=images.dtype)
-    weights = torch.empty((B, K), device=images.device)
-    for b in range(B):
-        target = int(cap.targets[b])
-        for k0 in range(0, K, chunk_size):
-            acts = cap.activations[b:b + 1, k0:k0 + chunk_size]
-            masks = F.interpolate(acts, size=(H, W), mode="bilinear", align_corners=False)[0]
-            masks = normalise(masks, "minmax")
-            n = masks.shape[0]
-            torch.mul(images[b:b + 1], masks[:, None].to(images.dtype), out=buffer[:n])
-            weights[b, k0:k0 + n] = backbone.model(buffer[:n])[:, target].float()
-    return torch.softmax(weights, dim=1)[:, :, None, None]
+        W_k = (1/Z) sum_ij (g_kij - 1/2 (H A)_kij),   g = ds/dA,  H = d^2 s/dA^2.
+
+    One forward, one gradient kept as a graph and one Hessian-vector product (a double
+    backward). After a piecewise-linear head the Hessian comes from the softmax alone."""
+    module = backbone.module(cap.layer)
+    with recording(module, requires_grad=True) as recorded, torch.enable_grad():
+        logits = backbone.model(images)
+        if len(recorded) != 1:
+            raise MethodError(f"Layer '{cap.layer}' ran {len(recorded)} times in one forward; Shapley-CAM needs "
+                              f"a layer that runs once.")
+        A = recorded[0]
+        y = logits.float()
+        score = 2 * y.gather(1, cap.targets[:, None])[:, 0] - torch.logsumexp(y, dim=1)
+        (g,) = torch.autograd.grad(score.sum(), A, create_graph=True)
+        hvp = torch.autograd.grad(g, A, grad_outputs=A.detach(), allow_unused=True)[0]
+    g = g.detach().float()
+    hvp = torch.zeros_like(g) if hvp is None else hvp.detach().float()
+    return (g - 0.5 * hvp).mean(dim=(2, 3), keepdim=True)
+
+
+def comparison_classes(logits: torch.Tensor, targets: torch.Tensor, count: int = 3) -> torch.Tensor:
+    """Finer-CAM's comparison classes: for each image the `count` classes whose logits lie closest
+    to the target's (the target itself excluded), B x count."""
+    gap = (logits - logits.gather(1, targets[:, None])).abs()
+    gap.scatter_(1, targets[:, None], float("inf"))
+    return gap.topk(min(count, logits.shape[1] - 1), dim=1, largest=False).indices
+
+
+def finercam_weights(backbone: Backbone, images: torch.Tensor, cap: Capture, alpha: float = 1.0,
+                     comparisons: torch.Tensor | None = None) -> torch.Tensor:
+    """Finer-CAM (Zhang et al. 2025, eq. 3-4): Grad-CAM of the difference between the target and
+    the classes it is most easily confused with,
+
+        s = y_c - alpha * (1/|D|) sum_{d in D} y_d,   W_k = (1/Z) sum_ij ds/dA_kij,
+
+    D the 3 classes with the closest logits by default (`comparison_classes`). One more forward
+    and gradient. (pytorch-grad-cam weighs each d by its softmax probability, inside the gradient.)"""
+    D = comparison_classes(cap.logits, cap.targets) if comparisons is None else comparisons.to(cap.targets.device)
+
+    def difference(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return logits.gather(1, targets[:, None])[:, 0] - alpha * logits.gather(1, D).mean(dim=1)
+
+    finer = capture(backbone, images, cap.targets, cap.layer, score=difference)
+    return gradcam_weights(finer.activations, finer.grads)
 
 
 # --------------------------------------------------------------------------------- the registry
@@ -176,13 +279,15 @@ class MethodSpec:
     needs_gradient: bool
     per_cell: bool  # weights vary over (i, j) rather than per channel only
     extra_passes: Callable[[int, Mapping], int]  # (channels K, options) -> extra passes per image
+    pass_kind: str = "forward passes"
+    map_only: bool = False  # the formula yields the grid map itself, not channel weights
 
     def describe_cost(self, channels: int, options: Mapping | None = None) -> str:
         n = self.extra_passes(channels, options or {})
         if n == 0:
             return "shares the single forward + gradient"
-        kind = "forward + gradient passes" if self.name == "smoothgradcampp" else "forward passes"
-        return f"{n} extra {kind} per image"
+        upto = "up to " if self.name in MASKING else ""
+        return f"{upto}{n} extra {self.pass_kind} per image"
 
 
 def _no_extra(_k: int, _opts: Mapping) -> int:
@@ -196,13 +301,30 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("gradcam", "Grad-CAM", "Selvaraju et al. 2017", "after", True, False, _no_extra),
         MethodSpec("gradcampp", "Grad-CAM++", "Chattopadhay et al. 2018, eq. 19", "after", True, False, _no_extra),
         MethodSpec("smoothgradcampp", "Smooth Grad-CAM++", "Omeiza et al. 2019", "after", False, False,
-                   lambda _k, o: int(o.get("smooth_samples", 4))),
+                   lambda _k, o: int(o.get("smooth_samples", 4)), pass_kind="forward + gradient passes"),
         MethodSpec("xgradcam", "XGrad-CAM", "Fu et al. 2020", "after", True, False, _no_extra),
         MethodSpec("layercam", "LayerCAM", "Jiang et al. 2021", "after", True, True, _no_extra),
         MethodSpec("scorecam", "Score-CAM", "Wang et al. 2020", "after", False, False, lambda k, _o: k),
         MethodSpec("extendedcam", "Extended-CAM", "Extended-CAM eq. 8", "none", True, True, _no_extra),
+        MethodSpec("eigencam", "Eigen-CAM", "Muhammad & Yeasin 2020, eq. 4-5", "after", False, False, _no_extra),
+        MethodSpec("eigengradcam", "Eigen-Grad-CAM", "pytorch-grad-cam, after Eigen-CAM", "after", True, True,
+                   _no_extra),
+        MethodSpec("kpcacam", "KPCA-CAM", "Karmani et al. 2024", "after", False, False, _no_extra, map_only=True),
+        MethodSpec("fem", "FEM", "Fuad et al. 2020, eq. 1-3", "after", False, False, _no_extra),
+        MethodSpec("randomcam", "Random-CAM", "sanity baseline", "after", False, False, _no_extra),
+        MethodSpec("ablationcam", "Ablation-CAM", "Desai & Ramaswamy 2020, eq. 3", "after", False, False,
+                   lambda k, _o: k, pass_kind="forward passes of the layers after the target"),
+        MethodSpec("sscam", "SS-CAM", "Wang et al. 2020 (Smoothed Score-CAM)", "after", False, False,
+                   lambda k, o: k * int(o.get("score_samples", 10))),
+        MethodSpec("iscam", "IS-CAM", "Naidu et al. 2020", "after", False, False,
+                   lambda k, o: k * int(o.get("score_samples", 10))),
+        MethodSpec("shapleycam", "Shapley-CAM", "Cai et al. 2025, eq. 11-12", "after", False, False,
+                   lambda _k, _o: 1, pass_kind="forward + gradient + Hessian-vector product"),
+        MethodSpec("finercam", "Finer-CAM", "Zhang et al. 2025, eq. 3-4", "after", False, False,
+                   lambda _k, _o: 1, pass_kind="forward + gradient pass"),
     ]
 }
+MASKING = ("scorecam", "sscam", "iscam")  # identical masks are forwarded once, hence "up to"
 
 GRADIENT_FORMULAS = {
     "gradcam": gradcam_weights,
@@ -210,7 +332,9 @@ GRADIENT_FORMULAS = {
     "xgradcam": xgradcam_weights,
     "layercam": layercam_weights,
     "extendedcam": extendedcam_weights,
+    "eigengradcam": eigengradcam_weights,
 }
+ACTIVATION_FORMULAS = {"eigencam": eigencam_weights, "fem": fem_weights}
 
 
 def method_label(method: str, relu: str) -> str:
@@ -233,6 +357,8 @@ def resolve_relu(method: str, relu: str | Mapping[str, str]) -> str:
         return METHODS[method].published_relu
     if relu not in RELU_POLICIES:
         raise MethodError(f"Unknown ReLU policy '{relu}'; use one of {', '.join(RELU_POLICIES)} or 'published'.")
+    if relu == "before" and METHODS[method].map_only:
+        return "after"  # no per-channel terms exist to rectify: the ReLU acts on the map
     return relu
 
 
@@ -248,17 +374,34 @@ def validate_methods(methods: Iterable[str]) -> list[str]:
 
 def weights_from_capture(method: str, cap: Capture, backbone: Backbone, images: torch.Tensor,
                          *, smooth_samples: int = 4, smooth_std: float = 0.3,
-                         scorecam_chunk: int = 16, generator: torch.Generator | None = None,
-                         batch_size: int = 16) -> torch.Tensor:
-    """The channel weights W of `method` for the captured batch."""
+                         scorecam_chunk: int = 16, score_samples: int = 10,
+                         generator: torch.Generator | None = None, batch_size: int = 16,
+                         watch: Watch = NO_WATCH) -> torch.Tensor:
+    """The channel weights W of `method` for the captured batch (per channel or per cell);
+    `watch` reports the progress of the perturbation methods and stops them."""
     if method == "cam":
         return cam_weights(cap, backbone)
     if method in GRADIENT_FORMULAS:
         return GRADIENT_FORMULAS[method](cap.activations, cap.grads)
+    if method in ACTIVATION_FORMULAS:
+        return ACTIVATION_FORMULAS[method](cap.activations)
+    if method == "randomcam":
+        return randomcam_weights(cap.activations, generator)
     if method == "smoothgradcampp":
         return smoothgradcampp_weights(backbone, images, cap, smooth_samples, smooth_std, batch_size, generator)
     if method == "scorecam":
-        return scorecam_weights(backbone, images, cap, scorecam_chunk)
+        return scorecam_weights(backbone, images, cap, scorecam_chunk, watch)
+    if method == "sscam":
+        return sscam_weights(backbone, images, cap, score_samples, chunk_size=scorecam_chunk, generator=generator,
+                             watch=watch)
+    if method == "iscam":
+        return iscam_weights(backbone, images, cap, score_samples, scorecam_chunk, watch)
+    if method == "ablationcam":
+        return ablationcam_weights(backbone, images, cap, watch=watch)
+    if method == "shapleycam":
+        return shapleycam_weights(backbone, images, cap)
+    if method == "finercam":
+        return finercam_weights(backbone, images, cap)
     raise MethodError(f"Unknown method '{method}'.")
 
 
@@ -266,13 +409,15 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
                  methods: Iterable[str], layer: str | None = None, *,
                  relu: str | Mapping[str, str] = "none", cap: Capture | None = None,
                  smooth_samples: int = 4, smooth_std: float = 0.3, scorecam_chunk: int = 16,
-                 seed: int = 0, batch_size: int = 16) -> dict[str, torch.Tensor]:
+                 score_samples: int = 10, seed: int = 0, batch_size: int = 16,
+                 watch: Watch = NO_WATCH) -> dict[str, torch.Tensor]:
     """Grid-level maps for every asked method: dict name -> B x h x w float32 on the model's device.
 
-    All of cam, gradcam, gradcampp, xgradcam, layercam and extendedcam come from ONE forward and
-    ONE autograd.grad (the capture), whatever subset is asked; pass `cap` to reuse a capture made
-    earlier. smoothgradcampp and scorecam add the passes their MethodSpec declares. With the
-    default relu="none" the maps are raw and signed.
+    Every method whose spec declares no extra pass comes from ONE forward and ONE autograd.grad
+    (the capture), whatever subset is asked; pass `cap` to reuse a capture made earlier. The
+    others add the passes their MethodSpec declares. With the default relu="none" the maps are
+    raw and signed. Each random method draws from its own generator seeded with `seed`, so a map
+    does not depend on which other methods were asked.
     """
     methods = validate_methods(methods)
     if cap is None:
@@ -280,11 +425,16 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
         cap = capture(backbone, images, targets, layer, gradient=need_grad)
     elif cap.gradients is None and any(METHODS[m].needs_gradient for m in methods):
         raise MethodError("The given capture has no gradient, which these methods need.")
-    generator = torch.Generator().manual_seed(seed)
     maps = {}
     for method in methods:
+        policy = resolve_relu(method, relu)
+        if METHODS[method].map_only:
+            grid = kpcacam_map(cap.activations)
+            maps[method] = (F.relu(grid) if policy == "after" else grid).float()
+            continue
         weights = weights_from_capture(method, cap, backbone, images, smooth_samples=smooth_samples,
                                        smooth_std=smooth_std, scorecam_chunk=scorecam_chunk,
-                                       generator=generator, batch_size=batch_size)
-        maps[method] = channel_sum(weights, cap.activations, resolve_relu(method, relu)).float()
+                                       score_samples=score_samples, generator=torch.Generator().manual_seed(seed),
+                                       batch_size=batch_size, watch=watch)
+        maps[method] = channel_sum(weights, cap.activations, policy).float()
     return maps

@@ -138,13 +138,26 @@ def test_compare_offers_cam_only_at_its_layer_and_gates_slow_methods() -> None:
 
     at.multiselect(key=widget("methods")).set_value(["gradcam", "scorecam"])
     run(at)
-    assert "Score-CAM needs 24 extra forward passes" in texts(at.warning)
+    assert "Score-CAM needs up to 24 extra forward passes" in texts(at.warning)
     assert len(at.image) == 2  # Grad-CAM only until Score-CAM is asked for
 
     at.button(key="compute.scorecam").click()
     run(at)
     assert len(at.image) == 2 * 2
     assert "Score-CAM: its own forward" in str(at.dataframe[0].value)
+
+
+def test_compare_runs_every_method_the_peers_have() -> None:
+    """The methods of issue 13 in the app: the one-pass ones at once, Ablation-CAM behind its button."""
+    at = open_page("compare")
+    cheap = ["eigencam", "eigengradcam", "kpcacam", "fem", "randomcam", "shapleycam", "finercam"]
+    at.multiselect(key=widget("methods")).set_value(cheap + ["ablationcam"])
+    run(at)
+    assert not at.error
+    assert len(at.image) == len(cheap) * 2
+    assert "Ablation-CAM needs 1280 extra forward passes of the layers after the target" in texts(at.warning)
+    for label in ("Eigen-CAM", "KPCA-CAM", "FEM", "Random-CAM", "Shapley-CAM", "Finer-CAM"):
+        assert label in texts(at.markdown), label
 
 
 def test_smoothing_lab_follows_sigma() -> None:
