@@ -9,7 +9,9 @@ ReLU after the channel sum (what both peers apply), pytorch-grad-cam with its re
 step (`scale_cam_image`) replaced by the identity for the duration of its call, torchcam with
 `normalized=False`. The one-pass methods run at the `head` layer (1280 x 7 x 7) on `--batch`
 images; the perturbation methods (one forward per channel or more) run on one image (chelsea) at
-`blocks.10` (112 x 14 x 14), so that every peer finishes in seconds; Score-CAM's head-layer race
+`blocks.10` (112 x 14 x 14), so that every peer finishes in seconds (Ablation-CAM at `head`:
+pytorch-grad-cam's ablation layer cannot stand in for a Lite0 block, which takes a drop-connect
+argument); Score-CAM's head-layer race
 is bench_extra_passes.py. Settings are matched where the peer allows it (samples, alpha, the
 comparison classes, the kernel); where the peer fixes a choice, the row's note says what differs
 and why. Nothing is cached between contestants; each is timed interleaved (median of --repeats).
@@ -42,7 +44,8 @@ ROWS = [
     ("shapleycam", "pytorch-grad-cam", "ShapleyCAM", "one-pass", "same ReST score and HVP"),
     ("finercam", "pytorch-grad-cam", "FinerCAM", "one-pass",
      "pgc weighs each comparison class by its softmax p_d (differentiated too); ours the plain mean"),
-    ("ablationcam", "pytorch-grad-cam", "AblationCAM", "perturbation", "same zero ablation, same ratio"),
+    ("ablationcam", "pytorch-grad-cam", "AblationCAM", "ablation",
+     "same zero ablation and ratio; pgc runs the whole network per ablated copy, ours the tail only"),
     ("scorecam", "pytorch-grad-cam", "ScoreCAM", "perturbation",
      "pgc upsamples masks with align_corners=True; ours False, as torchcam"),
     ("scorecam", "torchcam", "ScoreCAM", "perturbation", "torchcam's masks: see the note printed below"),
@@ -156,11 +159,19 @@ def main(argv=None) -> int:
         one_targets = backbone.model(one).argmax(1)
     rows, records = [], []
     for method, peer, cls_name, kind, note in ROWS:
-        images, targets, layer = (batch, batch_targets, "head") if kind == "one-pass" else (one, one_targets, "blocks.10")
+        images, targets, layer = {"one-pass": (batch, batch_targets, "head"), "ablation": (one, one_targets, "head"),
+                                  "perturbation": (one, one_targets, "blocks.10")}[kind]
         runner = run_pgc if peer == "pytorch-grad-cam" else run_torchcam
         mine, t_ours = timed(run_ours, (backbone, images, targets, layer, method), args.repeats)
-        theirs, t_peer = timed(runner, (backbone, images, targets, layer, cls_name), args.repeats)
+        try:
+            theirs, t_peer = timed(runner, (backbone, images, targets, layer, cls_name), args.repeats)
+        except Exception as exc:  # a peer's failure is a finding, reported in its row
+            rows.append([method, f"{peer} {cls_name}", layer, "-", "-", f"{t_ours * 1000:.0f}", "-", "-",
+                         f"peer failed: {type(exc).__name__}: {exc}"[:120]])
+            continue
         r, diff = compare(np.asarray(mine), np.asarray(theirs))
+        print(f"{method} vs {peer} {cls_name}: r {r:.4f}, max|diff| {diff:.3g}, {t_ours:.2f} s vs {t_peer:.2f} s",
+              flush=True)
         rows.append([method, f"{peer} {cls_name}", f"{layer}, B={len(images)}", f"{r:.4f}", f"{diff:.3g}",
                      f"{t_ours * 1000:.0f}", f"{t_peer * 1000:.0f}", f"{t_ours / t_peer:.2f}", note])
         records.append({"method": method, "peer": peer, "peer_class": cls_name, "layer": layer, "batch": len(images),

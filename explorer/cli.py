@@ -442,6 +442,9 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=whole(1), default=16)
     p.add_argument("--limit", type=whole(1), default=None, help="evaluate only the first N images")
     p.add_argument("--no-confidence", action="store_true", help="skip Average Drop / %% Increase (2 forwards per map)")
+    p.add_argument("--faithfulness", type=names, default=[],
+                   help="comma-separated, from: deletion, insertion (RISE: 33 forwards per map each), road (MoRF and "
+                        "LeRF at 9 fractions, noisy linear imputation: 18 forwards and 18 sparse solves per map)")
     p.add_argument("--out", type=output_folder, required=True, help="output folder (resumed when it holds the same run)")
     p.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when present)")
 
@@ -480,7 +483,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                         upsamplers=tuple(args.upsampler), sigma=tuple(sigma) if sigma else None, relu=args.relu,
                         threshold_interval=args.threshold_interval, batch_size=args.batch_size,
                         confidence=not args.no_confidence, limit=args.limit,
-                        decoders={m: str(p) for m, p in decoders.items()})
+                        faithfulness=tuple(args.faithfulness), decoders={m: str(p) for m, p in decoders.items()})
     bar = tqdm(unit="image", desc=f"evaluate {args.backbone}" + (f" (rank 0 of {world})" if world > 1 else ""),
                disable=rank != 0)
 
@@ -519,7 +522,9 @@ def format_summary(rows: list[dict]) -> str:
                ("max_box_acc_v2", "MaxBoxAccV2", "{:.1f}"), ("pxap", "PxAP", "{:.1f}"),
                ("top1_loc", "top-1 loc", "{:.1f}"), ("average_drop", "AD %", "{:.1f}"),
                ("increase", "Inc %", "{:.1f}"), ("average_drop_relative", "AD rel", "{:.1f}"),
-               ("increase_relative", "Inc rel", "{:.1f}")]
+               ("increase_relative", "Inc rel", "{:.1f}"), ("confidence_change", "dp_c", "{:+.3f}"),
+               ("deletion_auc", "deletion", "{:.3f}"), ("insertion_auc", "insertion", "{:.3f}"),
+               ("road_morf", "ROAD MoRF", "{:.3f}"), ("road_lerf", "ROAD LeRF", "{:.3f}")]
     present = [c for c in columns if any(c[0] in r for r in rows)]
     table = [[label for _, label, _ in present]]
     for row in rows:

@@ -64,6 +64,7 @@ from explorer.metrics import (
     thresholds,
 )
 from explorer.metrics.boxes import image_curves_uint8
+from explorer.metrics.faithfulness import deletion_insertion, road
 from explorer.metrics.intervals import (
     LEVEL,
     REPLICATES,
@@ -110,6 +111,7 @@ class EvalConfig:
     confidence: bool = True
     references: bool = True
     controls: bool = True        # network-free maps scored beside the methods (explorer.controls)
+    faithfulness: tuple[str, ...] = ()  # any of FAITHFULNESS: extra forwards per image and combo
     limit: int | None = None
     method_options: dict = field(default_factory=dict)
     decoders: dict = field(default_factory=dict)  # base method -> F-CAM decoder file (upsampler "fcam")
@@ -131,6 +133,11 @@ class EvalSummary:
 
     def row(self, method: str, upsampler: str) -> dict:
         return next(r for r in self.rows if r["method"] == method and r["upsampler"] == upsampler)
+
+
+FAITHFULNESS = ("deletion", "insertion", "road")
+PER_IMAGE_FAITHFULNESS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
+FAITHFULNESS_STEPS = 32  # deletion / insertion: p_c at 33 fractions (RISE: 224 for 224 x 224)
 
 
 def combo_key(method: str, upsampler: str) -> str:
@@ -167,6 +174,9 @@ def evaluate(
                             f"({', '.join(methods)}); train one with `python -m explorer train-fcam`")
     if config.batch_size < 1:
         raise EvaluateError("the batch size must be at least 1")
+    unknown = [f for f in config.faithfulness if f not in FAITHFULNESS]
+    if unknown:
+        raise EvaluateError(f"unknown faithfulness measure(s) {', '.join(unknown)}; use {', '.join(FAITHFULNESS)}")
     out = Path(out_dir)
     chunk_dir = out / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
@@ -357,6 +367,11 @@ def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str,
                 name = "relative" if relative else "normal"
                 arrays[prefix + "conf_full"] = result.confidence.astype(np.float64)
                 arrays[prefix + f"conf_{name}"] = result.masked_confidence.astype(np.float64)
+        if config.faithfulness:
+            at_input = maps if tuple(input_size) == (EVAL_SIZE, EVAL_SIZE) else (
+                fcam_at(grid.fcam[method], input_size) if up == FCAM
+                else normalise(upsample(grid.maps[method], input_size, up, sigma), "minmax"))
+            _faithfulness(arrays, prefix, config.faithfulness, backbone, batch, at_input.float(), targets)
     if config.controls:
         pixels = np.stack([np.asarray(image.convert("RGB").resize((EVAL_SIZE, EVAL_SIZE), Image.Resampling.BILINEAR))
                            for image in images])
@@ -371,6 +386,22 @@ def _evaluate_chunk(config: EvalConfig, dataset, backbone: Backbone, layer: str,
             prefix = combo_key(f"reference_{name}", REFERENCE_UPSAMPLER) + "/"
             _score(arrays, prefix, maps_np, taus, gt_boxes, gt_masks, ignores, has_boxes, has_masks)
     return arrays
+
+
+def _faithfulness(arrays: dict, prefix: str, measures: Sequence[str], backbone: Backbone, batch: torch.Tensor,
+                  maps: torch.Tensor, targets: torch.Tensor) -> None:
+    """Per-image deletion / insertion AUC and ROAD mean p_c (MoRF, LeRF) of a batch of maps."""
+    mean, std = backbone.mean, backbone.std
+    for mode in ("deletion", "insertion"):
+        if mode in measures:
+            curve = deletion_insertion(backbone.model, batch, maps, targets, mode=mode, steps=FAITHFULNESS_STEPS,
+                                       mean=mean, std=std)
+            arrays[prefix + f"{mode}_auc"] = curve.auc
+            arrays[prefix + f"{mode}_curve"] = curve.probabilities
+    if "road" in measures:
+        for order in ("morf", "lerf"):
+            arrays[prefix + f"road_{order}"] = road(backbone.model, batch, maps, targets, order=order, mean=mean,
+                                                     std=std).auc
 
 
 def _score(arrays: dict, prefix: str, maps: np.ndarray, taus: np.ndarray, gt_boxes, gt_masks, ignores,
@@ -452,7 +483,8 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
         intervals["classification_accuracy"] = mean_interval(100.0 * (top[:, 0] == labels), weights).as_list()
 
     rows, curves_out = [], {"thresholds": taus, "value_edges": np.linspace(0, 1, VALUE_BINS + 1)}
-    records: dict[str, dict[str, np.ndarray]] = {key: {} for key in ("iou", "box", "iou_v2", "pxap", "drop", "drop_relative")}
+    records: dict[str, dict[str, np.ndarray]] = {key: {} for key in ("iou", "box", "iou_v2", "pxap", "drop", "drop_relative",
+                                                                             *PER_IMAGE_FAITHFULNESS)}
     for method, up in combos:
         prefix = combo_key(method, up) + "/"
         key = combo_key(method, up)
@@ -522,6 +554,20 @@ def summarise_run(out: Path, config: EvalConfig, n_chunks: int, count: int, data
                     row[f"average_drop{suffix}_ci"] = mean_interval(100.0 * drop, weights).as_list()
                     row[f"increase{suffix}_ci"] = mean_interval(100.0 * (o > y), weights).as_list()
                 records[col][key] = 100.0 * drop
+            o = np.concatenate([c[prefix + "conf_normal"] for c in present])
+            row["confidence_change"] = float(np.mean(o - y))
+            if weights is not None:
+                row["confidence_change_ci"] = mean_interval(o - y, weights).as_list()
+        for column in PER_IMAGE_FAITHFULNESS:
+            if present and prefix + column in present[0]:
+                values = np.concatenate([c[prefix + column] for c in present])
+                row[column] = float(values.mean())
+                if weights is not None:
+                    row[column + "_ci"] = mean_interval(values, weights).as_list()
+                records[column][key] = values
+        for mode in ("deletion", "insertion"):
+            if present and prefix + f"{mode}_curve" in present[0]:
+                curves_out[key + f"/{mode}_curve"] = np.concatenate([c[prefix + f"{mode}_curve"] for c in present]).mean(0)
         rows.append(row)
 
     summary = EvalSummary(rows=rows, out_dir=out, num_images=int(len(ids)), skipped=skipped, seconds=seconds,
@@ -559,7 +605,10 @@ SUMMARY_COLUMNS = ["method", "upsampler", "images", "max_box_acc", "max_box_acc_
                    "best_threshold", "pxap", "pxap_lo", "pxap_hi", "top1_loc", "top1_loc_lo", "top1_loc_hi", "top1_loc_v2",
                    "top1_loc_at_best_tau", "top5_loc", "top5_loc_v2", "top5_loc_at_best_tau", "average_drop",
                    "average_drop_lo", "average_drop_hi", "increase", "increase_lo", "increase_hi", "average_drop_relative",
-                   "increase_relative"]
+                   "increase_relative", "confidence_change", "confidence_change_lo", "confidence_change_hi",
+                   "deletion_auc", "deletion_auc_lo", "deletion_auc_hi", "insertion_auc", "insertion_auc_lo",
+                   "insertion_auc_hi", "road_morf", "road_morf_lo", "road_morf_hi", "road_lerf", "road_lerf_lo",
+                   "road_lerf_hi"]
 
 
 def _csv(rows: list[dict]) -> str:
@@ -580,7 +629,7 @@ def _records_csv(ids, labels, targets, top, top_probs, records: dict, classes) -
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["image_id", "label", "target", "predicted", "score", "combo", "iou", "box_x0", "box_y0",
-                     "box_x1", "box_y1", "iou_v2", "pxap", "drop", "drop_relative"])
+                     "box_x1", "box_y1", "iou_v2", "pxap", "drop", "drop_relative", *PER_IMAGE_FAITHFULNESS])
     combos = sorted(set().union(*[set(v) for v in records.values()]))
     for combo in combos:
         for j, image_id in enumerate(ids):
@@ -589,7 +638,7 @@ def _records_csv(ids, labels, targets, top, top_probs, records: dict, classes) -
             iou = records["iou"].get(combo)
             cells.append(f"{iou[j]:.4f}" if iou is not None else "")
             cells.extend(box[j].tolist() if box is not None else ["", "", "", ""])
-            for name in ("iou_v2", "pxap", "drop", "drop_relative"):
+            for name in ("iou_v2", "pxap", "drop", "drop_relative", *PER_IMAGE_FAITHFULNESS):
                 values = records[name].get(combo)
                 cells.append("" if values is None or np.isnan(values[j]) else f"{values[j]:.4f}")
             writer.writerow(cells)

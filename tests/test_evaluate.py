@@ -62,7 +62,7 @@ def test_summary_matches_a_direct_computation(data, backbone, single):
     grid = grid_maps(backbone, batch, labels, ["gradcam"])
     taus = thresholds(0.01)
     for up in ("bilinear", "gaussian"):
-        maps = normalise(upsample(grid.maps["gradcam"], (224, 224), up, SIGMA), "minmax").numpy().astype(np.float64)
+        maps = normalise(upsample(grid.maps["gradcam"], (224, 224), up, SIGMA).double(), "minmax").numpy()  # as evaluate
         box = BoxEvaluator(taus)
         box.accumulate(maps, [dataset.gt_boxes(i) for i in range(len(dataset))])
         pixels = PixelEvaluator(taus)
@@ -188,6 +188,35 @@ def test_cli_evaluate_prints_the_table(data, tmp_path, capsys):
     assert code == 0
     assert "MaxBoxAcc" in out and "reference_object" in out
     assert (tmp_path / "cli" / "summary.csv").is_file()
+
+
+def test_faithfulness_columns_equal_the_metric_on_the_same_maps(data, backbone, tmp_path, capsys):
+    from explorer.metrics.faithfulness import deletion_insertion, road
+
+    summary = evaluate(config_for(data, methods=("gradcam",), upsamplers=("bilinear",), limit=2, controls=False,
+                                  references=False, faithfulness=("deletion", "insertion", "road")),
+                       tmp_path / "faith", backbone=backbone)
+    row = summary.row("gradcam", "bilinear")
+    dataset = load_synthetic(data, "test")
+    from explorer.images import load_image
+
+    batch = backbone.preprocess([load_image(s.image_path) for s in dataset.samples[:2]])
+    targets = torch.tensor([s.label for s in dataset.samples[:2]])
+    grid = grid_maps(backbone, batch, targets, ["gradcam"])
+    maps = normalise(upsample(grid.maps["gradcam"], (224, 224), "bilinear").double(), "minmax").float()
+    kw = dict(mean=backbone.mean, std=backbone.std)
+    assert row["deletion_auc"] == pytest.approx(
+        deletion_insertion(backbone.model, batch, maps, targets, steps=32, **kw).auc.mean(), abs=1e-6)
+    assert row["insertion_auc"] == pytest.approx(
+        deletion_insertion(backbone.model, batch, maps, targets, mode="insertion", steps=32, **kw).auc.mean(), abs=1e-6)
+    assert row["road_morf"] == pytest.approx(road(backbone.model, batch, maps, targets, **kw).auc.mean(), abs=1e-6)
+    assert len(row["deletion_auc_ci"]) == 2 and "confidence_change" in row
+    header = (tmp_path / "faith" / "summary.csv").read_text().splitlines()[0]
+    assert "deletion_auc_lo" in header and "road_lerf" in header
+    code = main(["evaluate", "--dataset", f"synthetic:{data}", "--backbone", "synthetic_cnn", "--weights", "random",
+                 "--methods", "gradcam", "--upsampler", "bilinear", "--limit", "1", "--faithfulness", "deletion,magic",
+                 "--out", str(tmp_path / "bad")])
+    assert code != 0 and "unknown faithfulness" in capsys.readouterr().err
 
 
 def test_cli_evaluate_reports_a_missing_dataset(tmp_path, capsys):
