@@ -22,6 +22,7 @@ PAGES = [
             url_path="Confidence_Metrics"),
     st.Page("app_pages/downscale_simulation.py", title="Downscale Simulation", icon=":material/photo_size_select_small:",
             url_path="Downscale_Simulation"),
+    st.Page("app_pages/sanity_checks.py", title="Sanity Checks", icon=":material/shuffle:", url_path="Sanity_Checks"),
     st.Page("app_pages/fcam.py", title="F-CAM", icon=":material/auto_fix_high:", url_path="F-CAM"),
 ]
 

@@ -15,8 +15,9 @@ st.markdown(
     "weighting the feature maps of one layer by how much they matter for one class. CAM Explorer "
     "lets teachers and students of explainability and weakly-supervised object localisation "
     "(WSOL) compare the published methods side by side: CAM, Grad-CAM, Grad-CAM++, Smooth "
-    "Grad-CAM++, XGrad-CAM, LayerCAM, Score-CAM and Extended-CAM, with each step of the pipeline "
-    "(ReLU placement, upsampling, normalisation) as an explicit choice."
+    "Grad-CAM++, XGrad-CAM, LayerCAM, Extended-CAM, Eigen-CAM, Shapley-CAM, Finer-CAM, the Score-CAM "
+    "family, Ablation-CAM and more, with each step of the pipeline (ReLU placement, upsampling, "
+    "normalisation) as an explicit choice."
 )
 ui.context_banner(state)
 
@@ -38,11 +39,8 @@ with predictions:
                                                                        min_value=0.0, max_value=1.0)},
     )
     st.subheader("Where to next")
-    st.page_link("app_pages/compare.py", label="Compare methods", icon=":material/grid_view:")
-    st.caption("Every method × upsampler as overlays, an interactive grid-level heatmap, the raw "
-               "values' histograms, timings and downloads.")
-    st.page_link("app_pages/smoothing_lab.py", label="Smoothing Lab", icon=":material/blur_on:")
-    st.caption("Find the Gaussian σ at which Extended-CAM's explicit smoothing matches Grad-CAM's "
-               "implicit one (Extended-CAM paper, section 5).")
+    for path, label, icon, what in ui.PAGE_GUIDE:
+        st.page_link(path, label=label, icon=icon)
+        st.caption(what)
     st.caption("Choose the image, backbone, weights, target layer and class in the sidebar; the choices "
                "hold on every page.")

@@ -13,6 +13,7 @@ Split by what each part serves; everything a page needs is re-exported here, so 
 | `erf` | ERF estimates as jobs of this session, cached fits, stored cards (Receptive Field) |
 | `runs` | evaluations, failure cases, Table 4 and the downscale simulation (metrics pages) |
 | `fcam` | decoders, the view of one image, decoder fits in the background (F-CAM) |
+| `sanity` | cascading randomisation of a copy of the network (Sanity Checks) |
 | `uploads` | a visitor's own data: a zip unpacked into a folder of their session's |
 
 Job control itself (status, progress, stop, the server-wide limit) is Streamlit-free, in
@@ -96,7 +97,15 @@ from explorer.ui.runs import (
     run_records,
     summary_table,
 )
+from explorer.ui.sanity import (
+    SANITY_METHODS,
+    sanity_curves,
+    sanity_result,
+    sanity_strip,
+    sanity_verdicts,
+)
 from explorer.ui.sidebar import (
+    PAGE_GUIDE,
     RANDOM_WARNING,
     UPLOAD_TYPES,
     ImageChoice,
@@ -154,7 +163,9 @@ __all__ = [
     "confidence_table", "confidence_warnings",
     "downscale_curves", "evaluation_form", "failure_tiles", "open_in_compare", "run_curves", "run_records",
     "summary_table",
-    "RANDOM_WARNING", "UPLOAD_TYPES", "ImageChoice", "Selection", "context_banner", "draw_sidebar", "forget_selection",
+    "SANITY_METHODS", "sanity_curves", "sanity_result", "sanity_strip", "sanity_verdicts",
+    "PAGE_GUIDE", "RANDOM_WARNING", "UPLOAD_TYPES", "ImageChoice", "Selection", "context_banner", "draw_sidebar",
+    "forget_selection",
     "selection",
     "shape_text",
     "MANUAL_LABEL", "SIGMA_MAX", "SIGMA_MIN", "SigmaCurve", "shared_sigma", "sigma_controls", "sigma_correlation",

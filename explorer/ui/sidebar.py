@@ -50,6 +50,28 @@ class ImageChoice:
 DEFAULT_IMAGE = ImageChoice(GALLERY_PREFIX + DEFAULT_GALLERY, DEFAULT_GALLERY)
 
 
+PAGE_GUIDE = (  # (page file, title, icon, what it is for): the landing page links every page
+    ("app_pages/compare.py", "Compare", ":material/grid_view:",
+     "Every method x upsampler as overlays, the grid-level heatmap, value histograms, timings and downloads."),
+    ("app_pages/smoothing_lab.py", "Smoothing Lab", ":material/blur_on:",
+     "Find the Gaussian sigma at which Extended-CAM's explicit smoothing matches Grad-CAM's implicit one."),
+    ("app_pages/receptive_field.py", "Receptive Field", ":material/center_focus_strong:",
+     "Estimate a layer's effective receptive field and fit the Gaussian that sets sigma."),
+    ("app_pages/thresholds_and_histograms.py", "Thresholds and Histograms", ":material/ssid_chart:",
+     "BoxAcc and precision-recall against the threshold, and map values on object and background."),
+    ("app_pages/failure_cases.py", "Failure Cases", ":material/report:",
+     "The images an evaluated method localises worst, with its box and the ground truth."),
+    ("app_pages/confidence_metrics.py", "Confidence Metrics", ":material/speed:",
+     "Average Drop and % Increase (Extended-CAM Tables 2-4), with intervals and n."),
+    ("app_pages/downscale_simulation.py", "Downscale Simulation", ":material/photo_size_select_small:",
+     "How localisation degrades as the CAM grid gets coarser."),
+    ("app_pages/sanity_checks.py", "Sanity Checks", ":material/shuffle:",
+     "Randomise the network block by block: does the map follow the weights or only the image?"),
+    ("app_pages/fcam.py", "F-CAM", ":material/auto_fix_high:",
+     "A U-Net decoder trained from CAM seeds, its maps, and fitting one on your data."),
+)
+
+
 @dataclass(frozen=True)
 class Selection:
     """Everything the sidebar decided, as every page reads it."""
