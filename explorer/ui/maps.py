@@ -200,8 +200,8 @@ def timing_rows(result: GridResult, state: Selection) -> list[dict[str, Any]]:
             what = f"{method_name(stage.split(':', 1)[1])}: its own forward"
         else:
             what = f"{result.label(stage)}: {method_cost(state, stage)}"
-        rows.append({"stage": what, "milliseconds": round(1000 * seconds, 1)})
-    rows.append({"stage": "total", "milliseconds": round(1000 * sum(result.seconds.values()), 1)})
+        rows.append({"stage": what, "time": views.duration(seconds)})
+    rows.append({"stage": "total", "time": views.duration(sum(result.seconds.values()))})
     return rows
 
 

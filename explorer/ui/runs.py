@@ -135,7 +135,8 @@ def _run_records(stamp: str, method: str, upsampler: str, *, _run) -> list[dict]
 
 
 def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-    """The evaluation's rows as a table (percentages rounded to 0.1)."""
+    """The evaluation's rows as a table (percentages to 0.1). A cell a row cannot have (a control or
+    reference map has no class, hence no top-1 localisation or Average Drop) reads "—", never None."""
     names = {"max_box_acc": "MaxBoxAcc", "max_box_acc_v2": "MaxBoxAccV2", "pxap": "PxAP", "top1_loc": "top-1 loc",
              "top5_loc": "top-5 loc", "best_threshold": "best τ", "average_drop": "Average Drop %",
              "increase": "% Increase", "average_drop_relative": "Avg Drop % (relative)",
@@ -147,10 +148,13 @@ def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[
             continue
         out = {"method and upsampler": combo_label(row["method"], row["upsampler"])}
         for key, label in names.items():
-            if key in row:
-                out[label] = round(row[key], 3 if key == "best_threshold" else 1)
+            if key in row and row[key] is not None:
+                out[label] = f"{row[key]:.3f}" if key == "best_threshold" else f"{row[key]:.1f}"
+            else:
+                out[label] = "—"
         rows.append(out)
-    return rows
+    present = [label for label in names.values() if any(r[label] != "—" for r in rows)]
+    return [{k: v for k, v in r.items() if k == "method and upsampler" or k in present} for r in rows]
 
 
 SMALL_N = 100  # below this many images, a table of Average Drop / % Increase is a sketch, not a ranking

@@ -3,6 +3,7 @@ router in app.py; every page reads its choices with `selection()`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_GALLERY = "chelsea"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif"]
 MAX_UPLOAD_MB = 25
-WEIGHT_LABELS = {"pretrained": "pretrained (ImageNet)", "random": "RANDOM (untrained)"}
+WEIGHT_LABELS = {"pretrained": "trained weights", "random": "RANDOM (untrained)"}
 CARD_WEIGHT_LABELS = {"pretrained": "the card's weights", "random": "RANDOM (untrained)"}
 MODELS_DIR = DATA_DIR / "models"
 RANDOM_BADGE = "RANDOM (untrained) weights: a baseline, not an explanation."
@@ -162,20 +163,40 @@ def _asked_image(source: str) -> ImageChoice | None:
     return ImageChoice(image_digest(data), upload.name, data)
 
 
+def weight_labels(name: str) -> dict[str, str]:
+    """The Weights choice described as what the weights are: ImageNet for the torchvision and
+    Lite0 networks, "trained here" for the synthetic-benchmark classifiers."""
+    from explorer.backbones import REGISTRY
+
+    spec = REGISTRY.get(name)
+    if spec is None:
+        return WEIGHT_LABELS
+    label = spec.pretrained_label
+    version = re.search(r"benchmark (v\d+)", label)
+    where = f" (benchmark {version.group(1)})" if version else ""
+    if "fine-tuned here" in label:
+        what = f"fine-tuned here{where}"
+    elif label.startswith("trained here"):
+        what = f"trained here{where}"
+    else:
+        what = f"pretrained ({label.split(' (')[0]})"
+    return {"pretrained": what, "random": WEIGHT_LABELS["random"]}
+
+
 def _choose_backbone() -> Backbone:
     """The asked backbone when it loads; otherwise its error and the last backbone that loaded."""
     cards = [f"card:{path}" for path in model_cards(MODELS_DIR)]  # the visitors' own networks (data/models/)
     name = selectbox("Backbone", "backbone", backbone_names() + cards, DEFAULT_BACKBONE,
                      format_func=lambda n: f"your model: {Path(n[5:]).stem}" if n.startswith("card:") else n,
                      help="The registered backbones, then the model cards (JSON) in data/models/.")
-    labels = CARD_WEIGHT_LABELS if name.startswith("card:") else WEIGHT_LABELS
+    labels = CARD_WEIGHT_LABELS if name.startswith("card:") else weight_labels(name)
     weights = radio("Weights", "weights", tuple(WEIGHT_LABELS), horizontal=True, format_func=labels.get)
     previous = remembered("active_backbone", (DEFAULT_BACKBONE, "pretrained"))
     try:
         backbone = load_cached_backbone(name, weights)
     except ExplorerError as exc:
         st.error(str(exc))
-        st.caption(f"Still showing **{previous[0]}** with {WEIGHT_LABELS[previous[1]]} weights.")
+        st.caption(f"Still showing **{previous[0]}** with {weight_labels(previous[0])[previous[1]]}.")
         backbone = load_cached_backbone(*previous)
     else:
         remember("active_backbone", (name, weights))

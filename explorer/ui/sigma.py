@@ -17,7 +17,7 @@ from explorer.ui.sidebar import Selection
 from explorer.ui.widgets import STATE_PREFIX, remember, remembered, selectbox, set_widget, slider, toggle
 
 SIGMA_MIN, SIGMA_MAX, SIGMA_STEP = 1.0, 150.0, 0.5
-SIGMA_SWEEP = np.arange(1.0, 80.0 + SIGMA_STEP, SIGMA_STEP)
+SIGMA_SWEEP = np.arange(SIGMA_MIN, SIGMA_MAX + SIGMA_STEP, SIGMA_STEP)  # the whole slider range
 
 
 def presets(state: Selection) -> dict[str, tuple[float, float] | None]:

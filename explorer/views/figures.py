@@ -10,6 +10,52 @@ from PIL import Image, ImageDraw
 
 from explorer.views.maps import ColourScale, Histogram, colour_scale
 
+# ------------------------------------------------------------------------------ one style per series
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22",
+           "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
+           "#636363", "#fd8d3c")
+UPSAMPLER_DASH = {"bilinear": "solid", "gaussian": "dash", "F-CAM decoder": "dot", "fcam": "dot", "nearest": "dashdot",
+                  "bicubic": "longdash"}
+GREYS = ("#444444", "#777777", "#999999", "#bbbbbb", "#555555", "#888888", "#aaaaaa")
+
+
+def series_style(name: str) -> tuple[str, str]:
+    """(colour, dash) of a series named "<method label> · <upsampler>" (or with the upsampler in
+    brackets): the colour is the method's, the dash the upsampler's, the same in every chart of
+    every page. Controls and references are drawn in greys."""
+    from explorer.methods import METHODS
+
+    labels = sorted(((spec.label, i) for i, spec in enumerate(METHODS.values())), key=lambda t: -len(t[0]))
+    dash = next((d for up, d in UPSAMPLER_DASH.items() if up in name), "solid")
+    if name.startswith(("control", "reference")):
+        return GREYS[sum(map(ord, name)) % len(GREYS)], dash
+    for label, index in labels:
+        if name.startswith(label):
+            return PALETTE[index % len(PALETTE)], dash
+    return PALETTE[sum(map(ord, name)) % len(PALETTE)], dash
+
+
+def consistent_styles(fig):
+    """Give every named trace its series' colour and dash; an unnamed trace (a marker drawn on a
+    line) takes the colour of the trace before it."""
+    last = None
+    for trace in fig.data:
+        if trace.name:
+            last = series_style(trace.name)
+        if last is None:
+            continue
+        colour, dash = last
+        if trace.type == "bar":
+            trace.marker.color = colour
+        else:
+            trace.line.color = colour
+            trace.marker.color = colour
+            if trace.name:
+                trace.line.dash = dash
+    return fig
+
+
 # ------------------------------------------------------------------------------ plotly figures
 
 def heatmap_figure(grid: np.ndarray, title: str = "", scale: ColourScale | None = None,
@@ -21,7 +67,7 @@ def heatmap_figure(grid: np.ndarray, title: str = "", scale: ColourScale | None 
     scale = scale or colour_scale(grid)
     fig = go.Figure(go.Heatmap(
         z=np.round(grid, 5), zmin=scale.lo, zmax=scale.hi,
-        colorscale="RdBu" if scale.signed else "Jet", reversescale=scale.signed,
+        colorscale="RdBu" if scale.signed else "Inferno", reversescale=scale.signed,
         hovertemplate="cell (row %{y}, col %{x})<br>value %{z:.4g}<extra>" + class_name + "</extra>",
     ))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
@@ -40,7 +86,7 @@ def histogram_figure(histograms: dict[str, Histogram], title: str = "", x_title:
     fig.update_layout(barmode="overlay", title=title, height=320, xaxis_title=x_title,
                       yaxis_title="cells", margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.3))
-    return fig
+    return consistent_styles(fig)
 
 
 def profile_figure(profiles: dict[str, np.ndarray], title: str = "", x_title: str = "x (pixels)"):
@@ -52,7 +98,7 @@ def profile_figure(profiles: dict[str, np.ndarray], title: str = "", x_title: st
         fig.add_trace(go.Scatter(x=np.arange(values.size), y=values, mode="lines", name=label))
     fig.update_layout(title=title, height=320, xaxis_title=x_title, yaxis_title="normalised value",
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
-    return fig
+    return consistent_styles(fig)
 
 
 def curve_figure(x: np.ndarray, curves: dict[str, np.ndarray], title: str, x_title: str,
@@ -66,7 +112,7 @@ def curve_figure(x: np.ndarray, curves: dict[str, np.ndarray], title: str, x_tit
         fig.add_vline(x=marker_x, line_dash="dash", line_color="grey")
     fig.update_layout(title=title, height=320, xaxis_title=x_title, yaxis_title=y_title,
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
-    return fig
+    return consistent_styles(fig)
 
 
 def sigma_curve_figure(sigmas: np.ndarray, correlations: np.ndarray, best: float, current: float,
@@ -87,7 +133,7 @@ def profile_pair_figure(profiles: dict[str, np.ndarray], title: str = "",
     fig = profile_figure(profiles, title)
     for trace, colour in zip(fig.data, colours):
         trace.line.color = colour
-    return fig
+    return consistent_styles(fig)
 
 
 # ------------------------------------------------------------------ evaluation views (metrics pages)
@@ -102,6 +148,9 @@ CONFUSION_COLOURS = {           # mask outcome at the chosen threshold (metrics.
 }
 
 
+LOG_SPREAD = 100.0  # shares spanning more than two decades get a log axis (one spike at 0 hides the rest)
+
+
 def value_histogram_figure(edges: np.ndarray, histograms: dict[str, np.ndarray], title: str = "",
                            y_title: str = "share of pixels"):
     """Pre-binned histograms of map values (counts, normalised here to shares), one line per label
@@ -110,14 +159,18 @@ def value_histogram_figure(edges: np.ndarray, histograms: dict[str, np.ndarray],
 
     centres = (edges[:-1] + edges[1:]) / 2
     fig = go.Figure()
+    shares = []
     for label, counts in histograms.items():
         counts = np.asarray(counts, dtype=np.float64)
         total = counts.sum()
-        fig.add_trace(go.Scatter(x=centres, y=counts / total if total else counts, mode="lines",
-                                 line_shape="hvh", name=label))
-    fig.update_layout(title=title, height=340, xaxis_title="normalised map value", yaxis_title=y_title,
+        shares.append(counts / total if total else counts)
+        fig.add_trace(go.Scatter(x=centres, y=shares[-1], mode="lines", line_shape="hvh", name=label))
+    positive = np.concatenate([v[v > 0] for v in shares]) if shares else np.array([])
+    log = positive.size > 0 and positive.max() / positive.min() > LOG_SPREAD
+    fig.update_layout(title=title, height=340, xaxis_title="normalised map value",
+                      yaxis_title=y_title + (" (log scale)" if log else ""), yaxis_type="log" if log else "linear",
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
-    return fig
+    return consistent_styles(fig)
 
 
 def box_acc_figure(taus: np.ndarray, curves: dict[str, np.ndarray], best: dict[str, float], title: str = ""):
@@ -133,7 +186,7 @@ def box_acc_figure(taus: np.ndarray, curves: dict[str, np.ndarray], best: dict[s
                                      marker=dict(size=9, symbol="x"), hovertemplate=f"{label}: %{{y:.1f}} at τ=%{{x:.3f}}"))
     fig.update_layout(title=title, height=340, xaxis_title="threshold τ", yaxis_title="BoxAcc (%)",
                       yaxis_range=[0, 100], margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
-    return fig
+    return consistent_styles(fig)
 
 
 def precision_recall_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str = ""):
@@ -147,7 +200,7 @@ def precision_recall_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, floa
     fig.update_layout(title=title, height=340, xaxis_title="recall", yaxis_title="precision",
                       xaxis_range=[0, 1], yaxis_range=[0, 1.02], margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.3))
-    return fig
+    return consistent_styles(fig)
 
 
 def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[int]], colour: tuple[int, int, int],
@@ -182,7 +235,7 @@ def downscale_figure(zooms: Sequence[int], curves: dict[str, Sequence[float]], t
     fig.update_layout(title=title, height=340, xaxis_title="downscale factor z", yaxis_title="PxAP (%)",
                       xaxis=dict(type="log", tickvals=list(zooms), ticktext=[str(z) for z in zooms]),
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
-    return fig
+    return consistent_styles(fig)
 
 
 def bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, y_title: str):
@@ -194,7 +247,7 @@ def bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], ti
         fig.add_trace(go.Bar(x=list(categories), y=list(values), name=label))
     fig.update_layout(barmode="group", title=title, height=340, yaxis_title=y_title,
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
-    return fig
+    return consistent_styles(fig)
 
 
 def seed_picture(image: np.ndarray | Image.Image, foreground: np.ndarray, background: np.ndarray,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-SEQUENTIAL_CMAP = "jet"
+SEQUENTIAL_CMAP = "inferno"  # perceptually uniform; jet invents edges where the values are smooth
 DIVERGING_CMAP = "RdBu_r"
 
 
@@ -165,6 +165,20 @@ def histogram(values: np.ndarray, bins: int = 60) -> Histogram:
         lo, hi = lo - 0.5, hi + 0.5
     counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
     return Histogram(edges, counts)
+
+
+def duration(seconds: float) -> str:
+    """A time as a person reads it: 0.4 ms, 215 ms, 1.47 s, 15 min 53 s, 2 h 05 min."""
+    if seconds < 1:
+        ms = 1000 * seconds
+        return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
