@@ -44,6 +44,10 @@ ROWS = [
     ("shapleycam", "pytorch-grad-cam", "ShapleyCAM", "one-pass", "same ReST score and HVP"),
     ("finercam", "pytorch-grad-cam", "FinerCAM", "one-pass",
      "pgc weighs each comparison class by its softmax p_d (differentiated too); ours the plain mean"),
+    ("guidedbackprop", "pytorch-grad-cam", "GuidedBackpropReLUModel", "one-pass",
+     "same guided rule (ReLU6 too); both maps max_c |G_c|"),
+    ("fullgrad", "pytorch-grad-cam", "FullGrad", "one-pass",
+     "pgc min-max normalises every channel of a layer on its own, FullGrad's code the layer as a whole"),
     ("ablationcam", "pytorch-grad-cam", "AblationCAM", "ablation",
      "same zero ablation and ratio; pgc runs the whole network per ablated copy, ours the tail only"),
     ("scorecam", "pytorch-grad-cam", "ScoreCAM", "perturbation",
@@ -92,6 +96,11 @@ def run_pgc(backbone, images, targets, layer, cls_name):
     module = backbone.module(layer)
     model = backbone.model
     target_list = [int(t) for t in targets]
+    if cls_name == "GuidedBackpropReLUModel":
+        gb = pytorch_grad_cam.GuidedBackpropReLUModel(model=model, device=images.device)
+        out = np.stack([np.abs(gb(images[i:i + 1], target_category=t)).max(axis=-1) for i, t in enumerate(target_list)])
+        model.zero_grad(set_to_none=True)
+        return out
     with pgc_at_grid_level():
         if cls_name == "FinerCAM":
             cap = explorer.capture(backbone, images, targets, layer, gradient=False)

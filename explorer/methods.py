@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from explorer.backbones import Backbone
 from explorer.capture import Capture, capture, recording
 from explorer.errors import ExplorerError
+from explorer.input_gradients import fullgrad_map, guided_backprop_map, guided_gradcam_map
 from explorer.perturbation import (
     NO_WATCH,
     Watch,
@@ -281,6 +282,7 @@ class MethodSpec:
     extra_passes: Callable[[int, Mapping], int]  # (channels K, options) -> extra passes per image
     pass_kind: str = "forward passes"
     map_only: bool = False  # the formula yields the grid map itself, not channel weights
+    input_resolution: bool = False  # its map lies on the image's pixel grid, not the layer's
 
     def describe_cost(self, channels: int, options: Mapping | None = None) -> str:
         n = self.extra_passes(channels, options or {})
@@ -322,6 +324,15 @@ METHODS: dict[str, MethodSpec] = {
                    lambda _k, _o: 1, pass_kind="forward + gradient + Hessian-vector product"),
         MethodSpec("finercam", "Finer-CAM", "Zhang et al. 2025, eq. 3-4", "after", False, False,
                    lambda _k, _o: 1, pass_kind="forward + gradient pass"),
+        MethodSpec("guidedbackprop", "Guided Backprop", "Springenberg et al. 2015", "after", False, True,
+                   lambda _k, _o: 1, pass_kind="forward + gradient pass through a guided copy",
+                   map_only=True, input_resolution=True),
+        MethodSpec("guidedgradcam", "Guided Grad-CAM", "Selvaraju et al. 2017, section 3.1", "after", True, True,
+                   lambda _k, _o: 1, pass_kind="forward + gradient pass through a guided copy",
+                   map_only=True, input_resolution=True),
+        MethodSpec("fullgrad", "FullGrad", "Srinivas & Fleuret 2019, eq. 6-7", "after", False, True,
+                   lambda _k, _o: 1, pass_kind="forward + gradient to the input and every bias",
+                   map_only=True, input_resolution=True),
     ]
 }
 MASKING = ("scorecam", "sscam", "iscam")  # identical masks are forwarded once, hence "up to"
@@ -335,6 +346,16 @@ GRADIENT_FORMULAS = {
     "eigengradcam": eigengradcam_weights,
 }
 ACTIVATION_FORMULAS = {"eigencam": eigencam_weights, "fem": fem_weights}
+
+
+MAP_FORMULAS: dict[str, Callable[[Backbone, torch.Tensor, Capture], torch.Tensor]] = {
+    "kpcacam": lambda _b, _x, cap: kpcacam_map(cap.activations),
+    "guidedbackprop": lambda b, x, cap: guided_backprop_map(b, x, cap.targets),
+    "guidedgradcam": lambda b, x, cap: guided_gradcam_map(b, x, cap.targets,
+                                                          channel_sum(gradcam_weights(cap.activations, cap.grads),
+                                                                      cap.activations)),
+    "fullgrad": lambda b, x, cap: fullgrad_map(b, x, cap.targets),
+}
 
 
 def method_label(method: str, relu: str) -> str:
@@ -429,7 +450,7 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
     for method in methods:
         policy = resolve_relu(method, relu)
         if METHODS[method].map_only:
-            grid = kpcacam_map(cap.activations)
+            grid = MAP_FORMULAS[method](backbone, images, cap)
             maps[method] = (F.relu(grid) if policy == "after" else grid).float()
             continue
         weights = weights_from_capture(method, cap, backbone, images, smooth_samples=smooth_samples,

@@ -21,7 +21,7 @@ PACKAGE = ROOT / "explorer"
 FLOORS = {
     0: ("errors", "atomic", "safe_files", "user_models", "runtime", "images", "checkpoints", "classifiers", "distributed",
         "backbones", "upsample", "presets", "datasets"),
-    1: ("capture", "methods", "perturbation", "metrics", "erf", "fcam", "pipeline", "controls"),
+    1: ("capture", "methods", "perturbation", "input_gradients", "metrics", "erf", "fcam", "pipeline", "controls"),
     2: ("views",),
     3: ("server_files", "jobs", "train", "fcam_train", "fcam_ablation", "evaluate", "runs", "smoothing", "sanity"),
     4: ("ui",),

@@ -216,7 +216,9 @@ def pixel_table(result: GridResult, size: tuple[int, int], upsamplers: Sequence[
     """(method, upsampler) -> H x W normalised map: the cheap half of the pipeline, all that a
     sigma, upsampler or normaliser change reruns."""
     methods = list(result.maps)
-    stacked = torch.from_numpy(np.stack([result.maps[m] for m in methods]))
+    by_shape: dict[tuple[int, ...], list[str]] = {}  # input-resolution methods sit beside layer grids
+    for m in methods:
+        by_shape.setdefault(result.maps[m].shape, []).append(m)
     table = {}
     for up in upsamplers:
         if up == FCAM:  # the decoder's probability as it is; only for methods a decoder was trained from
@@ -224,9 +226,11 @@ def pixel_table(result: GridResult, size: tuple[int, int], upsamplers: Sequence[
                 if m in result.fcam:
                     table[(m, up)] = pixel_map(result, m, size, up, sigma, normaliser)
             continue
-        maps = pixel_maps(stacked, size, up, sigma, normaliser).numpy()
-        table.update({(m, up): maps[i] for i, m in enumerate(methods)})
-    return table
+        for group in by_shape.values():
+            maps = pixel_maps(torch.from_numpy(np.stack([result.maps[m] for m in group])), size, up, sigma,
+                              normaliser).numpy()
+            table.update({(m, up): maps[i] for i, m in enumerate(group)})
+    return {(m, up): table[(m, up)] for up in upsamplers for m in methods if (m, up) in table}
 
 
 def pixel_map(result: GridResult, method: str, size: tuple[int, int], upsampler: str,

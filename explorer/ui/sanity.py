@@ -16,7 +16,8 @@ from explorer.ui.loading import NETWORK_LOCK
 from explorer.ui.maps import method_name
 from explorer.ui.sidebar import Selection
 
-SANITY_METHODS = ("gradcam", "gradcampp", "extendedcam", "layercam", "eigencam", "fem", "randomcam")
+SANITY_METHODS = ("gradcam", "gradcampp", "extendedcam", "layercam", "eigencam", "fem", "guidedbackprop", "guidedgradcam",
+                  "randomcam")
 SANITY_UPSAMPLERS = ("bilinear", "gaussian")
 SHOWN_STEPS = 7  # tiles per row: the trained map, the last step and evenly spaced steps between
 

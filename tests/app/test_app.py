@@ -150,13 +150,14 @@ def test_compare_offers_cam_only_at_its_layer_and_gates_slow_methods() -> None:
 def test_compare_runs_every_method_the_peers_have() -> None:
     """The methods of issue 13 in the app: the one-pass ones at once, Ablation-CAM behind its button."""
     at = open_page("compare")
-    cheap = ["eigencam", "eigengradcam", "kpcacam", "fem", "randomcam", "shapleycam", "finercam"]
+    cheap = ["eigencam", "eigengradcam", "kpcacam", "fem", "randomcam", "shapleycam", "finercam", "guidedbackprop",
+             "guidedgradcam", "fullgrad"]
     at.multiselect(key=widget("methods")).set_value(cheap + ["ablationcam"])
     run(at)
     assert not at.error
     assert len(at.image) == len(cheap) * 2
     assert "Ablation-CAM needs 1280 extra forward passes of the layers after the target" in texts(at.warning)
-    for label in ("Eigen-CAM", "KPCA-CAM", "FEM", "Random-CAM", "Shapley-CAM", "Finer-CAM"):
+    for label in ("Eigen-CAM", "KPCA-CAM", "FEM", "Random-CAM", "Shapley-CAM", "Finer-CAM", "Guided Grad-CAM", "FullGrad"):
         assert label in texts(at.markdown), label
 
 
