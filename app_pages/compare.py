@@ -40,7 +40,7 @@ if not methods:
 if not runnable:
     st.stop()
 result = ui.attempt("computing the maps", lambda: ui.grid(state, runnable, relu, ui.active_decoders(state)))
-if result is None:
+if result is None or not result.maps:  # nothing yet, or only slow methods still computing (progress above)
     st.stop()
 
 
@@ -85,9 +85,9 @@ st.subheader("Inside the grid")
 heatmap_column, histogram_column = st.columns(2, gap="large")
 with heatmap_column:
     shown = ui.selectbox("Heatmap of", "heatmap_method", list(result.maps), format_func=result.label)
-    _, grid_rows, grid_cols = state.layer_shape
+    grid_rows, grid_cols = result.maps[shown].shape  # the layer's grid, or the image's for input-gradient methods
     st.plotly_chart(views.heatmap_figure(result.maps[shown], title=f"{result.label(shown)}: raw grid ({grid_rows}×{grid_cols})",
-                                         class_name=state.target_name))
+                                         class_name=state.target_name), theme=None)  # keep the scale's dark end
     st.caption("Hover a cell for its raw value, before any upsampling or normalisation.")
 with histogram_column:
     histograms = ui.histograms(result)

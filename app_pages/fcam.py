@@ -51,7 +51,7 @@ else:
         c1, c2, c3 = st.columns(3, gap="medium")
         with c1:
             st.plotly_chart(views.heatmap_figure(view.grid, title=f"{ui.method_name(choice.base_method)}: raw {h}×{w} grid",
-                                                 class_name=state.target_name))
+                                                 class_name=state.target_name), theme=None)  # keep the scale's dark end
             st.caption("The classifier's own map at grid level: all the decoder is told about the object.")
         with c2:
             st.image(views.seed_picture(base, view.foreground, view.background, view.labels), width="stretch",

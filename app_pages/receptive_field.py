@@ -187,10 +187,10 @@ if fit is not None:
 
 figures = views.erf_figures(estimate, fit, log)
 map_column, surface_column, residual_column = st.columns(3)
-map_column.plotly_chart(figures["map"], key="erf.map")
+map_column.plotly_chart(figures["map"], key="erf.map", theme=None)
 if fit is not None:
-    surface_column.plotly_chart(figures["surface"], key="erf.surface")
-    residual_column.plotly_chart(figures["residual"], key="erf.residual")
+    surface_column.plotly_chart(figures["surface"], key="erf.surface", theme=None)
+    residual_column.plotly_chart(figures["residual"], key="erf.residual", theme=None)
     st.caption("Cyan: the fitted 1σ (solid) and 2σ (dashed) ellipses; +: the centre of the layer's centre cell. "
                "Map and fit share one colour scale; the residual is always linear, red where the map is above the fit."
                + (" Log scale: log10 |value|, zero pixels blank." if log else ""))

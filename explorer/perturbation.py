@@ -11,6 +11,7 @@ are forwarded once: their scores are the same number.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -164,9 +165,11 @@ def tail_scores(backbone: Backbone, image: torch.Tensor, layer: str, target: int
     of n. A network whose later layers also read an earlier output (a skip around `layer`) gets
     the image repeated n times instead."""
     n = activations.shape[0]
+    owner = threading.get_ident()
 
-    def swap(_module, _inputs, _output):
-        return activations
+    def swap(_module, _inputs, output):
+        # Another session's forward through the same shared model passes through untouched.
+        return activations if threading.get_ident() == owner else output
 
     handle = backbone.module(layer).register_forward_hook(swap)
     try:

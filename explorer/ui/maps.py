@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,14 +20,19 @@ from PIL import Image
 
 from explorer import views
 from explorer.backbones import Backbone
-from explorer.jobs import Job
-from explorer.methods import METHODS, method_label
+from explorer.capture import capture
+from explorer.errors import ExplorerError
+from explorer.jobs import JobStatus, ThreadJob
+from explorer.methods import METHODS, RELU_POLICIES, channel_sum, method_label, resolve_relu, weights_from_capture
+from explorer.perturbation import Stopped, Watch
 from explorer.pipeline import grid_maps, pixel_maps
 from explorer.ui.fcam import DecoderChoice, load_cached_decoder
-from explorer.ui.loading import NETWORK_LOCK, server_governor
+from explorer.ui.loading import NETWORK_LOCK, idle_timeout_s, server_governor, session_owner
 from explorer.ui.sidebar import Selection
 from explorer.ui.widgets import remembered
 from explorer.upsample import FCAM
+
+logger = logging.getLogger(__name__)
 
 RELU_LABELS = {
     "published": "published (per method)",
@@ -37,9 +46,6 @@ DEFAULT_METHODS = ("cam", "gradcam", "gradcampp", "extendedcam")
 SLOW_EXTRA_PASSES = 16
 
 TILES_PER_LINE = 4
-# The slow grids this process has computed (and cached): reading one again takes no governor slot.
-# A grid evicted from the cache since is then recomputed without waiting; the cache holds 24.
-_COMPUTED_SLOW: set[tuple] = set()
 
 
 def method_name(method: str) -> str:
@@ -77,9 +83,10 @@ def cost_notes(state: Selection, methods: Sequence[str]) -> list[str]:
             if METHODS[m].extra_passes(state.layer_shape[0], {}) and not is_slow(state, m)]
 
 
-def _approval_key(state: Selection, method: str, relu: str) -> str:
+def _approval_key(state: Selection, method: str) -> str:
+    # No ReLU policy: a slow method's result is kept under every policy, so changing it asks nothing.
     return "|".join(map(str, (state.image_choice.key, state.backbone.name, state.backbone.weights,
-                              state.layer, state.target, method, relu)))
+                              state.layer, state.target, method)))
 
 
 def approve_slow_methods(state: Selection, methods: Sequence[str], relu: str) -> list[str]:
@@ -88,7 +95,7 @@ def approve_slow_methods(state: Selection, methods: Sequence[str], relu: str) ->
     approved: set[str] = remembered("approved_slow", set())
     runnable = []
     for method in methods:
-        key = _approval_key(state, method, relu)
+        key = _approval_key(state, method)
         if is_slow(state, method) and key not in approved:
             device = "a CPU" if state.backbone.device.type == "cpu" else "a GPU"
             st.warning(f"{method_name(method)} needs {method_cost(state, method)} "
@@ -133,25 +140,132 @@ def grid(state: Selection, methods: Sequence[str], relu: str,
                            _image=state.image, _decoders=shared))
     for method in slow:
         own = {method: chosen[method]} if method in chosen else {}
-        key = (*_grid_key(state, [method], relu), _decoder_key(own))
-        if key in _COMPUTED_SLOW:  # a cache hit: reading it is not long work
-            part = _grid(*key, _backbone=state.backbone, _image=state.image, _decoders=own)
-        else:  # an extra-pass method is long work: it waits its turn under the server-wide governor
-            notice = st.empty()
+        part = slow_grid(state, method, relu, own)
+        if part is not None:
+            parts.append(part)
+    return _merge(parts, [m for m in methods if any(m in part.maps for part in parts)])
 
-            def waiting(position: int, name: str = method_name(method), notice: Any = notice) -> None:
-                notice.info(f"{name} waits for a free slot: number {position} in the queue (the server runs "
-                            f"{server_governor().limit or 'any number of'} long job(s) at once).")
 
-            with server_governor().slot(Job(), cancelled=lambda: False, on_wait=waiting):
-                notice.empty()
-                part = _grid(*key, _backbone=state.backbone, _image=state.image, _decoders=own)
-            if len(_COMPUTED_SLOW) > 4096:  # bounded: forgetting only costs a wait for a free slot
-                _COMPUTED_SLOW.clear()
-            _COMPUTED_SLOW.add(key)
-        seconds = {(f"capture:{method}" if stage == "capture" else stage): s for stage, s in part.seconds.items()}
-        parts.append(replace(part, seconds=seconds))
-    return _merge(parts, methods)
+# ------------------------------------------------------------------ slow methods in the background
+
+SLOW_RESULTS_KEPT = 24  # finished slow grids kept for the whole server (each a few grids of floats)
+_SLOW_RESULTS: OrderedDict[tuple, dict] = OrderedDict()
+_SLOW_LOCK = threading.Lock()
+
+
+def _slow_jobs() -> dict[tuple, ThreadJob]:
+    return st.session_state.setdefault("maps.slow_jobs", {})
+
+
+def _slow_key(state: Selection, method: str, own: dict[str, DecoderChoice]) -> tuple:
+    # No ReLU policy in the key: the job keeps the map under every policy, so changing it is free.
+    return (state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer, state.target, method,
+            _decoder_key(own))
+
+
+def _kept(key: tuple) -> dict | None:
+    with _SLOW_LOCK:
+        found = _SLOW_RESULTS.get(key)
+        if found is not None:
+            _SLOW_RESULTS.move_to_end(key)
+        return found
+
+
+def _keep(key: tuple, value: dict) -> None:
+    with _SLOW_LOCK:
+        _SLOW_RESULTS[key] = value
+        while len(_SLOW_RESULTS) > SLOW_RESULTS_KEPT:
+            _SLOW_RESULTS.popitem(last=False)
+
+
+def _classify_slow(exc: BaseException) -> tuple[JobStatus, str | None]:
+    if isinstance(exc, Stopped):
+        return JobStatus.STOPPED, str(exc)
+    if isinstance(exc, ExplorerError):
+        return JobStatus.FAILED, str(exc)
+    logger.error("A slow method failed", exc_info=exc)
+    return JobStatus.FAILED, "Something went wrong while computing it; the details are in the server log."
+
+
+def _start_slow(state: Selection, method: str, own: dict[str, DecoderChoice], key: tuple) -> ThreadJob:
+    """Compute a slow method in a background thread under a slot of the server's governor: the page
+    stays live, shows progress with a time estimate and can stop it between chunks."""
+    backbone, image, target, layer = state.backbone, state.image, state.target, state.layer
+    decoders = {m: load_cached_decoder(choice, backbone) for m, choice in own.items()}
+
+    def work(job: ThreadJob) -> None:
+        def progress(done: int, total: int) -> None:
+            job.done, job.total = done, total
+
+        start = time.perf_counter()
+        batch = backbone.preprocess(image)
+        taps = tuple(dict.fromkeys(t for d in decoders.values() for t in d.taps))
+        cap = capture(backbone, batch, [target], layer, gradient=METHODS[method].needs_gradient, taps=taps)
+        captured = time.perf_counter()
+        weights = weights_from_capture(method, cap, backbone, batch, watch=Watch(progress, job.should_stop))
+        maps = {policy: channel_sum(weights, cap.activations, policy)[0].float().cpu().numpy()
+                for policy in RELU_POLICIES}
+        size = (int(batch.shape[-2]), int(batch.shape[-1]))
+        fcam = {m: d.foreground(cap.features, size)[0].cpu().numpy() for m, d in decoders.items()}
+        _keep(key, {"maps": maps, "fcam": fcam,
+                    "seconds": {f"capture:{method}": captured - start, method: time.perf_counter() - captured}})
+
+    owner, alive = session_owner()
+    job = ThreadJob(work, name=f"slow-{method}", governor=server_governor(), classify=_classify_slow, owner=owner,
+                    alive=alive, idle_timeout_s=idle_timeout_s())
+    _slow_jobs()[key] = job
+    return job.start()
+
+
+def slow_grid(state: Selection, method: str, relu: str, own: dict[str, DecoderChoice]) -> GridResult | None:
+    """The slow method's grid when it is computed; otherwise its background job is started or
+    shown (progress, time left, Stop) and None returned, so the rest of the grid draws at once."""
+    key = _slow_key(state, method, own)
+    kept = _kept(key)
+    if kept is not None:
+        policy = resolve_relu(method, relu)
+        digest = hashlib.sha256(repr((key, policy)).encode()).hexdigest()
+        return GridResult(digest, {method: kept["maps"][policy]}, {method: policy}, dict(kept["seconds"]),
+                          dict(kept["fcam"]))
+    job = _slow_jobs().get(key)
+    if job is None:
+        job = _start_slow(state, method, own, key)
+    if job.status in (JobStatus.RUNNING, JobStatus.QUEUED):
+        _slow_progress(key, method_name(method))
+    else:
+        st.warning(f"{method_name(method)}: {job.error or job.note or job.status}")
+        if st.button(f"Compute {method_name(method)} again", key=f"again.{method}"):
+            _slow_jobs().pop(key, None)
+            st.rerun()
+    return None
+
+
+def eta_text(done: int, total: int, elapsed: float) -> str:
+    """"123 of 1280 forward passes, about 2 min 05 s left" (no estimate before the first chunk)."""
+    if not total:
+        return "starting"
+    text = f"{done} of {total} forward passes"
+    if done:
+        text += f", about {views.duration(elapsed * (total - done) / done)} left"
+    return text
+
+
+@st.fragment(run_every=1.0)
+def _slow_progress(key: tuple, name: str) -> None:
+    job = _slow_jobs().get(key)
+    if job is None:
+        return
+    if job.status not in (JobStatus.RUNNING, JobStatus.QUEUED):
+        st.rerun()  # finished or stopped: redraw the whole page with (or without) its maps
+    job.touch()
+    position = job.queue_position()
+    if position is not None:
+        st.info(f"{name} waits for a free slot: number {position} in the queue (the server runs "
+                f"{server_governor().limit or 'any number of'} long job(s) at once).")
+    else:
+        st.progress(job.fraction, text=f"{name}: {eta_text(job.done, job.total, time.monotonic() - job.started)}")
+    if st.button(f"Stop {name}", key=f"stop.{name}"):
+        job.request_stop()
 
 
 def _grid_key(state: Selection, methods: Sequence[str], relu: str) -> tuple[str, str, str, str, int, tuple[str, ...], str]:
@@ -180,6 +294,8 @@ def _grid(image_key: str, backbone_name: str, weights: str, layer: str, target: 
 def _merge(parts: list[GridResult], order: Sequence[str]) -> GridResult:
     if len(parts) == 1:
         return parts[0]
+    if not parts:  # every method asked is still being computed in the background
+        return GridResult("pending", {}, {}, {})
     maps = {k: v for part in parts for k, v in part.maps.items()}
     relu = {k: v for part in parts for k, v in part.relu.items()}
     seconds = {k: v for part in parts for k, v in part.seconds.items()}

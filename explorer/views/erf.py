@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from explorer.erf import ErfEstimate, ErfFit
+from explorer.views.figures import colour_scale_for_plotly
 from explorer.views.maps import colour_scale, colourise
 
 # ----------------------------------------------------------------- effective receptive field
@@ -91,7 +92,8 @@ def erf_heatmap_figure(values: np.ndarray, title: str, *, log: bool = False, div
     if diverging and not log:
         peak = float(np.nanmax(np.abs(small))) or 1.0
         lo, hi = value_range or (-peak, peak)
-        colours, name = "RdBu", value_name
+        colours: str | list[tuple[float, str]] = "RdBu"
+        name = value_name
         z, reverse = small, True
     elif log:
         z = log_values(small).astype(np.float32)
@@ -100,12 +102,13 @@ def erf_heatmap_figure(values: np.ndarray, title: str, *, log: bool = False, div
         # At most LOG_DECADES below the peak, but no lower than the map needs.
         lo, hi = max(top - LOG_DECADES, float(finite.min()) if finite.size else top - LOG_DECADES), top
         lo = min(lo, hi - 0.1)
-        colours, name, reverse = ERF_CMAP.capitalize(), f"log10 |{value_name}|", False
+        colours, name, reverse = colour_scale_for_plotly(ERF_CMAP.capitalize()), f"log10 |{value_name}|", False
     else:
         z = small
         lo, hi = value_range or (float(np.nanmin(small)), float(np.nanmax(small)))
-        colours, name, reverse = ERF_CMAP.capitalize(), value_name, False
+        colours, name, reverse = colour_scale_for_plotly(ERF_CMAP.capitalize()), value_name, False
     f = xs[1] - xs[0] if xs.size > 1 else 1.0
+    z = np.clip(z, lo, hi)  # plotly paints values outside [zmin, zmax] off the scale (NaN stays blank)
     fig = go.Figure(go.Heatmap(
         z=z, x=xs, y=ys, zmin=lo, zmax=hi, colorscale=colours, reversescale=reverse,
         colorbar=dict(title=dict(text=name, side="right"), thickness=12),

@@ -56,6 +56,16 @@ def consistent_styles(fig):
     return fig
 
 
+def colour_scale_for_plotly(name: str) -> list[tuple[float, str]]:
+    """A named plotly colour scale as an explicit list that the browser draws as it is. Streamlit's
+    frontend treats the colours #000001-#000032 as placeholders of its own theme and repaints them,
+    so inferno's and magma's first colour (#000004) came out salmon or lavender at the low end."""
+    from plotly.colors import get_colorscale
+
+    scale = [(float(t), str(c)) for t, c in get_colorscale(name)]
+    return [(t, "#010106" if c.lower().startswith("#0000") else c) for t, c in scale]
+
+
 # ------------------------------------------------------------------------------ plotly figures
 
 def heatmap_figure(grid: np.ndarray, title: str = "", scale: ColourScale | None = None,
@@ -65,9 +75,12 @@ def heatmap_figure(grid: np.ndarray, title: str = "", scale: ColourScale | None 
 
     grid = np.asarray(grid, dtype=np.float32)
     scale = scale or colour_scale(grid)
+    # Rounded for the hover text, then kept inside [zmin, zmax]: plotly paints a value outside the
+    # range (the rounded minimum, a hair below zmin) in a colour that is not on the scale.
+    z = np.clip(np.round(grid.astype(np.float64), 5), scale.lo, scale.hi)
     fig = go.Figure(go.Heatmap(
-        z=np.round(grid, 5), zmin=scale.lo, zmax=scale.hi,
-        colorscale="RdBu" if scale.signed else "Inferno", reversescale=scale.signed,
+        z=z, zmin=scale.lo, zmax=scale.hi,
+        colorscale="RdBu" if scale.signed else colour_scale_for_plotly("Inferno"), reversescale=scale.signed,
         hovertemplate="cell (row %{y}, col %{x})<br>value %{z:.4g}<extra>" + class_name + "</extra>",
     ))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")

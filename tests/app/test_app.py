@@ -8,6 +8,8 @@ is measured in tests/browser. Models come from `st.cache_resource`, shared by ev
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -142,9 +144,18 @@ def test_compare_offers_cam_only_at_its_layer_and_gates_slow_methods() -> None:
     assert len(at.image) == 2  # Grad-CAM only until Score-CAM is asked for
 
     at.button(key="compute.scorecam").click()
-    run(at)
+    run(at)  # it now runs in the background: the page draws Grad-CAM at once, with a progress bar and Stop
+    assert len(at.image) == 2
+    for _ in range(120):
+        if len(at.image) == 2 * 2:
+            break
+        time.sleep(0.5)
+        run(at)
     assert len(at.image) == 2 * 2
     assert "Score-CAM: its own forward" in str(at.dataframe[0].value)
+    at.selectbox(key=widget("relu")).set_value("none")  # a cheap setting: the slow map is kept, not recomputed
+    run(at)
+    assert len(at.image) == 2 * 2 and not at.get("progress")
 
 
 def test_compare_runs_every_method_the_peers_have() -> None:

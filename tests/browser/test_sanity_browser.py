@@ -50,3 +50,23 @@ def test_sanity_page_and_new_methods(page: Page, app_url: str, screenshot_dir: P
     expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="Shapley-CAM").first).to_be_visible()
     page.locator('[data-testid="stImage"]').last.scroll_into_view_if_needed()
     shoot(page, screenshot_dir, "sanity-03-compare-new-methods")
+
+
+def test_a_slow_method_runs_in_the_background_with_progress_and_stop(page: Page, app_url: str,
+                                                                     screenshot_dir: Path) -> None:
+    page.goto(app_url)
+    settle(page, '[data-testid="stDataFrame"]')
+    open_page_from_nav(page, "Compare", "Compare CAM methods")
+    page.wait_for_selector('[data-testid="stImage"] img')
+    add_option(page, "Methods", "Ablation-CAM", '[data-testid="stImage"] img')
+    page.get_by_role("button", name="Compute Ablation-CAM").click()
+    bar = page.locator('[data-testid="stProgress"]')
+    expect(bar).to_contain_text("forward passes", timeout=60_000)
+    expect(bar).to_contain_text("left", timeout=60_000)
+    # The page stays live: the cheap methods' maps are drawn while Ablation-CAM runs.
+    assert page.locator('[data-testid="stImage"] img').count() >= 4 * 2
+    shoot(page, screenshot_dir, "slow-01-progress")
+    page.get_by_role("button", name="Stop Ablation-CAM").click()
+    expect(page.locator('[data-testid="stAlert"]', has_text="Stopped after")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("button", name="Compute Ablation-CAM again")).to_be_visible()
+    shoot(page, screenshot_dir, "slow-02-stopped")
