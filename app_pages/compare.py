@@ -47,7 +47,8 @@ if result is None or not result.maps:  # nothing yet, or only slow methods still
 @st.fragment
 def overlays() -> None:
     """Everything that only re-upsamples the cached grid maps."""
-    upsampler_column, normaliser_column, scale_column = st.columns([3, 2, 1.5], vertical_alignment="bottom")
+    upsampler_column, normaliser_column, scale_column, alpha_column = st.columns([3, 2, 1.5, 1.5],
+                                                                               vertical_alignment="bottom")
     with upsampler_column:
         upsamplers = ui.multiselect("Upsamplers", "upsamplers", ui.available_upsamplers(state), ("bilinear", "gaussian"),
                                     format_func=lambda u: ui.upsampler_label(u, (0, 0)) if u == FCAM else u,
@@ -60,6 +61,9 @@ def overlays() -> None:
     with scale_column:
         shared = ui.toggle("Shared colour scale", "shared_scale", False,
                            help="One colour range for every cell, so magnitudes compare across cells.")
+    with alpha_column:
+        alpha = ui.slider("Overlay opacity", "overlay_alpha", 0.0, 1.0, 0.5, step=0.05,
+                          help="0 shows the image alone, 1 the map alone.")
     sigma = ui.sigma_controls(state, with_presets=True)
     if not upsamplers:
         st.info("Choose at least one upsampler.")
@@ -69,14 +73,17 @@ def overlays() -> None:
         return
     rows = {method: result.label(method) for method in result.maps}
     columns = {up: ui.upsampler_label(up, sigma) for up in upsamplers}
-    ui.show_overlay_grid(state.seen, table, rows, columns, shared)
+    ui.show_overlay_grid(state.seen, table, rows, columns, shared, alpha)
     title = f"{state.backbone.name} / {state.layer} / {state.target_name} (class {state.target})"
     downloads = st.container(horizontal=True)
-    downloads.download_button("Download the grid (PNG)", ui.sheet_png(state.seen, table, rows, columns, shared, title),
+    downloads.download_button("Download the grid (PNG)", ui.sheet_png(state.seen, table, rows, columns, shared, title, alpha),
                                  file_name="cam-grid.png", mime="image/png", on_click="ignore")
-    downloads.download_button("Download the raw grid maps (.npy)", ui.grid_npy(result), file_name="cam-grid-maps.npy",
-                               mime="application/octet-stream", on_click="ignore",
-                               help=f"One array, methods × rows × columns, methods in the order {', '.join(result.maps)}.")
+    downloads.download_button("Download maps and settings (.npz)",
+                              ui.grid_npz(state, result, table, upsamplers, sigma, normaliser),
+                              file_name="cam-maps.npz", mime="application/octet-stream", on_click="ignore",
+                              help="One .npz: 'settings' (JSON: backbone, weights, layer, class, each method's ReLU "
+                                   "policy, upsamplers, sigma, normaliser), the raw grid maps 'grid/<method>' and the "
+                                   "maps shown 'pixels/<method>/<upsampler>'. np.load(path) reads it.")
 
 
 overlays()

@@ -654,9 +654,3 @@ def test_image_digest_of_pixels_ignores_mode_but_not_shape() -> None:
     flat = Image.new("RGB", (2, 3), (9, 9, 9))
     assert image_digest(flat) != image_digest(Image.new("RGB", (3, 2), (9, 9, 9)))
 
-
-def test_durations_read_as_a_person_reads_them():
-    from explorer.views import duration
-
-    assert [duration(s) for s in (0.0004, 0.2154, 1.4712, 953.3279, 7530.0)] == [
-        "0.4 ms", "215 ms", "1.47 s", "15 min 53 s", "2 h 05 min"]

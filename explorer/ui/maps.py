@@ -371,7 +371,7 @@ def upsampler_label(upsampler: str, sigma: tuple[float, float]) -> str:
 
 
 def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
-                      col_labels: dict[str, str], shared_scale: bool) -> None:
+                      col_labels: dict[str, str], shared_scale: bool, alpha: float = 0.5) -> None:
     """One bordered block per method (a row of its upsamplers), blocks packed so each line holds
     about four tiles: a fixed four-column grid would leave half the page empty with two upsamplers.
     Each tile is an overlay PNG captioned with its upsampler and colour range."""
@@ -395,21 +395,42 @@ def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray
                                      caption=f"{col_labels[up]}: no decoder trained from {method_name(method)}")
                         continue
                     scale = common or views.colour_scale(table[(method, up)])
-                    column.image(views.jpeg_bytes(views.overlay(base, table[(method, up)], scale)),
+                    column.image(views.jpeg_bytes(views.overlay(base, table[(method, up)], scale, alpha)),
                                  width="stretch", caption=f"{col_labels[up]} · {scale_text(scale)}")
+    signed = any(views.colour_scale(v).signed for v in table.values())
+    shown = common or (views.ColourScale(-1.0, 1.0, True) if signed else views.ColourScale(0.0, 1.0, False))
+    st.markdown(views.colourbar_html(shown, shared=common is not None), unsafe_allow_html=True)
 
 
 def sheet_png(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
-              col_labels: dict[str, str], shared_scale: bool, title: str) -> Callable[[], bytes]:
-    """The comparison sheet as PNG bytes, made only when a download button is clicked."""
-    return functools.partial(_sheet_bytes, seen, table, row_labels, col_labels, shared_scale, title)
+              col_labels: dict[str, str], shared_scale: bool, title: str, alpha: float = 0.5) -> Callable[[], bytes]:
+    """The comparison sheet as PNG bytes (labels, ranges and its colour bar), made only when a
+    download button is clicked."""
+    return functools.partial(_sheet_bytes, seen, table, row_labels, col_labels, shared_scale, title, alpha)
 
 
 def _sheet_bytes(seen: Image.Image, table: dict[tuple[str, str], np.ndarray], row_labels: dict[str, str],
-                 col_labels: dict[str, str], shared_scale: bool, title: str) -> bytes:
-    return views.png_bytes(views.comparison_sheet(seen, table, row_labels, col_labels, shared_scale, title))
+                 col_labels: dict[str, str], shared_scale: bool, title: str, alpha: float) -> bytes:
+    return views.png_bytes(views.comparison_sheet(seen, table, row_labels, col_labels, shared_scale, title, alpha))
 
 
-def grid_npy(result: GridResult) -> Callable[[], bytes]:
-    """The raw grid maps as one .npy (rows in the order of `result.maps`), made on click."""
-    return functools.partial(views.npy_bytes, dict(result.maps))
+def export_settings(state: Selection, result: GridResult, upsamplers: Sequence[str], sigma: tuple[float, float],
+                    normaliser: str) -> dict[str, Any]:
+    """Everything that made the maps of a Compare grid, for the files it exports."""
+    return {
+        "image": state.image_choice.label, "backbone": state.backbone.name, "weights": state.backbone.weights,
+        "weights_label": state.backbone.weights_label, "layer": state.layer, "layer_shape": list(state.layer_shape),
+        "class_index": state.target, "class_name": state.target_name, "input_size": list(state.size),
+        "methods": {m: {"label": result.label(m), "relu": result.relu[m], "grid_shape": list(result.maps[m].shape)}
+                    for m in result.maps},
+        "upsamplers": list(upsamplers), "sigma_pixels": [float(sigma[0]), float(sigma[1])], "normaliser": normaliser,
+    }
+
+
+def grid_npz(state: Selection, result: GridResult, table: dict[tuple[str, str], np.ndarray],
+             upsamplers: Sequence[str], sigma: tuple[float, float], normaliser: str) -> Callable[[], bytes]:
+    """The export a notebook can read back alone (made on click): "settings" (JSON), every raw grid
+    map as "grid/<method>" and every shown map as "pixels/<method>/<upsampler>"."""
+    arrays = {f"grid/{m}": v for m, v in result.maps.items()}
+    arrays.update({f"pixels/{m}/{u}": v for (m, u), v in table.items()})
+    return functools.partial(views.npz_bytes, export_settings(state, result, upsamplers, sigma, normaliser), arrays)

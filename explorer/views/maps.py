@@ -79,6 +79,42 @@ def overlay(image: np.ndarray | Image.Image, values: np.ndarray, scale: ColourSc
     return np.clip((1 - alpha) * base + alpha * heat, 0, 255).astype(np.uint8)
 
 
+def colourbar(scale: ColourScale, width: int = 360, height: int = 14, shared: bool = True) -> Image.Image:
+    """A labelled horizontal colour bar of `scale`: its range and whether it is signed (a diverging
+    map centred on zero), or, when every tile spans its own range, the colour map's meaning."""
+    ramp = np.linspace(scale.lo, scale.hi, width)[None].repeat(height, 0)
+    strip = Image.fromarray(colourise(ramp, scale))
+    font = _font(12)
+    canvas = Image.new("RGB", (width + 20, height + 36), "white")
+    canvas.paste(strip, (10, 4))
+    draw = ImageDraw.Draw(canvas)
+    if shared:
+        left, right = f"{scale.lo:.3g}", f"{scale.hi:.3g}"
+    else:
+        left, right = "low", "high"
+    draw.text((10, height + 8), left, fill="black", font=font)
+    draw.text((width + 10 - font.getlength(right), height + 8), right, fill="black", font=font)
+    middle = ("0 (signed map: diverging, centred on zero)" if scale.signed else
+              ("one range for every tile" if shared else "each tile spans its own range (in its caption)"))
+    draw.text((10 + (width - font.getlength(middle)) / 2, height + 8), middle, fill="black", font=font)
+    return canvas
+
+
+def colourbar_html(scale: ColourScale, shared: bool = True, width_px: int = 400) -> str:
+    """The same colour bar as `colourbar`, as a small HTML block (a CSS gradient through 11 stops
+    of the colour map and its labels) for pages that draw it beside images."""
+    stops = np.linspace(scale.lo, scale.hi, 11)
+    colours = colourise(stops[None], scale)[0]
+    gradient = ", ".join(f"rgb({r},{g},{b}) {100 * i / 10:.0f}%" for i, (r, g, b) in enumerate(colours))
+    left, right = (f"{scale.lo:.3g}", f"{scale.hi:.3g}") if shared else ("low", "high")
+    middle = ("0: signed maps, diverging colours centred on zero" if scale.signed else
+              ("one range for every tile" if shared else "each tile spans its own range (in its caption)"))
+    return (f'<div style="width:{width_px}px;font-size:0.8rem;color:#555">'
+            f'<div style="height:12px;border-radius:2px;background:linear-gradient(to right, {gradient})"></div>'
+            f'<div style="display:flex;justify-content:space-between"><span>{left}</span><span>{middle}</span>'
+            f'<span>{right}</span></div></div>')
+
+
 def _font(size: int):
     try:
         from matplotlib import font_manager
@@ -143,6 +179,18 @@ def npy_bytes(arrays: dict[str, np.ndarray] | np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npz_bytes(settings: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """A self-describing .npz: every array under its own name (e.g. "grid/gradcam",
+    "pixels/gradcam/gaussian") and "settings", a JSON string of everything that made them."""
+    import json
+
+    buffer = io.BytesIO()
+    payload: dict[str, np.ndarray] = {name: np.asarray(a, dtype=np.float32) for name, a in arrays.items()}
+    payload["settings"] = np.array(json.dumps(settings, indent=1, sort_keys=True))
+    np.savez_compressed(buffer, allow_pickle=False, **payload)
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True)
 class Histogram:
     """Pre-binned counts (so a page sends ~bins numbers, not every value)."""
@@ -191,7 +239,8 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def comparison_sheet(image: Image.Image, table: dict, row_labels: dict[str, str],
-                     col_labels: dict[str, str], shared_scale: bool = False, title: str = "") -> Image.Image:
+                     col_labels: dict[str, str], shared_scale: bool = False, title: str = "",
+                     alpha: float = 0.5) -> Image.Image:
     """The side-by-side PNG: rows are methods, columns upsamplers, each cell an overlay.
 
     `table` maps (method, upsampler) -> H x W map; with `shared_scale` every cell uses one colour
@@ -207,9 +256,16 @@ def comparison_sheet(image: Image.Image, table: dict, row_labels: dict[str, str]
     common = colour_scale(*arrays.values()) if shared_scale else None
     base = np.asarray(image.convert("RGB"))
     absent = (base * 0.25).astype(np.uint8)
-    tiles = [[overlay(base, arrays[(m, u)], common or colour_scale(arrays[(m, u)])) if (m, u) in arrays else absent
-              for u in ups] for m in methods]
-    return labelled_grid(tiles, [row_labels.get(m, m) for m in methods], [col_labels.get(u, u) for u in ups], title)
+    tiles = [[overlay(base, arrays[(m, u)], common or colour_scale(arrays[(m, u)]), alpha) if (m, u) in arrays
+              else absent for u in ups] for m in methods]
+    sheet = labelled_grid(tiles, [row_labels.get(m, m) for m in methods], [col_labels.get(u, u) for u in ups], title)
+    signed = any(colour_scale(a).signed for a in arrays.values())
+    bar = colourbar(common or ColourScale(-1.0, 1.0, True) if signed else common or ColourScale(0.0, 1.0, False),
+                    width=min(480, sheet.width - 40), shared=common is not None)
+    out = Image.new("RGB", (sheet.width, sheet.height + bar.height + 8), "white")
+    out.paste(sheet, (0, 0))
+    out.paste(bar, (10, sheet.height + 4))
+    return out
 
 
 def mark_row(image: np.ndarray, row: int, colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:

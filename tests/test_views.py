@@ -1,0 +1,70 @@
+"""What the views draw and export: durations, self-describing exports, colour bars, one style per
+series, colour scales that survive Streamlit's frontend."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from explorer.views import (
+    ColourScale,
+    colourbar,
+    comparison_sheet,
+    curve_figure,
+    duration,
+    npz_bytes,
+    value_histogram_figure,
+)
+from explorer.views.figures import colour_scale_for_plotly, series_style
+
+
+def test_durations_read_as_a_person_reads_them():
+    assert [duration(s) for s in (0.0004, 0.2154, 1.4712, 953.3279, 7530.0)] == [
+        "0.4 ms", "215 ms", "1.47 s", "15 min 53 s", "2 h 05 min"]
+
+
+def test_npz_export_holds_settings_grids_and_pixels():
+    settings = {"backbone": "efficientnet_lite0", "sigma_pixels": [20.0, 21.0], "methods": {"gradcam": {"relu": "after"}}}
+    data = npz_bytes(settings, {"grid/gradcam": np.ones((7, 7)), "pixels/gradcam/gaussian": np.zeros((224, 224))})
+    with np.load(io.BytesIO(data), allow_pickle=False) as f:
+        assert json.loads(str(f["settings"])) == settings
+        assert f["grid/gradcam"].shape == (7, 7) and f["pixels/gradcam/gaussian"].shape == (224, 224)
+
+
+def test_the_png_sheet_carries_its_colour_bar_and_signed_maps_get_a_diverging_one():
+    image = Image.new("RGB", (32, 32), "grey")
+    table = {("gradcam", "bilinear"): np.random.default_rng(0).random((32, 32))}
+    plain = comparison_sheet(image, table, {"gradcam": "Grad-CAM"}, {"bilinear": "bilinear"})
+    signed = comparison_sheet(image, {k: v - 0.5 for k, v in table.items()}, {"gradcam": "Grad-CAM"},
+                              {"bilinear": "bilinear"})
+    assert plain.height > 32 + 40  # tiles, labels and the bar
+    bar = np.asarray(colourbar(ColourScale(-1.0, 1.0, True), width=100))
+    centre = bar[8, 10 + 50].astype(int)
+    assert (centre > 200).all()  # a diverging bar is near white at zero
+    assert np.asarray(signed).shape != ()
+
+
+def test_one_style_per_series_across_charts():
+    a = curve_figure(np.arange(3), {"Grad-CAM · bilinear": np.ones(3), "Grad-CAM · gaussian": np.ones(3),
+                                    "Score-CAM · bilinear": np.ones(3)}, "t", "x", "y")
+    b = value_histogram_figure(np.linspace(0, 1, 4), {"Score-CAM · bilinear": np.ones(3), "Grad-CAM · bilinear": np.ones(3)})
+    colours_a = {t.name: t.line.color for t in a.data}
+    colours_b = {t.name: t.line.color for t in b.data}
+    assert colours_a["Grad-CAM · bilinear"] == colours_b["Grad-CAM · bilinear"] == colours_a["Grad-CAM · gaussian"]
+    assert colours_a["Score-CAM · bilinear"] == colours_b["Score-CAM · bilinear"] != colours_a["Grad-CAM · bilinear"]
+    assert series_style("Grad-CAM · gaussian")[1] == "dash" and series_style("Grad-CAM · bilinear")[1] == "solid"
+    assert series_style("Grad-CAM++ · bilinear")[0] != series_style("Grad-CAM · bilinear")[0]  # longest label wins
+
+
+def test_value_histograms_switch_to_a_log_axis_when_one_spike_hides_the_rest():
+    spike = np.array([1e6, 10.0, 3.0])
+    assert value_histogram_figure(np.linspace(0, 1, 4), {"CAM · bilinear": spike}).layout.yaxis.type == "log"
+    assert value_histogram_figure(np.linspace(0, 1, 4), {"CAM · bilinear": np.ones(3)}).layout.yaxis.type == "linear"
+
+
+def test_no_colour_of_a_plotly_scale_is_a_streamlit_placeholder():
+    for name in ("Inferno", "Magma", "Viridis"):
+        assert not any(c.lower().startswith("#0000") for _, c in colour_scale_for_plotly(name))
