@@ -14,12 +14,14 @@ pytorch-grad-cam's ablation layer cannot stand in for a Lite0 block, which takes
 argument); Score-CAM's head-layer race
 is bench_extra_passes.py. Settings are matched where the peer allows it (samples, alpha, the
 comparison classes, the kernel); where the peer fixes a choice, the row's note says what differs
-and why. Nothing is cached between contestants; each is timed interleaved (median of --repeats).
+and why. Nothing is cached between contestants (each call builds its own hooks, copies and masks);
+ours and the peer alternate, median of --repeats each.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from contextlib import contextmanager
@@ -52,7 +54,8 @@ ROWS = [
      "same zero ablation and ratio; pgc runs the whole network per ablated copy, ours the tail only"),
     ("scorecam", "pytorch-grad-cam", "ScoreCAM", "perturbation",
      "pgc upsamples masks with align_corners=True; ours False, as torchcam"),
-    ("scorecam", "torchcam", "ScoreCAM", "perturbation", "torchcam's masks: see the note printed below"),
+    ("scorecam", "torchcam", "ScoreCAM", "perturbation",
+     "torchcam min-max normalises the grid, then upsamples; ours upsamples, then normalises (the paper)"),
     ("sscam", "torchcam", "SSCAM", "perturbation",
      "torchcam adds its noise to the activation before the mask (std 2), ours to the mask (paper); random"),
     ("iscam", "torchcam", "ISCAM", "perturbation",
@@ -67,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", default="auto")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--only", default="", help="comma-separated methods to run (default: every row)")
     return p.parse_args(argv)
 
 
@@ -147,13 +151,18 @@ def compare(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
     return min(rs), float(np.abs(ours - theirs).max()) / scale
 
 
-def timed(fn, args: tuple, repeats: int) -> tuple[object, float]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn(*args)
-        times.append(time.perf_counter() - start)
-    return out, float(np.median(times))
+def race(ours, theirs, repeats: int) -> tuple[object, float, object, float]:
+    """Both contestants `repeats` times, interleaved (the order flips every round, so a load that
+    drifts during the run weighs on both alike): (our output, our median s, theirs, their median s)."""
+    times: dict[int, list[float]] = {0: [], 1: []}
+    outputs: dict[int, object] = {}
+    contestants = [ours, theirs]
+    for round_ in range(repeats):
+        for index in ((0, 1) if round_ % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            outputs[index] = contestants[index]()
+            times[index].append(time.perf_counter() - start)
+    return outputs[0], float(np.median(times[0])), outputs[1], float(np.median(times[1]))
 
 
 def main(argv=None) -> int:
@@ -167,16 +176,20 @@ def main(argv=None) -> int:
         batch_targets = backbone.model(batch).argmax(1)
         one_targets = backbone.model(one).argmax(1)
     rows, records = [], []
+    only = {m for m in args.only.split(",") if m}
     for method, peer, cls_name, kind, note in ROWS:
+        if only and method not in only:
+            continue
         images, targets, layer = {"one-pass": (batch, batch_targets, "head"), "ablation": (one, one_targets, "head"),
                                   "perturbation": (one, one_targets, "blocks.10")}[kind]
         runner = run_pgc if peer == "pytorch-grad-cam" else run_torchcam
-        mine, t_ours = timed(run_ours, (backbone, images, targets, layer, method), args.repeats)
         try:
-            theirs, t_peer = timed(runner, (backbone, images, targets, layer, cls_name), args.repeats)
+            mine, t_ours, theirs, t_peer = race(functools.partial(run_ours, backbone, images, targets, layer, method),
+                                                functools.partial(runner, backbone, images, targets, layer, cls_name),
+                                                args.repeats)
         except Exception as exc:  # a peer's failure is a finding, reported in its row
-            rows.append([method, f"{peer} {cls_name}", layer, "-", "-", f"{t_ours * 1000:.0f}", "-", "-",
-                         f"peer failed: {type(exc).__name__}: {exc}"[:120]])
+            rows.append([method, f"{peer} {cls_name}", layer, "-", "-", "-", "-", "-",
+                         f"failed: {type(exc).__name__}: {exc}"[:120]])
             continue
         r, diff = compare(np.asarray(mine), np.asarray(theirs))
         print(f"{method} vs {peer} {cls_name}: r {r:.4f}, max|diff| {diff:.3g}, {t_ours:.2f} s vs {t_peer:.2f} s",

@@ -69,19 +69,21 @@ def distinct_channels(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def masked_scores(backbone: Backbone, image: torch.Tensor, target: int, masks: torch.Tensor,
+def masked_scores(backbone: Backbone, image: torch.Tensor, target: int, grids: torch.Tensor,
                   scales: tuple[float, ...] = (1.0,), noise_std: float = 0.0, samples: int = 1,
                   chunk_size: int = 16, generator: torch.Generator | None = None,
                   watch: Watch = NO_WATCH, done: int = 0, total: int = 0) -> torch.Tensor:
     """y_c(x * (s * M_k + delta)) averaged over the scales s and the noise draws delta, for the
-    n masks M (n x H x W) of one image x (C x H x W): a tensor of n scores. One reusable buffer
-    of `chunk_size` inputs bounds the memory."""
-    n = masks.shape[0]
+    masks M_k = `channel_masks` of the n activation grids (n x h x w) of one image x (C x H x W):
+    n scores. Masks are made chunk by chunk from the small grids and the masked images go through
+    one reusable buffer, so memory is bounded by the chunk, not by n."""
+    n = grids.shape[0]
+    size = (int(image.shape[-2]), int(image.shape[-1]))
     buffer = torch.empty((min(chunk_size, n),) + tuple(image.shape), device=image.device, dtype=image.dtype)
     sums = torch.zeros(n, device=image.device)
     draws = [(s, d) for s in scales for d in range(samples)]
     for k0 in range(0, n, chunk_size):
-        part = masks[k0:k0 + chunk_size]
+        part = channel_masks(grids[k0:k0 + chunk_size], size)
         m = part.shape[0]
         for scale, _ in draws:
             watch.tick(done, total)
@@ -99,16 +101,14 @@ def _score_family(backbone: Backbone, images: torch.Tensor, cap: Capture, *, sca
                   noise_std: float, samples: int, chunk_size: int, generator: torch.Generator | None,
                   watch: Watch) -> torch.Tensor:
     B, K = cap.activations.shape[:2]
-    size = (int(images.shape[-2]), int(images.shape[-1]))
     per_image = [distinct_channels(cap.activations[b]) for b in range(B)]
     passes = len(scales) * samples
     total = sum(int(rep.numel()) for rep, _ in per_image) * passes
     weights = torch.empty((B, K), device=images.device)
     done = 0
     for b, (representatives, inverse) in enumerate(per_image):
-        masks = channel_masks(cap.activations[b, representatives], size)
-        scores = masked_scores(backbone, images[b], int(cap.targets[b]), masks, scales, noise_std, samples,
-                               chunk_size, generator, watch, done, total)
+        scores = masked_scores(backbone, images[b], int(cap.targets[b]), cap.activations[b, representatives], scales,
+                               noise_std, samples, chunk_size, generator, watch, done, total)
         done += int(representatives.numel()) * passes
         weights[b] = scores[inverse]
     watch.tick(done, total)
