@@ -442,6 +442,9 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=whole(1), default=16)
     p.add_argument("--limit", type=whole(1), default=None, help="evaluate only the first N images")
     p.add_argument("--no-confidence", action="store_true", help="skip Average Drop / %% Increase (2 forwards per map)")
+    p.add_argument("--no-controls", action="store_true",
+                   help="skip the network-free control rows (they do not depend on the backbone, sigma or method: "
+                        "a sweep needs them once)")
     p.add_argument("--faithfulness", type=names, default=[],
                    help="comma-separated, from: deletion, insertion (RISE: 33 forwards per map each), road (MoRF and "
                         "LeRF at 9 fractions, noisy linear imputation: 18 forwards and 18 sparse solves per map)")
@@ -482,7 +485,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                         layer=backbone.resolve_layer(args.layer), methods=methods,
                         upsamplers=tuple(args.upsampler), sigma=tuple(sigma) if sigma else None, relu=args.relu,
                         threshold_interval=args.threshold_interval, batch_size=args.batch_size,
-                        confidence=not args.no_confidence, limit=args.limit,
+                        confidence=not args.no_confidence, limit=args.limit, controls=not args.no_controls,
                         faithfulness=tuple(args.faithfulness), decoders={m: str(p) for m, p in decoders.items()})
     bar = tqdm(unit="image", desc=f"evaluate {args.backbone}" + (f" (rank 0 of {world})" if world > 1 else ""),
                disable=rank != 0)

@@ -111,13 +111,16 @@ def bias_of(module: nn.Module) -> torch.Tensor | None:
 
 
 def _post_process(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """FullGrad's psi: absolute value, bilinear resize, then min-max over each image's whole
-    layer map (all channels together), B x C x H x W -> B x H x W summed over channels."""
-    values = F.interpolate(values.abs(), size=size, mode="bilinear", align_corners=False)
-    flat = values.flatten(1)
+    """FullGrad's psi, as its authors' code applies it: absolute value, min-max over each image's
+    whole layer map (all channels together) at the layer's own resolution, then bilinear to the
+    input. Summing the channels before the resize is exact (the resize is linear) and keeps the
+    cost at one H x W map per layer. B x C x h x w -> B x H x W."""
+    flat = values.abs().flatten(1)
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
-    values = ((flat - lo) / (hi - lo).clamp(min=1e-12)).reshape(values.shape)
-    return values.sum(dim=1)
+    scaled = ((flat - lo) / (hi - lo).clamp(min=1e-12)).reshape(values.shape).sum(dim=1, keepdim=True)
+    if tuple(scaled.shape[-2:]) != size:
+        scaled = F.interpolate(scaled, size=size, mode="bilinear", align_corners=False)
+    return scaled[:, 0]
 
 
 def fullgrad_terms(backbone: Backbone, images: torch.Tensor,
@@ -160,7 +163,8 @@ def fullgrad_terms(backbone: Backbone, images: torch.Tensor,
 
 def fullgrad_map(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """FullGrad (Srinivas & Fleuret 2019, eq. 6-7): S = psi(|grad_x y_c * x|) + sum_l psi(|grad_{z_l} y_c * b_l|),
-    psi as `_post_process` (its authors' code: min-max over each layer's whole map)."""
+    psi as `_post_process` (its authors' code: min-max over each layer's whole map, then resize;
+    pytorch-grad-cam resizes and min-max normalises every channel on its own)."""
     size = (int(images.shape[-2]), int(images.shape[-1]))
     input_term, bias_terms = fullgrad_terms(backbone, images, targets)
     total = _post_process(input_term, size)
