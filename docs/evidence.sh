@@ -17,7 +17,7 @@ done
 
 # 2. ERF cards of the three target layers, from 64 crops of benchmark test images (the Gaussian sigma).
 mkdir -p logs/erf-images
-find "$DATA/images/test" -name '*.jpg' | sort | head -64 | while read -r f; do cp -n "$f" logs/erf-images/; done
+find "$DATA/images/test" -name '*.jpg' | sort | sed -n '1,64p' | while read -r f; do cp -n "$f" logs/erf-images/; done
 for pair in synthetic_lite0:head synthetic_vgg:conv5 synthetic_cnn:stage4; do
   b=${pair%%:*}; l=${pair##*:}
   [ -f checkpoints/erf/${b}__${l}.json ] || $X erf --backbone $b --layer $l --images 64 --source folder:logs/erf-images

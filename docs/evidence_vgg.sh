@@ -11,7 +11,7 @@ DATA=$($PY -c "from explorer.datasets.synthetic import ensure_synthetic; print(e
 grep -qs '"version": 2' checkpoints/synthetic_vgg.json || $X train-classifier --arch synthetic_vgg --threads 2
 
 mkdir -p logs/erf-images
-find "$DATA/images/test" -name '*.jpg' | sort | head -64 | while read -r f; do cp -n "$f" logs/erf-images/; done
+find "$DATA/images/test" -name '*.jpg' | sort | sed -n '1,64p' | while read -r f; do cp -n "$f" logs/erf-images/; done
 [ -f checkpoints/erf/synthetic_vgg__conv5.json ] || \
   $X erf --backbone synthetic_vgg --layer conv5 --images 64 --source folder:logs/erf-images
 
