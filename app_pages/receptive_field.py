@@ -123,7 +123,7 @@ if job is None:
 estimate = job.estimate()
 if job.status == "failed":
     st.error(job.error)
-if job.status == "stopped" or (job.status == "failed" and estimate is not None and job.done < job.total):
+if job.done < job.total and (job.status == "stopped" or (job.status == "failed" and estimate is not None)):
     why = f" ({job.note})" if job.note else ""
     st.warning(f"Interrupted after {job.done} of {job.total} images{why}: everything below is the average of "
                f"those {job.done} images.")

@@ -243,7 +243,7 @@ def _choose_target(backbone: Backbone, predictions: list[tuple[int, str, float]]
 def context_banner(state: Selection) -> None:
     """One line naming what every map on the page explains, plus the RANDOM warning."""
     backbone = state.backbone
-    st.markdown(f"Image **{state.image_choice.label}** · `{backbone.name}` with {backbone.weights_label} · "
+    st.markdown(f"Image **{state.image_choice.label}** · `{backbone.name}` (weights: {backbone.weights_label}) · "
                 f"layer `{state.layer}` ({shape_text(state.layer_shape)}) · "
                 f"target **{state.target_name}** (class {state.target})")
     if backbone.is_random:

@@ -158,6 +158,14 @@ def test_compare_offers_cam_only_at_its_layer_and_gates_slow_methods() -> None:
     assert len(at.image) == 2 * 2 and not at.get("progress")
 
 
+def test_smoothing_lab_says_nothing_of_the_kind_where_the_equations_differ() -> None:
+    at = open_page("smoothing_lab")
+    at.selectbox(key=widget("layer.efficientnet_lite0")).set_value("blocks.15")
+    run(at)
+    assert "give the same grid map" not in texts(at.info)
+    assert not at.error
+
+
 def test_compare_runs_every_method_the_peers_have() -> None:
     """The methods of issue 13 in the app: the one-pass ones at once, Ablation-CAM behind its button."""
     at = open_page("compare")
@@ -174,6 +182,7 @@ def test_compare_runs_every_method_the_peers_have() -> None:
 
 def test_smoothing_lab_follows_sigma() -> None:
     at = open_page("smoothing_lab")
+    assert "give the same grid map" in texts(at.info)  # Lite0's head: GAP + linear, the equations coincide
     correlation = at.metric[0].value
     assert at.metric[0].label.startswith("Pearson correlation")
     assert len(at.image) == 2
@@ -221,7 +230,7 @@ def test_missing_weights_are_named_and_random_weights_labelled() -> None:
     run(at)
     assert not at.error
     assert "RANDOM (untrained)" in texts(at.warning)
-    assert "`vgg16` with RANDOM (untrained) weights" in texts(at.markdown)
+    assert "`vgg16` (weights: RANDOM (untrained) weights)" in texts(at.markdown)
     assert at.selectbox(key=widget("layer.vgg16")).value == "conv5_3"
 
 

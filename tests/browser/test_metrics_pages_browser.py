@@ -67,7 +67,7 @@ def test_metrics_pages(page: Page, app_url: str, tiny_run: Path, screenshot_dir:
     page.wait_for_selector('[data-testid="stImage"] img')
     shoot(page, screenshot_dir, "metrics-03-opened-in-compare")
     expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(image_name)
-    expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="with RANDOM").first).to_contain_text(
+    expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="(weights: RANDOM").first).to_contain_text(
         "synthetic_cnn")
 
     open_page_from_nav(page, "Confidence Metrics", "Confidence Metrics")
