@@ -123,7 +123,14 @@ def _configure_cam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared-scale", action="store_true", help="one colour range for every cell")
     p.add_argument("--out", type=output_file(".png", ".jpg", ".jpeg", ".webp"), default=Path("grid.png"),
                    help="the picture to write (.png, .jpg or .webp; its folder must exist)")
-    p.add_argument("--npy", type=output_file(".npy"), default=None, help="also write the raw grid maps as .npy")
+    p.add_argument("--npy", type=output_file(".npy"), default=None,
+                   help="also write the raw grid maps as one .npy (methods whose maps share one grid size)")
+    p.add_argument("--npz", type=output_file(".npz"), default=None,
+                   help="also write a self-describing .npz: the settings (JSON), every raw grid map and every "
+                        "upsampled map")
+    p.add_argument("--eigen-smooth", action="store_true",
+                   help="replace each map by the first principal component of its per-channel terms "
+                        "(pytorch-grad-cam's eigen_smooth)")
     p.add_argument("--device", type=device, default=None, help="cpu | cuda (default: cuda when present)")
 
 
@@ -156,7 +163,8 @@ def run_cam(args: argparse.Namespace) -> int:
         print(f"  {rank}. {name} (class {index}): {prob:.3f}")
     target = resolve_target(backbone.class_names, args.target, top5[0][0])
     start = time.perf_counter()
-    grid = grid_maps(backbone, batch, [target], methods, args.layer, relu=args.relu, decoders=decoders)
+    grid = grid_maps(backbone, batch, [target], methods, args.layer, relu=args.relu, decoders=decoders,
+                     eigen=args.eigen_smooth)
     table = pixel_map_table(grid, backbone.input_size, args.upsampler, sigma, args.normaliser)
     elapsed = time.perf_counter() - start
     col_labels = {u: (f"gaussian sx={sigma[0]:g} sy={sigma[1]:g}" if u == "gaussian" else
@@ -169,8 +177,22 @@ def run_cam(args: argparse.Namespace) -> int:
     sheet.save(args.out)
     print(f"wrote {args.out} ({len(methods)} methods x {len(args.upsampler)} upsamplers, {elapsed:.2f} s)")
     if args.npy is not None:
+        shapes = {tuple(grid.maps[m].shape[-2:]) for m in methods}
+        if len(shapes) > 1:
+            raise ExplorerError(f"--npy stacks maps of one grid size; these methods give {len(shapes)} sizes "
+                                f"(the input-gradient methods work at the image's resolution): use --npz")
         args.npy.write_bytes(views.npy_bytes({m: grid.maps[m][0].cpu().numpy() for m in methods}))
         print(f"wrote {args.npy} (raw grid maps, rows in the order {','.join(methods)})")
+    if args.npz is not None:
+        settings = {"image": str(args.image), "backbone": backbone.name, "weights": backbone.weights,
+                    "layer": grid.layer, "class_index": target, "class_name": backbone.class_names[target],
+                    "methods": {m: {"label": row_labels[m], "relu": grid.relu[m]} for m in methods},
+                    "upsamplers": list(args.upsampler), "sigma_pixels": list(sigma) if sigma else None,
+                    "normaliser": args.normaliser, "eigen_smooth": bool(args.eigen_smooth)}
+        arrays = {f"grid/{m}": grid.maps[m][0].cpu().numpy() for m in methods}
+        arrays.update({f"pixels/{m}/{u}": v.cpu().numpy() for (m, u), v in table.items()})
+        args.npz.write_bytes(views.npz_bytes(settings, arrays))
+        print(f"wrote {args.npz} (settings, raw grid maps, upsampled maps)")
     return 0
 
 

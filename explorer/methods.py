@@ -171,6 +171,22 @@ def kpcacam_map(A: torch.Tensor, gamma: float | None = None, coef0: float = 1.0)
     return projection.reshape(B, h, w).float()
 
 
+def eigen_smooth(terms: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's eigen_smooth option: the grid map replaced by the first principal
+    component of the per-channel terms W_k A_k (cells x channels, each channel centred), which
+    keeps the dominant spatial pattern and drops the rest. The sign (arbitrary in an SVD) is
+    chosen so that the result correlates positively with the unsmoothed `reference` map."""
+    B, K, h, w = terms.shape
+    X = terms.flatten(2).transpose(1, 2).double()
+    X = X - X.mean(dim=1, keepdim=True)
+    _, _, Vh = torch.linalg.svd(X, full_matrices=False)
+    projection = (X @ Vh[:, 0, :, None])[:, :, 0]
+    ref = reference.flatten(1).double()
+    agree = ((projection - projection.mean(1, keepdim=True)) * (ref - ref.mean(1, keepdim=True))).sum(1)
+    projection = projection * torch.where(agree < 0, -1.0, 1.0).to(projection.dtype)[:, None]
+    return projection.reshape(B, h, w).to(terms.dtype)
+
+
 def channel_sum(weights: torch.Tensor, A: torch.Tensor, relu: str = "none") -> torch.Tensor:
     """The ReLU policy stage: L = sum_k W_k A_k with the ReLU where asked.
 
@@ -431,14 +447,15 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
                  relu: str | Mapping[str, str] = "none", cap: Capture | None = None,
                  smooth_samples: int = 4, smooth_std: float = 0.3, scorecam_chunk: int = 16,
                  score_samples: int = 10, seed: int = 0, batch_size: int = 16,
-                 watch: Watch = NO_WATCH) -> dict[str, torch.Tensor]:
+                 watch: Watch = NO_WATCH, eigen: bool = False) -> dict[str, torch.Tensor]:
     """Grid-level maps for every asked method: dict name -> B x h x w float32 on the model's device.
 
     Every method whose spec declares no extra pass comes from ONE forward and ONE autograd.grad
     (the capture), whatever subset is asked; pass `cap` to reuse a capture made earlier. The
     others add the passes their MethodSpec declares. With the default relu="none" the maps are
     raw and signed. Each random method draws from its own generator seeded with `seed`, so a map
-    does not depend on which other methods were asked.
+    does not depend on which other methods were asked. `eigen` applies `eigen_smooth` to every
+    method that is a sum over channels (then the ReLU policy "after" acts on the smoothed map).
     """
     methods = validate_methods(methods)
     if cap is None:
@@ -457,5 +474,10 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
                                        smooth_std=smooth_std, scorecam_chunk=scorecam_chunk,
                                        score_samples=score_samples, generator=torch.Generator().manual_seed(seed),
                                        batch_size=batch_size, watch=watch)
-        maps[method] = channel_sum(weights, cap.activations, policy).float()
+        if eigen:
+            terms = weights * cap.activations
+            smoothed = eigen_smooth(terms, terms.sum(dim=1))
+            maps[method] = (F.relu(smoothed) if policy != "none" else smoothed).float()
+        else:
+            maps[method] = channel_sum(weights, cap.activations, policy).float()
     return maps

@@ -68,3 +68,22 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2, (case, err)
         assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_cam_writes_a_self_describing_npz_and_refuses_an_npy_of_mixed_grids(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    out = tmp_path / "maps.npz"
+    code = main(["cam", "--image", "gallery:chelsea", "--methods", "gradcam,fullgrad", "--upsampler", "bilinear",
+                 "--eigen-smooth", "--npz", str(out), "--out", str(tmp_path / "grid.png"), "--device", "cpu"])
+    assert code == 0
+    with np.load(out, allow_pickle=False) as f:
+        settings = json.loads(str(f["settings"]))
+        assert settings["eigen_smooth"] is True and settings["backbone"] == "efficientnet_lite0"
+        assert f["grid/gradcam"].shape == (7, 7) and f["grid/fullgrad"].shape == (224, 224)
+        assert f["pixels/fullgrad/bilinear"].shape == (224, 224)
+    code = main(["cam", "--image", "gallery:chelsea", "--methods", "gradcam,fullgrad", "--upsampler", "bilinear",
+                 "--npy", str(tmp_path / "maps.npy"), "--out", str(tmp_path / "grid.png"), "--device", "cpu"])
+    assert code != 0 and "use --npz" in capsys.readouterr().err

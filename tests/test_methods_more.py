@@ -223,3 +223,20 @@ def test_kpcacam_refuses_a_layer_whose_kernel_would_not_fit():
 
     with pytest.raises(MethodError, match="Choose a later layer"):
         kpcacam_map(torch.zeros(1, 2, 57, 57))
+
+
+def test_eigen_smooth_is_pytorch_grad_cams_projection_signed_by_the_map():
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    net = conv_net()
+    x = torch.randn(2, 3, 32, 32)
+    cap = capture(net, x, [1, 5])
+    smoothed = compute_cams(net, x, [1, 5], ["gradcam"], cap=cap, relu="none", eigen=True)["gradcam"]
+    weighted = (cap.grads.mean(dim=(2, 3), keepdim=True) * cap.activations).numpy()
+    theirs = get_2d_projection(weighted)
+    for b in range(2):
+        ours = smoothed[b].numpy()
+        sign = 1 if np.dot(ours.ravel(), theirs[b].ravel()) >= 0 else -1
+        np.testing.assert_allclose(ours, sign * theirs[b], rtol=1e-4, atol=1e-5)
+        plain = compute_cams(net, x, [1, 5], ["gradcam"], cap=cap, relu="none")["gradcam"][b].numpy()
+        assert np.corrcoef(ours.ravel(), plain.ravel())[0, 1] > 0  # signed like the map it smooths
