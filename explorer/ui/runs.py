@@ -160,9 +160,9 @@ def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[
 SMALL_N = 100  # below this many images, a table of Average Drop / % Increase is a sketch, not a ranking
 
 
-def _interval(row: dict, key: str) -> str:
+def _interval(row: dict, key: str, digits: int = 1) -> str:
     interval = row.get(f"{key}_ci")
-    return f"{interval[0]:.1f} to {interval[1]:.1f}" if interval else "not stored"
+    return f"{interval[0]:.{digits}f} to {interval[1]:.{digits}f}" if interval else "not stored"
 
 
 def confidence_table(rows: Sequence[dict]) -> list[dict[str, Any]]:
@@ -177,8 +177,19 @@ def confidence_table(rows: Sequence[dict]) -> list[dict[str, Any]]:
                            ("increase", "% Increase (normal)")):
             line[label] = round(r[key], 2)
             line[f"{label}, 95 % interval"] = _interval(r, key)
+        for key, label in FAITHFULNESS_COLUMNS:  # when the evaluation measured them (evaluate --faithfulness)
+            if key in r:
+                line[label] = round(r[key], 4)
+                line[f"{label}, 95 % interval"] = _interval(r, key, 3)
         table.append(line)
     return table
+
+
+FAITHFULNESS_COLUMNS = (("confidence_change", "confidence change p_c(x*M) - p_c(x)"),
+                        ("deletion_auc", "deletion AUC (lower is better)"),
+                        ("insertion_auc", "insertion AUC (higher is better)"),
+                        ("road_morf", "ROAD MoRF mean p_c (lower is better)"),
+                        ("road_lerf", "ROAD LeRF mean p_c (higher is better)"))
 
 
 def confidence_warnings(rows: Sequence[dict], images: int) -> list[str]:

@@ -117,3 +117,16 @@ def test_downscale_page_draws_the_ceiling(env, runs, tmp_path):
     at.text_input(key=widget("downscale.dataset")).set_value("folder:/nowhere")
     run(at)
     assert "'/nowhere' is not a folder this server shares" in all_text(at)
+
+
+def test_confidence_table_shows_faithfulness_when_the_evaluation_measured_it() -> None:
+    from explorer.ui.runs import confidence_table
+
+    row = {"method": "gradcam", "upsampler": "bilinear", "images": 300, "average_drop": 10.0, "increase": 40.0,
+           "average_drop_relative": 12.0, "increase_relative": 30.0, "deletion_auc": 0.123456,
+           "deletion_auc_ci": [0.1, 0.15], "confidence_change": -0.2}
+    line = confidence_table([row])[0]
+    assert line["deletion AUC (lower is better)"] == 0.1235
+    assert line["deletion AUC (lower is better), 95 % interval"] == "0.100 to 0.150"
+    assert "insertion AUC (higher is better)" not in line  # not measured: no column, never None
+    assert line["confidence change p_c(x*M) - p_c(x), 95 % interval"] == "not stored"
