@@ -75,6 +75,20 @@ def overlays() -> None:
     columns = {up: ui.upsampler_label(up, sigma) for up in upsamplers}
     ui.show_overlay_grid(state.seen, table, rows, columns, shared, alpha)
     title = f"{state.backbone.name} / {state.layer} / {state.target_name} (class {state.target})"
+    with st.expander("Faithfulness of one map on this image (deletion and insertion, RISE)"):
+        pairs = [key for key in table if key[1] != FCAM]
+        if pairs:
+            chosen = ui.selectbox("Map", "faithfulness_map", pairs, pairs[0],
+                                  format_func=lambda key: f"{rows[key[0]]} · {columns[key[1]]}")
+            if st.button("Draw its deletion and insertion curves", key="faithfulness.go"):
+                ui.remember("faithfulness_drawn", True)
+            if ui.remembered("faithfulness_drawn", False):
+                figure = ui.attempt("measuring faithfulness",
+                                    lambda: ui.faithfulness_curves(state, result, chosen[0], chosen[1], sigma)[0])
+                if figure is not None:
+                    st.plotly_chart(figure)
+                    st.caption("Deletion blacks out the map's most important pixels first; insertion reveals them "
+                               "on a blurred copy (kernel 11, σ 5). 33 fractions, 66 forwards.")
     downloads = st.container(horizontal=True)
     downloads.download_button("Download the grid (PNG)", ui.sheet_png(state.seen, table, rows, columns, shared, title, alpha),
                                  file_name="cam-grid.png", mime="image/png", on_click="ignore")

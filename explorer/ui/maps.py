@@ -356,6 +356,36 @@ def pixel_map(result: GridResult, method: str, size: tuple[int, int], upsampler:
     return pixel_maps(grid_map, size, upsampler, sigma, normaliser, fcam)[0].numpy()
 
 
+@st.cache_data(max_entries=32, show_spinner="Deleting and inserting pixels in the map's order…")
+def _faithfulness(result_key: str, method: str, upsampler: str, sigma: tuple[float, float], target: int, *,
+                  _result: GridResult, _backbone: Backbone, _image: Image.Image) -> dict[str, Any]:
+    from explorer.metrics.faithfulness import deletion_insertion
+
+    size = _backbone.input_size
+    pixels = pixel_map(_result, method, size, upsampler, sigma, "minmax")
+    batch = _backbone.preprocess(_image)
+    maps = torch.from_numpy(np.clip(pixels, 0, 1))[None].to(batch.device)
+    curves = {mode: deletion_insertion(_backbone.model, batch, maps, [target], mode=mode, mean=_backbone.mean,
+                                       std=_backbone.std) for mode in ("deletion", "insertion")}
+    return {mode: (c.fractions, c.probabilities[0], float(c.auc[0])) for mode, c in curves.items()}
+
+
+def faithfulness_curves(state: Selection, result: GridResult, method: str, upsampler: str,
+                        sigma: tuple[float, float]):
+    """Deletion and insertion curves (RISE) of one shown map on this image, as a figure whose legend
+    carries each AUC: 2 x 33 forwards, computed on request and cached."""
+    curves = _faithfulness(result.key, method, upsampler, (float(sigma[0]), float(sigma[1])), state.target,
+                           _result=result, _backbone=state.backbone, _image=state.image)
+    label = f"{result.label(method)} · {upsampler}"
+    x = curves["deletion"][0]
+    figure = views.curve_figure(x, {f"deletion (AUC {curves['deletion'][2]:.3f}, lower is better)": curves["deletion"][1],
+                                    f"insertion (AUC {curves['insertion'][2]:.3f}, higher is better)":
+                                        curves["insertion"][1]},
+                                f"{label}: p({state.target_name}) as pixels go in the map's order",
+                                "fraction of pixels deleted / inserted", "probability")
+    return figure, curves
+
+
 def scale_text(scale: views.ColourScale) -> str:
     if scale.signed:
         return f"diverging ±{scale.hi:.3g}"

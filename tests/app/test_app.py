@@ -158,6 +158,15 @@ def test_compare_offers_cam_only_at_its_layer_and_gates_slow_methods() -> None:
     assert len(at.image) == 2 * 2 and not at.get("progress")
 
 
+def test_compare_draws_the_deletion_and_insertion_curves_of_a_chosen_map() -> None:
+    at = open_page("compare")
+    at.button(key="faithfulness.go").click()
+    run(at)
+    assert not at.error
+    charts = at.get("plotly_chart")
+    assert any("deletion (AUC" in str(chart.proto.spec) for chart in charts)
+
+
 def test_smoothing_lab_says_nothing_of_the_kind_where_the_equations_differ() -> None:
     at = open_page("smoothing_lab")
     at.selectbox(key=widget("layer.efficientnet_lite0")).set_value("blocks.15")
