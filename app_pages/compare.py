@@ -102,6 +102,21 @@ def overlays() -> None:
 
 overlays()
 
+st.subheader("Across layers")
+strip_column, _ = st.columns([2, 3])
+with strip_column:
+    strip_method = ui.selectbox("Method over every target layer", "strip_method", list(ui.STRIP_METHODS), "gradcam",
+                                format_func=ui.method_name,
+                                help="One forward and one gradient give every layer's map; earlier layers are finer "
+                                     "(Extended-CAM's future work).")
+    show_strip = ui.toggle("Show the layer strip", "show_strip", False)
+if show_strip:
+    tiles = ui.attempt("computing the layer strip", lambda: ui.layer_strip(state, strip_method, relu))
+    if tiles:
+        for column, (tile, caption) in zip(st.columns(len(tiles)), tiles):
+            column.image(tile, caption=caption, width="stretch")
+        st.caption("Bilinear upsampling and min-max normalisation; the ReLU policy chosen above.")
+
 st.subheader("Inside the grid")
 heatmap_column, histogram_column = st.columns(2, gap="large")
 with heatmap_column:

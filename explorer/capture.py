@@ -129,3 +129,42 @@ def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Se
         layer=layer,
         features=features,
     )
+
+
+def capture_layers(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
+                   layers: Sequence[str]) -> dict[str, Capture]:
+    """One forward and ONE gradient for several layers at once: each layer's output is recorded
+    with the graph kept (a clone goes downstream, so later in-place ops leave it intact), and
+    dy_c/dA of every layer comes from a single torch.autograd.grad. A layer that runs more than
+    once per forward raises CaptureError, as in `capture`."""
+    names = [backbone.resolve_layer(layer) for layer in dict.fromkeys(layers)]
+    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
+    if targets.numel() != images.shape[0]:
+        raise CaptureError(f"Got {images.shape[0]} images but {targets.numel()} targets; give one class per image.")
+    owner = threading.get_ident()
+    recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+
+    def hook_for(store: list[torch.Tensor]):
+        def hook(_module, _inputs, output):
+            if threading.get_ident() != owner:
+                return None
+            if not isinstance(output, torch.Tensor):
+                raise CaptureError("A chosen layer does not output a single tensor; choose another layer.")
+            store.append(output)
+            return output.clone()
+        return hook
+
+    handles = [backbone.module(name).register_forward_hook(hook_for(recorded[name])) for name in names]
+    try:
+        with torch.enable_grad():
+            logits = backbone.model(images)
+            outputs = [_single(recorded[name], name) for name in names]
+            grads = torch.autograd.grad(target_logits(logits, targets).sum(), outputs, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    logits = logits.detach().float()
+    return {name: Capture(activations=out.detach().float(),
+                          gradients=(torch.zeros_like(out) if g is None else g).detach().float(),
+                          logits=logits, targets=targets, layer=name)
+            for name, out, g in zip(names, outputs, grads)}

@@ -121,3 +121,16 @@ def test_concurrent_threads_on_one_shared_model_do_not_cross_talk():
         for r in results[i]:
             torch.testing.assert_close(r, expected[i])
     assert hook_count(net.model) == 0
+
+
+def test_one_backward_for_every_layer_equals_one_capture_per_layer():
+    from explorer.capture import capture_layers
+    from tests.nets import conv_net
+
+    net = conv_net()  # in-place ReLUs after the convolutions: the recorded outputs must survive them
+    x = torch.randn(2, 3, 32, 32)
+    together = capture_layers(net, x, [1, 6], ["conv1", "conv2", "relu2"])
+    for layer in ("conv1", "conv2", "relu2"):
+        alone = capture(net, x, [1, 6], layer)
+        torch.testing.assert_close(together[layer].activations, alone.activations)
+        torch.testing.assert_close(together[layer].grads, alone.grads, rtol=1e-5, atol=1e-7)

@@ -20,15 +20,24 @@ from PIL import Image
 
 from explorer import views
 from explorer.backbones import Backbone
-from explorer.capture import capture
+from explorer.capture import capture, capture_layers
 from explorer.errors import ExplorerError
 from explorer.jobs import JobStatus, ThreadJob
-from explorer.methods import METHODS, RELU_POLICIES, channel_sum, method_label, resolve_relu, weights_from_capture
+from explorer.methods import (
+    ACTIVATION_FORMULAS,
+    GRADIENT_FORMULAS,
+    METHODS,
+    RELU_POLICIES,
+    channel_sum,
+    method_label,
+    resolve_relu,
+    weights_from_capture,
+)
 from explorer.perturbation import Stopped, Watch
 from explorer.pipeline import grid_maps, pixel_maps
 from explorer.ui.fcam import DecoderChoice, load_cached_decoder
 from explorer.ui.loading import NETWORK_LOCK, idle_timeout_s, server_governor, session_owner
-from explorer.ui.sidebar import Selection
+from explorer.ui.sidebar import Selection, shape_text
 from explorer.ui.widgets import remembered
 from explorer.upsample import FCAM
 
@@ -384,6 +393,44 @@ def faithfulness_curves(state: Selection, result: GridResult, method: str, upsam
                                 f"{label}: p({state.target_name}) as pixels go in the map's order",
                                 "fraction of pixels deleted / inserted", "probability")
     return figure, curves
+
+
+STRIP_METHODS = tuple(GRADIENT_FORMULAS) + tuple(ACTIVATION_FORMULAS)  # need nothing beyond the capture
+
+
+@st.cache_data(max_entries=8, show_spinner="One forward and one gradient for every layer…")
+def _strip(image_key: str, backbone_name: str, weights: str, target: int, method: str, relu: str, *,
+           _backbone: Backbone, _image: Image.Image) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+    batch = _backbone.preprocess(_image)
+    layers = list(_backbone.layers)
+    try:
+        captures = capture_layers(_backbone, batch, [target], layers)
+    except ExplorerError:  # a layer that runs twice: fall back to one capture per layer, skipping it
+        captures = {}
+        for layer in layers:
+            try:
+                captures[layer] = capture(_backbone, batch, [target], layer)
+            except ExplorerError:
+                continue
+    out = []
+    for layer, cap in captures.items():
+        weights_ = weights_from_capture(method, cap, _backbone, batch)
+        grid_map = channel_sum(weights_, cap.activations, resolve_relu(method, relu))[0].cpu().numpy()
+        out.append((layer, tuple(cap.activations.shape[1:]), grid_map))
+    return out
+
+
+def layer_strip(state: Selection, method: str, relu: str) -> list[tuple[bytes, str]]:
+    """One method over every target layer of the backbone, from ONE forward and ONE gradient:
+    (overlay JPEG, caption with the layer and its K x h x w) per layer, bilinear and min-max."""
+    rows = _strip(state.image_choice.key, state.backbone.name, state.backbone.weights, state.target, method, relu,
+                  _backbone=state.backbone, _image=state.image)
+    base = np.asarray(state.seen)
+    tiles = []
+    for layer, shape, grid_map in rows:
+        pixels = pixel_maps(torch.from_numpy(grid_map)[None], state.size, "bilinear", None, "minmax")[0].numpy()
+        tiles.append((views.jpeg_bytes(views.overlay(base, pixels)), f"{layer} · {shape_text(shape)}"))
+    return tiles
 
 
 def scale_text(scale: views.ColourScale) -> str:

@@ -167,6 +167,17 @@ def test_compare_draws_the_deletion_and_insertion_curves_of_a_chosen_map() -> No
     assert any("deletion (AUC" in str(chart.proto.spec) for chart in charts)
 
 
+def test_compare_layer_strip_shows_one_method_over_every_layer() -> None:
+    at = open_page("compare")
+    before = len(at.image)
+    at.toggle(key=widget("show_strip")).set_value(True)
+    run(at)
+    assert not at.error
+    captions = image_captions(at)
+    assert len(at.image) == before + 7  # EfficientNet-Lite0: stem, blocks.0/2/4/10/15, head
+    assert "stem · 32×112×112" in captions and "head · 1280×7×7" in captions
+
+
 def test_smoothing_lab_says_nothing_of_the_kind_where_the_equations_differ() -> None:
     at = open_page("smoothing_lab")
     at.selectbox(key=widget("layer.efficientnet_lite0")).set_value("blocks.15")
