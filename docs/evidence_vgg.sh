@@ -22,6 +22,7 @@ find "$DATA/images/test" -name '*.jpg' | sort | sed -n '1,64p' | while read -r f
      --methods gradcam,gradcampp,smoothgradcampp,xgradcam,layercam,extendedcam --out $EVAL/synthetic_vgg
 
 # Table 4 over a sigma sweep (the controls do not depend on sigma: they are in the run above).
+mkdir -p $EVAL/table4
 for s in 10 20 40 80; do
   [ -f $EVAL/table4/synthetic_vgg-sigma$s/summary.json ] || \
     $X evaluate --dataset synthetic --backbone synthetic_vgg --layer conv5 --limit 300 --no-controls \

@@ -265,3 +265,19 @@ def test_shipped_v2_evaluation_has_its_controls_intervals_and_the_trap():
     assert bilinear["max_box_acc"] < 50 < rows[("reference_object", "exact")]["max_box_acc"]
     assert gaussian["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1]
     assert all("max_box_acc_ci" in r and "pxap_ci" in r for r in summary["rows"])
+
+
+def test_shipped_vgg_evaluation_separates_the_equations():
+    """synthetic_vgg (checkpoints/evaluations/synthetic_vgg): after its max-pool + FC head, Grad-CAM
+    (pooled w_k) and Extended-CAM (per-cell w_kij) give different maps, so their rows differ; the
+    signed eq. 8 map needs the explicit smoothing (Average Drop far lower with Gaussian)."""
+    from explorer.backbones import CHECKPOINT_DIR
+
+    summary = json.loads((CHECKPOINT_DIR / "evaluations" / "synthetic_vgg" / "summary.json").read_text())
+    rows = {(r["method"], r["upsampler"]): r for r in summary["rows"]}
+    assert summary["num_images"] >= 300 and summary["config"]["layer"] == "conv5"
+    assert {m for m, _ in rows if m.startswith("control_")} == {f"control_{n}" for n in CONTROLS}
+    grad, ext = rows[("gradcam", "bilinear")], rows[("extendedcam", "bilinear")]
+    assert grad["pxap_ci"][0] > ext["pxap_ci"][1]  # different maps, and here Grad-CAM's is the better
+    assert rows[("extendedcam", "gaussian")]["average_drop_ci"][1] < ext["average_drop_ci"][0]
+    assert ("cam", "bilinear") not in rows  # plain CAM does not apply to this head
