@@ -21,8 +21,9 @@ with spec_column:
 with count_column:
     count = ui.slider("Images", "downscale.count", *ui.DOWNSCALE_IMAGES, step=10)
 with sigma_column:
-    sigma_cells = ui.slider("Gaussian σ (grid cells)", "downscale.sigma", 0.1, 2.0, 0.5, step=0.05,
-                            help="σ in pixels is this times z.")
+    sigma_cells = ui.slider("Gaussian σ per grid cell", "downscale.sigma", 0.1, 2.0, 0.5, step=0.05,
+                            help="A coarser grid needs a wider Gaussian: σ in pixels is this times z (the table "
+                                 "gives it for every z), as every other page measures σ.")
 with method_column:
     downscale = ui.radio("Downscale by", "downscale.method", ("bilinear", "area"), "bilinear",
                          format_func={"bilinear": "bilinear interpolation (paper)", "area": "cell average"}.get)
@@ -30,12 +31,13 @@ result = ui.attempt("simulating", lambda: ui.downscale_curves(spec.strip(), "tes
 if result is None:
     st.stop()
 curves = {"bilinear upsampling": result["curves"]["bilinear"],
-          f"Gaussian upsampling (σ = {sigma_cells:g} cells)": result["curves"]["gaussian"]}
+          f"Gaussian upsampling (σ = {sigma_cells:g} z px)": result["curves"]["gaussian"]}
 chart, table = st.columns([3, 2], gap="large")
 chart.plotly_chart(views.downscale_figure(result["zooms"], curves,
                                           title=f"PxAP ceiling against z ({result['images']} test images)"))
 table.dataframe([{"z": z, "grid at 224 px": f"{round(224 / z)}×{round(224 / z)}",
-                  "PxAP bilinear": round(b, 2), "PxAP Gaussian": round(g, 2)}
+                  "Gaussian σ (px)": round(sigma_cells * z, 2), "PxAP bilinear": round(b, 2),
+                  "PxAP Gaussian": round(g, 2)}
                  for z, b, g in zip(result["zooms"], result["curves"]["bilinear"], result["curves"]["gaussian"])],
                 hide_index=True)
 st.subheader("One mask, restored from each z")

@@ -114,6 +114,7 @@ def test_downscale_page_draws_the_ceiling(env, runs, tmp_path):
     table = at.dataframe[0].value
     assert list(table["z"]) == [2, 4, 8, 16, 32]
     assert table["PxAP bilinear"].iloc[0] > table["PxAP bilinear"].iloc[-1]
+    assert list(table["Gaussian σ (px)"]) == [1.0, 2.0, 4.0, 8.0, 16.0]  # sigma in pixels, as on every page
     at.text_input(key=widget("downscale.dataset")).set_value("folder:/nowhere")
     run(at)
     assert "'/nowhere' is not a folder this server shares" in all_text(at)

@@ -81,11 +81,11 @@ def test_metrics_pages(page: Page, app_url: str, tiny_run: Path, screenshot_dir:
     spec.press("Enter")
     settle(page, '[data-testid="stDataFrame"]')
     expect(page.locator(".js-plotly-plot")).to_have_count(1)
-    before = slider_value(page, "Gaussian σ (grid cells)")
-    slider = page.locator('input[type="range"][aria-label="Gaussian σ (grid cells)"]')
+    before = slider_value(page, "Gaussian σ per grid cell")
+    slider = page.locator('input[type="range"][aria-label="Gaussian σ per grid cell"]')
     slider.focus()
     page.keyboard.press("ArrowRight")
     settle(page, '[data-testid="stDataFrame"]')
-    assert slider_value(page, "Gaussian σ (grid cells)") != before
-    expect(page.locator(".js-plotly-plot").first).to_contain_text("Gaussian upsampling (σ = 0.55 cells)")
+    assert slider_value(page, "Gaussian σ per grid cell") != before
+    expect(page.locator(".js-plotly-plot").first).to_contain_text("Gaussian upsampling (σ = 0.55 z px)")
     shoot(page, screenshot_dir, "metrics-05-downscale")
