@@ -191,7 +191,7 @@ def test_eight_browser_sessions_against_one_server(browser, app_url, app_server_
                 settle(page, '[data-testid="stImage"] img')
                 expect(page.locator('[data-testid="stException"]')).to_have_count(0)
                 banner = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"]', has_text="target")
-                expect(banner.first).to_contain_text(f"{backbone} with")
+                expect(banner.first).to_contain_text(f"{backbone} (weights:")
                 # The session's own maps: the heatmap it picked, at its backbone's grid size.
                 title = f"{shown[session]}: raw grid ({GRIDS[backbone]})"
                 # Anchored: "CAM: raw grid" is also the tail of "Grad-CAM: raw grid".
