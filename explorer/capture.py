@@ -131,18 +131,13 @@ def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Se
     )
 
 
-def capture_layers(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
-                   layers: Sequence[str]) -> dict[str, Capture]:
-    """One forward and ONE gradient for several layers at once: each layer's output is recorded
-    with the graph kept (a clone goes downstream, so later in-place ops leave it intact), and
-    dy_c/dA of every layer comes from a single torch.autograd.grad. A layer that runs more than
-    once per forward raises CaptureError, as in `capture`."""
-    names = [backbone.resolve_layer(layer) for layer in dict.fromkeys(layers)]
-    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
-    if targets.numel() != images.shape[0]:
-        raise CaptureError(f"Got {images.shape[0]} images but {targets.numel()} targets; give one class per image.")
+@contextmanager
+def recording_with_graph(modules: Sequence[nn.Module]) -> Iterator[list[list[torch.Tensor]]]:
+    """Record each module's outputs during the block, for this thread only, WITH the graph kept
+    (unlike `recording`, whose leaf cuts it): gradients then reach every recorded output and the
+    input in one backward. A clone goes downstream, so later in-place ops leave the record intact."""
     owner = threading.get_ident()
-    recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    recorded: list[list[torch.Tensor]] = [[] for _ in modules]
 
     def hook_for(store: list[torch.Tensor]):
         def hook(_module, _inputs, output):
@@ -154,15 +149,28 @@ def capture_layers(backbone: Backbone, images: torch.Tensor, targets: torch.Tens
             return output.clone()
         return hook
 
-    handles = [backbone.module(name).register_forward_hook(hook_for(recorded[name])) for name in names]
+    handles = [m.register_forward_hook(hook_for(store)) for m, store in zip(modules, recorded)]
     try:
-        with torch.enable_grad():
-            logits = backbone.model(images)
-            outputs = [_single(recorded[name], name) for name in names]
-            grads = torch.autograd.grad(target_logits(logits, targets).sum(), outputs, allow_unused=True)
+        yield recorded
     finally:
         for handle in handles:
             handle.remove()
+
+
+def capture_layers(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
+                   layers: Sequence[str]) -> dict[str, Capture]:
+    """One forward and ONE gradient for several layers at once: each layer's output is recorded
+    with the graph kept (a clone goes downstream, so later in-place ops leave it intact), and
+    dy_c/dA of every layer comes from a single torch.autograd.grad. A layer that runs more than
+    once per forward raises CaptureError, as in `capture`."""
+    names = [backbone.resolve_layer(layer) for layer in dict.fromkeys(layers)]
+    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
+    if targets.numel() != images.shape[0]:
+        raise CaptureError(f"Got {images.shape[0]} images but {targets.numel()} targets; give one class per image.")
+    with recording_with_graph([backbone.module(name) for name in names]) as recorded, torch.enable_grad():
+        logits = backbone.model(images)
+        outputs = [_single(found, name) for found, name in zip(recorded, names)]
+        grads = torch.autograd.grad(target_logits(logits, targets).sum(), outputs, allow_unused=True)
     logits = logits.detach().float()
     return {name: Capture(activations=out.detach().float(),
                           gradients=(torch.zeros_like(out) if g is None else g).detach().float(),

@@ -7,14 +7,13 @@ bilinear "upsampling" to the input size leaves it as it is.
 from __future__ import annotations
 
 import copy
-import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from explorer.backbones import Backbone
-from explorer.capture import target_logits
+from explorer.capture import recording_with_graph, target_logits
 from explorer.errors import ExplorerError
 
 GUIDED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
@@ -132,29 +131,13 @@ def fullgrad_terms(backbone: Backbone, images: torch.Tensor,
     y_c minus the biases of its linear layers (completeness, eq. 3)."""
     layers = [(m, b) for m in backbone.model.modules() if (b := bias_of(m)) is not None]
     x = images.detach().clone().requires_grad_(True)
-    owner = threading.get_ident()
-    recorded: list[list[torch.Tensor]] = [[] for _ in layers]
-
-    def hook_for(store: list[torch.Tensor]):
-        def hook(_module, _inputs, output):
-            if threading.get_ident() != owner:
-                return None
-            store.append(output)
-            return output.clone()  # later in-place ops change the clone, never the recorded z_l
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(store)) for (m, _), store in zip(layers, recorded)]
-    try:
-        with torch.enable_grad():
-            logits = backbone.model(x)
-            if any(len(r) != 1 for r in recorded):
-                raise InputGradientError("FullGrad needs every bias layer to run once per forward; one of this "
-                                         "network's runs several times.")
-            grads = torch.autograd.grad(target_logits(logits, targets).sum(), [x, *(r[0] for r in recorded)],
-                                        allow_unused=True)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with recording_with_graph([m for m, _ in layers]) as recorded, torch.enable_grad():
+        logits = backbone.model(x)
+        if any(len(r) != 1 for r in recorded):
+            raise InputGradientError("FullGrad needs every bias layer to run once per forward; one of this "
+                                     "network's runs several times.")
+        grads = torch.autograd.grad(target_logits(logits, targets).sum(), [x, *(r[0] for r in recorded)],
+                                    allow_unused=True)
     bias_terms = [g.detach() * b.to(g.dtype)[None, :, None, None] for (_, b), g in zip(layers, grads[1:])
                   if g is not None]
     assert grads[0] is not None  # the logits depend on the input
