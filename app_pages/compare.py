@@ -20,7 +20,7 @@ state = ui.selection()
 st.title("Compare CAM methods")
 ui.context_banner(state)
 
-methods_column, relu_column = st.columns([3, 1])
+methods_column, relu_column, smoothing_column = st.columns([3, 1, 1])
 with methods_column:
     methods = ui.multiselect("Methods", "methods", ui.available_methods(state), ui.DEFAULT_METHODS,
                              format_func=ui.method_name)
@@ -28,6 +28,11 @@ with relu_column:
     relu = ui.selectbox("ReLU policy", "relu", tuple(ui.RELU_LABELS), "published", format_func=ui.RELU_LABELS.get,
                         help="Each method's published choice; none (signed maps); after the channel sum "
                              "(Grad-CAM's, and with Extended-CAM it is HiResCAM); or before it (element-wise).")
+with smoothing_column:
+    smoothing = ui.multiselect("Smoothing", "smoothing", list(ui.SMOOTHING), (),
+                               format_func=lambda name: f"{name}-smooth",
+                               help=" · ".join(ui.SMOOTHING.values()) + " (pytorch-grad-cam's aug_smooth and "
+                                    "eigen_smooth). They apply to every chosen method.")
 reason = ui.cam_unavailable_reason(state)
 if reason:
     st.caption(f"CAM is not offered here. {reason}")
@@ -39,7 +44,8 @@ if not methods:
     st.info("Choose at least one method.")
 if not runnable:
     st.stop()
-result = ui.attempt("computing the maps", lambda: ui.grid(state, runnable, relu, ui.active_decoders(state)))
+result = ui.attempt("computing the maps",
+                    lambda: ui.grid(state, runnable, relu, ui.active_decoders(state), smoothing))
 if result is None or not result.maps:  # nothing yet, or only slow methods still computing (progress above)
     st.stop()
 
@@ -116,6 +122,19 @@ if show_strip:
         for column, (tile, caption) in zip(st.columns(len(tiles)), tiles):
             column.image(tile, caption=caption, width="stretch")
         st.caption("Bilinear upsampling and min-max normalisation; the ReLU policy chosen above.")
+    if strip_method == "layercam":
+        layers = list(state.backbone.layers)
+        fuse_column, fused_column = st.columns([2, 1], vertical_alignment="center")
+        with fuse_column:
+            fuse = ui.multiselect("Fuse LayerCAM over", "fuse_layers", layers, layers[-3:],
+                                  help="LayerCAM's multi-layer fusion (Jiang et al. 2021, eq. 9): each layer's map "
+                                       "scaled by tanh(2 M / max M), resized to the finest grid, element-wise "
+                                       "maximum. Shallow layers add fine detail to the deep layer's location.")
+        fused = ui.attempt("fusing LayerCAM", lambda: ui.fused_layercam_tile(state, fuse))
+        if fused is not None:
+            fused_column.image(fused[0], caption=fused[1], width="stretch")
+        elif len(fuse) < 2:
+            fused_column.caption("Pick at least two layers to fuse.")
 
 st.subheader("Inside the grid")
 heatmap_column, histogram_column = st.columns(2, gap="large")
@@ -126,9 +145,10 @@ with heatmap_column:
                                          class_name=state.target_name), theme=None)  # keep the scale's dark end
     st.caption("Hover a cell for its raw value, before any upsampling or normalisation.")
 with histogram_column:
-    histograms = ui.histograms(result)
-    for tab, (label, histogram) in zip(st.tabs(list(histograms)), histograms.items()):
-        tab.plotly_chart(views.histogram_figure({label: histogram}, title=f"{label}: raw grid values"))
+    st.plotly_chart(views.histogram_grid_figure(ui.histograms(result), columns=2,
+                                                title="Raw grid values, the chosen methods side by side"))
+    st.caption("One panel per method, each on its own value axis (raw values of different methods differ by "
+               "orders of magnitude); a dotted line marks zero in a signed map.")
 
 st.subheader("Time taken")
 st.dataframe(ui.timing_rows(result, state), hide_index=True)

@@ -62,9 +62,12 @@ if run is not None:
             st.warning(note)
         categories = [ui.combo_label(r["method"], r["upsampler"]) for r in rows]
         left, right = st.columns(2, gap="large")
-        left.plotly_chart(views.bar_figure(categories, {
-            "normal": [r["average_drop"] for r in rows], "relative": [r["average_drop_relative"] for r in rows]},
-            "Average Drop % (lower is better)", "Average Drop %"))
-        right.plotly_chart(views.bar_figure(categories, {
-            "normal": [r["increase"] for r in rows], "relative": [r["increase_relative"] for r in rows]},
-            "% Increase (higher is better)", "% Increase"))
+        for column, key, title in ((left, "average_drop", "Average Drop % (lower is better)"),
+                                   (right, "increase", "% Increase (higher is better)")):
+            column.plotly_chart(views.bar_figure(
+                categories, {"normal": [r[key] for r in rows], "relative": [r[key + "_relative"] for r in rows]},
+                title, title.split(" (")[0],
+                intervals={"normal": [r.get(key + "_ci") for r in rows],
+                           "relative": [r.get(key + "_relative_ci") for r in rows]}))
+        st.caption("Error bars: 95 % bootstrap intervals over the test images. Bars whose intervals overlap do "
+                   "not rank.")

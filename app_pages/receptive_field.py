@@ -17,6 +17,44 @@ state = ui.selection()
 backbone = state.backbone
 channels, grid_h, grid_w = state.layer_shape
 
+# ---------------------------------------------------------------------------------- side by side
+
+def side_by_side() -> None:
+    """Several ERFs next to each other: stored cards and this session's estimates (drawn last, so
+    an estimate finished in this run is already offered)."""
+    st.subheader("Side by side")
+    choices = ui.erf_comparison_choices()
+    own = [label for label in choices if label.startswith(f"{backbone.name} / {state.layer} ")]
+    paper = [label for label in choices if label.startswith("vgg16 / conv5_3 ")]
+    chosen = ui.multiselect("ERFs to compare", "erf.compare", list(choices), (own + paper)[:2] or list(choices)[:2],
+                            help="Stored cards of every backbone and layer, and the estimates made on this page in "
+                                 "this session (only yours).")
+    shown = [(label, ui.erf_comparison(choices[label], label)) for label in chosen if label in choices]
+    failed = [label for label, item in shown if item is None]
+    shown = [(label, item) for label, item in shown if item is not None]
+    if failed:
+        st.caption("No Gaussian fits " + ", ".join(failed) + "; it is left out.")
+    if shown:
+        outline_column, table_column = st.columns([3, 2], gap="large")
+        outline_column.plotly_chart(views.erf_outlines_figure([o for _, (o, _) in shown]), key="erf.outlines")
+        table_column.dataframe([{"ERF": o.label, "from": o.origin, "σx (px)": round(o.sigma_x, 2),
+                                 "σy (px)": round(o.sigma_y, 2), "R²": round(o.r2, 3)} for _, (o, _) in shown],
+                               hide_index=True)
+        table_column.caption("The wider the ellipse, the more a grid cell of that layer sees, and the larger the σ "
+                             "Gaussian upsampling should spray. The paper's VGG16 conv5_3: σ 31.78 × 33.36 px, "
+                             "R² 0.9905.")
+        for start in range(0, len(shown), 2):
+            for column, (label, (outline, picture)) in zip(st.columns(2), shown[start:start + 2]):
+                if isinstance(picture, tuple):
+                    estimate, fit = picture
+                    column.plotly_chart(views.erf_heatmap_figure(
+                        estimate.map, f"{outline.label}: measured ERF", centre=estimate.centre_px,
+                        ellipse=(fit.centre_x, fit.centre_y, fit.sigma_x, fit.sigma_y, fit.rotation or 0.0)),
+                        key=f"erf.compare.{start}.{label}", theme=None)
+                elif picture is not None:
+                    column.image(str(picture), width="stretch", caption=f"{label}: the stored ERF, its fit and residual")
+
+
 st.title("Effective receptive field")
 st.markdown(f"`{backbone.name}` with {backbone.weights_label} · layer `{state.layer}` "
             f"({ui.shape_text(state.layer_shape)}) · the ERF of the centre cell of its {grid_h}×{grid_w} grid")
@@ -118,6 +156,7 @@ if job is not None and job.running:
     ui.run_erf_job(backbone, job)
 if job is None:
     st.info("Press **Estimate** to measure this layer's ERF with the settings above.")
+    side_by_side()
     st.stop()
 
 estimate = job.estimate()
@@ -131,6 +170,7 @@ if job.done < job.total and (job.status == "stopped" or (job.status == "failed" 
         st.button(f"Continue to {job.total} images", key="erf.continue", icon=":material/resume:",
                   on_click=ui.continue_erf, args=(job.uid,))
 if estimate is None:
+    side_by_side()
     st.stop()
 if job.status == "done":
     st.caption(f"Done: {job.settings.describe()}, averaged in {estimate.seconds:.1f} s"
@@ -208,3 +248,5 @@ if fit is not None:
         spread,
         (f"No fit after {', '.join(str(r['n']) for r in failed)} image(s): {failed[-1]['error']}" if failed else None),
     ) if part))
+
+side_by_side()

@@ -131,6 +131,12 @@ def _configure_cam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eigen-smooth", action="store_true",
                    help="replace each map by the first principal component of its per-channel terms "
                         "(pytorch-grad-cam's eigen_smooth)")
+    p.add_argument("--aug-smooth", action="store_true",
+                   help="average each map over 6 flipped and rescaled copies of the image (x 1.0, 0.9, 1.1; "
+                        "pytorch-grad-cam's aug_smooth): 6x the cost")
+    p.add_argument("--fuse-layers", type=names, default=None,
+                   help="comma-separated layers: the layercam row becomes LayerCAM fused over them (Jiang et al. "
+                        "2021, eq. 9: tanh scaling, the finest grid, element-wise max)")
     p.add_argument("--device", type=device, default=None, help="cpu | cuda (default: cuda when present)")
 
 
@@ -140,11 +146,14 @@ def run_cam(args: argparse.Namespace) -> int:
     from explorer.backbones import load_backbone
     from explorer.fcam import load_decoder
     from explorer.images import load_image
-    from explorer.methods import method_label, validate_methods
+    from explorer.methods import fused_layercam, method_label, validate_methods
     from explorer.pipeline import grid_maps, pixel_map_table
 
     methods = validate_methods(args.methods)
     check_upsamplers(args.upsampler)
+    if args.fuse_layers is not None and ("layercam" not in methods or len(args.fuse_layers) < 2):
+        raise ExplorerError("--fuse-layers fuses LayerCAM maps: add layercam to --methods and name at least two "
+                            "layers.")
     image = load_image(args.image)
     backbone = load_backbone(args.backbone, args.weights, device=args.device)
     decoders = {m: load_decoder(p, backbone)
@@ -164,12 +173,18 @@ def run_cam(args: argparse.Namespace) -> int:
     target = resolve_target(backbone.class_names, args.target, top5[0][0])
     start = time.perf_counter()
     grid = grid_maps(backbone, batch, [target], methods, args.layer, relu=args.relu, decoders=decoders,
-                     eigen=args.eigen_smooth)
+                     eigen=args.eigen_smooth, aug_smooth=args.aug_smooth)
+    if args.fuse_layers is not None:
+        grid.maps["layercam"] = fused_layercam(backbone, batch, [target], args.fuse_layers)[0]
+        print(f"layercam fused over {', '.join(backbone.resolve_layer(x) for x in args.fuse_layers)} "
+              f"({tuple(grid.maps['layercam'].shape[-2:])} grid)")
     table = pixel_map_table(grid, backbone.input_size, args.upsampler, sigma, args.normaliser)
     elapsed = time.perf_counter() - start
     col_labels = {u: (f"gaussian sx={sigma[0]:g} sy={sigma[1]:g}" if u == "gaussian" else
                       "F-CAM decoder" if u == FCAM else u) for u in args.upsampler}
-    row_labels = {m: method_label(m, grid.relu[m]) for m in methods}
+    row_labels = {m: method_label(m, grid.relu[m]) + (" fused" if m == "layercam" and args.fuse_layers else "")
+                  + (", aug-smooth" if args.aug_smooth else "") + (", eigen-smooth" if args.eigen_smooth else "")
+                  for m in methods}
     title = f"{backbone.name} / {grid.layer} / class {target} {backbone.class_names[target]}"
     sheet = views.comparison_sheet(backbone.resize(image), table, row_labels, col_labels,
                                    shared_scale=args.shared_scale, title=title)
@@ -188,7 +203,8 @@ def run_cam(args: argparse.Namespace) -> int:
                     "layer": grid.layer, "class_index": target, "class_name": backbone.class_names[target],
                     "methods": {m: {"label": row_labels[m], "relu": grid.relu[m]} for m in methods},
                     "upsamplers": list(args.upsampler), "sigma_pixels": list(sigma) if sigma else None,
-                    "normaliser": args.normaliser, "eigen_smooth": bool(args.eigen_smooth)}
+                    "normaliser": args.normaliser, "eigen_smooth": bool(args.eigen_smooth),
+                    "aug_smooth": bool(args.aug_smooth), "fused_layers": args.fuse_layers}
         arrays = {f"grid/{m}": grid.maps[m][0].cpu().numpy() for m in methods}
         arrays.update({f"pixels/{m}/{u}": v.cpu().numpy() for (m, u), v in table.items()})
         args.npz.write_bytes(views.npz_bytes(settings, arrays))

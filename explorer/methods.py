@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.backbones import Backbone
-from explorer.capture import Capture, capture, recording
+from explorer.capture import Capture, capture, capture_layers, recording
 from explorer.errors import ExplorerError
 from explorer.input_gradients import fullgrad_map, guided_backprop_map, guided_gradcam_map
 from explorer.perturbation import (
@@ -200,6 +200,76 @@ def channel_sum(weights: torch.Tensor, A: torch.Tensor, relu: str = "none") -> t
         return F.relu(terms).sum(dim=1)
     grid = terms.sum(dim=1)
     return F.relu(grid) if relu == "after" else grid
+
+
+# ------------------------------------------------------------------ test-time augmentation
+
+AUG_FACTORS = (1.0, 0.9, 1.1)  # input scalings of pytorch-grad-cam's aug_smooth (ttach's Multiply)
+AUG_COUNT = 2 * len(AUG_FACTORS)  # times a horizontal flip or not
+
+
+def augment(images: torch.Tensor) -> torch.Tensor:
+    """aug-smooth's test-time augmentations of a B x 3 x H x W batch, as one (AUG_COUNT * B) batch:
+    the input multiplied by each of AUG_FACTORS, unflipped then flipped left-right. The first B
+    rows are the images themselves."""
+    flipped = torch.flip(images, dims=[-1])
+    return torch.cat([x * f for x in (images, flipped) for f in AUG_FACTORS])
+
+
+def average_augmented(maps: torch.Tensor) -> torch.Tensor:
+    """aug-smooth's map: the mean over the augmentations of `augment` of each one's map, the
+    flipped ones flipped back, L = (1/6) sum_t T_t^-1 L(T_t x). Maps may be grid- or
+    input-sized: a left-right flip of the input mirrors the feature grid too."""
+    per = maps.reshape(2, len(AUG_FACTORS), maps.shape[0] // AUG_COUNT, *maps.shape[1:])
+    unflipped = torch.cat([per[:1], torch.flip(per[1:], dims=[-1])])
+    return unflipped.mean(dim=(0, 1))
+
+
+# ------------------------------------------------------------------ LayerCAM over several layers
+
+LAYERCAM_GAMMA = 2.0  # LayerCAM's eq. 9 scale for the shallow layers' small values
+
+
+def fuse_layer_maps(maps: Iterable[torch.Tensor], gamma: float = LAYERCAM_GAMMA) -> torch.Tensor:
+    """LayerCAM's multi-layer fusion (Jiang et al. 2021, eq. 9 and section III-C): each layer's
+    non-negative map M^l (B x h_l x w_l) is rescaled to tanh(gamma * M^l / max M^l) per image, so
+    that a shallow layer's small values count as much as a deep one's, resized bilinearly to the
+    finest grid among them, and the layers are combined by an element-wise maximum. Returns
+    B x h x w on that finest grid (values in [0, tanh(gamma)])."""
+    maps = [m.float() for m in maps]
+    if not maps:
+        raise MethodError("LayerCAM's fusion needs at least one layer.")
+    size = max((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1])
+    scaled = []
+    for m in maps:
+        peak = m.flatten(1).amax(dim=1).clamp_min(torch.finfo(m.dtype).tiny)[:, None, None]
+        m = torch.tanh(gamma * m / peak)
+        if tuple(m.shape[-2:]) != size:
+            m = F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        scaled.append(m)
+    return torch.stack(scaled).amax(dim=0)
+
+
+def fused_layercam(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | list[int],
+                   layers: Iterable[str], gamma: float = LAYERCAM_GAMMA) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """LayerCAM at every one of `layers` from ONE forward and ONE gradient
+    (`capture_layers`), each L^l = ReLU(sum_k ReLU(g^l_k) A^l_k), and their fusion
+    (`fuse_layer_maps`). Returns (fused B x h x w on the finest grid, {layer: its own map})."""
+    captures = capture_layers(backbone, images, targets, list(layers))
+    per_layer = {name: channel_sum(layercam_weights(cap.activations, cap.grads), cap.activations, "after")
+                 for name, cap in captures.items()}
+    return fuse_layer_maps(per_layer.values(), gamma), per_layer
+
+
+def policy_map(weights: torch.Tensor, A: torch.Tensor, relu: str, *, eigen: bool = False) -> torch.Tensor:
+    """The grid map of channel weights under a ReLU policy (`channel_sum`), or with `eigen` the
+    first principal component of the per-channel terms W_k A_k (`eigen_smooth`), then a ReLU
+    unless the policy is "none"."""
+    if not eigen:
+        return channel_sum(weights, A, relu)
+    terms = weights * A
+    smoothed = eigen_smooth(terms, terms.sum(dim=1))
+    return F.relu(smoothed) if relu != "none" else smoothed
 
 
 # -------------------------------------------------------------------------- extra-pass methods
@@ -447,7 +517,7 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
                  relu: str | Mapping[str, str] = "none", cap: Capture | None = None,
                  smooth_samples: int = 4, smooth_std: float = 0.3, scorecam_chunk: int = 16,
                  score_samples: int = 10, seed: int = 0, batch_size: int = 16,
-                 watch: Watch = NO_WATCH, eigen: bool = False) -> dict[str, torch.Tensor]:
+                 watch: Watch = NO_WATCH, eigen: bool = False, aug_smooth: bool = False) -> dict[str, torch.Tensor]:
     """Grid-level maps for every asked method: dict name -> B x h x w float32 on the model's device.
 
     Every method whose spec declares no extra pass comes from ONE forward and ONE autograd.grad
@@ -456,8 +526,19 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
     raw and signed. Each random method draws from its own generator seeded with `seed`, so a map
     does not depend on which other methods were asked. `eigen` applies `eigen_smooth` to every
     method that is a sum over channels (then the ReLU policy "after" acts on the smoothed map).
+    `aug_smooth` runs every method on the AUG_COUNT augmentations of `augment` in one batch and
+    returns `average_augmented` of their maps (each after its ReLU policy), as pytorch-grad-cam's
+    aug_smooth; it needs its own capture, so `cap` cannot be given with it.
     """
     methods = validate_methods(methods)
+    if aug_smooth:
+        if cap is not None:
+            raise MethodError("aug-smooth captures its augmented batch itself; do not pass a capture with it.")
+        targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1).repeat(AUG_COUNT)
+        maps = compute_cams(backbone, augment(images), targets, methods, layer, relu=relu,
+                            smooth_samples=smooth_samples, smooth_std=smooth_std, scorecam_chunk=scorecam_chunk,
+                            score_samples=score_samples, seed=seed, batch_size=batch_size, watch=watch, eigen=eigen)
+        return {method: average_augmented(m) for method, m in maps.items()}
     if cap is None:
         need_grad = any(METHODS[m].needs_gradient for m in methods)
         cap = capture(backbone, images, targets, layer, gradient=need_grad)
@@ -474,10 +555,5 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
                                        smooth_std=smooth_std, scorecam_chunk=scorecam_chunk,
                                        score_samples=score_samples, generator=torch.Generator().manual_seed(seed),
                                        batch_size=batch_size, watch=watch)
-        if eigen:
-            terms = weights * cap.activations
-            smoothed = eigen_smooth(terms, terms.sum(dim=1))
-            maps[method] = (F.relu(smoothed) if policy != "none" else smoothed).float()
-        else:
-            maps[method] = channel_sum(weights, cap.activations, policy).float()
+        maps[method] = policy_map(weights, cap.activations, policy, eigen=eigen).float()
     return maps

@@ -87,3 +87,25 @@ def test_cam_writes_a_self_describing_npz_and_refuses_an_npy_of_mixed_grids(tmp_
     code = main(["cam", "--image", "gallery:chelsea", "--methods", "gradcam,fullgrad", "--upsampler", "bilinear",
                  "--npy", str(tmp_path / "maps.npy"), "--out", str(tmp_path / "grid.png"), "--device", "cpu"])
     assert code != 0 and "use --npz" in capsys.readouterr().err
+
+
+def test_cam_aug_smooth_and_layercam_fused_over_layers(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    out = tmp_path / "maps.npz"
+    code = main(["cam", "--image", "gallery:chelsea", "--methods", "gradcam,layercam", "--upsampler", "bilinear",
+                 "--aug-smooth", "--fuse-layers", "blocks.10,blocks.15,head", "--npz", str(out),
+                 "--out", str(tmp_path / "grid.png"), "--device", "cpu"])
+    assert code == 0
+    assert "layercam fused over blocks.10, blocks.15, head ((14, 14) grid)" in capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as f:
+        settings = json.loads(str(f["settings"]))
+        assert settings["aug_smooth"] is True and settings["fused_layers"] == ["blocks.10", "blocks.15", "head"]
+        assert settings["methods"]["layercam"]["label"].startswith("LayerCAM") and "fused" in settings["methods"]["layercam"]["label"]
+        assert f["grid/layercam"].shape == (14, 14) and f["grid/gradcam"].shape == (7, 7)
+        assert 0 <= f["grid/layercam"].min() and f["grid/layercam"].max() <= np.tanh(2.0) + 1e-6
+    code = main(["cam", "--image", "gallery:chelsea", "--methods", "gradcam", "--fuse-layers", "head,blocks.15",
+                 "--out", str(tmp_path / "grid.png"), "--device", "cpu"])
+    assert code != 0 and "add layercam" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import torch
 
 from explorer import compute_cams
 from explorer.capture import capture
+from explorer.errors import ExplorerError
 from explorer.methods import METHODS, comparison_classes, kpcacam_map, method_label, resolve_relu
 from explorer.perturbation import Stopped, Watch, distinct_channels, scorecam_weights, tail_scores
 from tests.nets import conv_net, gap_linear_net, piecewise_linear_net, quadratic_net
@@ -240,3 +241,75 @@ def test_eigen_smooth_is_pytorch_grad_cams_projection_signed_by_the_map():
         np.testing.assert_allclose(ours, sign * theirs[b], rtol=1e-4, atol=1e-5)
         plain = compute_cams(net, x, [1, 5], ["gradcam"], cap=cap, relu="none")["gradcam"][b].numpy()
         assert np.corrcoef(ours.ravel(), plain.ravel())[0, 1] > 0  # signed like the map it smooths
+
+
+def test_aug_smooth_is_the_mean_of_the_six_augmented_maps_flipped_back():
+    """L = (1/6) sum over {x, flip(x)} x {1.0, 0.9, 1.1} of the map of the scaled input, flipped
+    maps flipped back; every augmentation in one batch."""
+    net = conv_net()
+    x = torch.randn(2, 3, 32, 32)
+    smoothed = compute_cams(net, x, [1, 5], ["gradcam", "eigencam"], relu="after", aug_smooth=True)
+    for method in ("gradcam", "eigencam"):
+        by_hand = torch.zeros(2, 8, 8)
+        for flip in (False, True):
+            for factor in (1.0, 0.9, 1.1):
+                inp = (torch.flip(x, dims=[-1]) if flip else x) * factor
+                m = compute_cams(net, inp, [1, 5], [method], relu="after")[method]
+                by_hand += (torch.flip(m, dims=[-1]) if flip else m) / 6
+        torch.testing.assert_close(smoothed[method], by_hand, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ExplorerError, match="aug-smooth"):
+        compute_cams(net, x, [1, 5], ["gradcam"], cap=capture(net, x, [1, 5]), aug_smooth=True)
+
+
+def test_aug_smooth_matches_pytorch_grad_cam_at_grid_level():
+    import pytorch_grad_cam
+    import pytorch_grad_cam.base_cam as base
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    net = conv_net(inplace=False)
+    x = torch.randn(2, 3, 32, 32)
+    ours = compute_cams(net, x, [1, 5], ["gradcam"], relu="after", aug_smooth=True)["gradcam"].numpy()
+    original = base.scale_cam_image
+    base.scale_cam_image = lambda cam, target_size=None: np.asarray(cam, dtype=np.float32)
+    try:
+        with pytorch_grad_cam.GradCAM(model=net.model, target_layers=[net.module(net.default_layer)]) as cam:
+            theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(1), ClassifierOutputTarget(5)],
+                         aug_smooth=True)
+    finally:
+        base.scale_cam_image = original
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_layercam_fusion_scales_each_layer_by_tanh_and_keeps_the_maximum():
+    """eq. 9: M^ = tanh(gamma M / max M); then bilinear to the finest grid and element-wise max."""
+    from explorer.methods import fuse_layer_maps
+
+    fine = torch.zeros(1, 4, 4)
+    fine[0, 0, 0] = 0.01  # a shallow layer's tiny values count as much as a deep one's after eq. 9
+    coarse = torch.full((1, 2, 2), 5.0)
+    coarse[0, 1, 1] = 0.0
+    fused = fuse_layer_maps([coarse, fine], gamma=2.0)
+    assert fused.shape == (1, 4, 4)
+    up = torch.nn.functional.interpolate(torch.tanh(2.0 * coarse / 5.0)[:, None], size=(4, 4), mode="bilinear",
+                                         align_corners=False)[:, 0]
+    expected = torch.maximum(up, torch.tanh(2.0 * fine / 0.01))
+    torch.testing.assert_close(fused, expected)
+    assert fused[0, 0, 0] == pytest.approx(np.tanh(2.0))
+
+
+def test_fused_layercam_matches_torchcams_fusion_of_the_same_maps():
+    import torchcam.methods
+
+    from explorer.methods import fused_layercam
+
+    net = conv_net(inplace=False)
+    x = torch.randn(2, 3, 32, 32)
+    layers = list(net.layers)
+    fused, per_layer = fused_layercam(net, x, [1, 5], layers)
+    for layer, m in per_layer.items():  # each layer's map is plain LayerCAM there
+        torch.testing.assert_close(m, compute_cams(net, x, [1, 5], ["layercam"], layer, relu="after")["layercam"])
+    # torchcam scales with tanh(gamma * cam) of its normalised cams; fed cams divided by their maximum,
+    # its fusion is eq. 9 as ours.
+    peaks = [m / m.flatten(1).amax(dim=1)[:, None, None] for m in per_layer.values()]
+    theirs = torchcam.methods.LayerCAM.fuse_cams(peaks, tuple(fused.shape[-2:]))
+    torch.testing.assert_close(fused, theirs, rtol=1e-5, atol=1e-6)

@@ -15,6 +15,8 @@ from explorer.views import (
     comparison_sheet,
     curve_figure,
     duration,
+    histogram,
+    histogram_grid_figure,
     npz_bytes,
     value_histogram_figure,
 )
@@ -68,3 +70,16 @@ def test_value_histograms_switch_to_a_log_axis_when_one_spike_hides_the_rest():
 def test_no_colour_of_a_plotly_scale_is_a_streamlit_placeholder():
     for name in ("Inferno", "Magma", "Viridis"):
         assert not any(c.lower().startswith("#0000") for _, c in colour_scale_for_plotly(name))
+
+
+def test_histograms_of_several_methods_sit_side_by_side_each_on_its_own_axis():
+    rng = np.random.default_rng(0)
+    hists = {"CAM": histogram(rng.normal(0, 40, 49)), "Grad-CAM": histogram(rng.random(49) * 1e-3),
+             "Score-CAM": histogram(rng.random(49)), "Eigen-CAM": histogram(rng.random(49))}
+    fig = histogram_grid_figure(hists, columns=3)
+    assert [t.name for t in fig.data] == list(hists)
+    axes = {t.xaxis for t in fig.data}
+    assert len(axes) == 4  # one panel per method, not one chart with a tab per method
+    assert [a.text for a in fig.layout.annotations][:4] == list(hists)
+    assert fig.data[0].marker.color == series_style("CAM")[0]
+    assert len([s for s in fig.layout.shapes if s.x0 == 0]) == 1  # zero marked only in the signed map

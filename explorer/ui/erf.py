@@ -274,3 +274,38 @@ def stored_erf_cards() -> list[dict[str, Any]]:
     return rows
 
 
+
+
+def erf_comparison_choices() -> dict[str, tuple[str, Any]]:
+    """What the side-by-side view can show, by label: every stored card ("card", path) and every
+    estimate of this session that has images ("job", job). Other sessions' estimates are not
+    offered: they are theirs."""
+    choices: dict[str, tuple[str, Any]] = {}
+    for path in sorted(ERF_DIR.glob("*.json")):
+        try:
+            card = load_erf_card(path)
+        except CardError:
+            continue
+        choices[f"{card['backbone']} / {card['layer']} (stored, {card['weights']})"] = ("card", path)
+    for job in _erf_jobs().values():
+        if job.estimate() is None:
+            continue
+        s = job.settings
+        choices[f"{s.backbone} / {s.layer} (this session, {job.done} {s.source.split(':')[0]} images)"] = ("job", job)
+    return choices
+
+
+def erf_comparison(choice: tuple[str, Any], label: str) -> tuple[views.ErfOutline, Any] | None:
+    """(outline, picture) of one choice: a card's outline and its PNG path, or a fresh estimate's
+    plain fit and its map. None when a fresh estimate cannot be fitted."""
+    kind, value = choice
+    if kind == "card":
+        card = load_erf_card(value)
+        png = value.with_suffix(".png")
+        return views.ErfOutline.from_card(card), png if png.is_file() else None
+    estimate = value.require_estimate()
+    try:
+        fit = erf_fit(value, False, False)
+    except ErfFitError:
+        return None
+    return views.ErfOutline.from_fit(label.split(" (")[0], fit, estimate.map.shape), (estimate, fit)

@@ -28,8 +28,12 @@ from explorer.methods import (
     GRADIENT_FORMULAS,
     METHODS,
     RELU_POLICIES,
+    augment,
+    average_augmented,
     channel_sum,
+    fuse_layer_maps,
     method_label,
+    policy_map,
     resolve_relu,
     weights_from_capture,
 )
@@ -55,6 +59,10 @@ DEFAULT_METHODS = ("cam", "gradcam", "gradcampp", "extendedcam")
 SLOW_EXTRA_PASSES = 16
 
 TILES_PER_LINE = 4
+SMOOTHING = {
+    "aug": "aug-smooth: the mean map of 6 flipped and rescaled copies (6x the cost)",
+    "eigen": "eigen-smooth: the first principal component of the per-channel terms",
+}
 
 
 def method_name(method: str) -> str:
@@ -129,30 +137,34 @@ class GridResult:
     relu: dict[str, str]  # method -> ReLU policy applied
     seconds: dict[str, float]
     fcam: dict[str, np.ndarray] = field(default_factory=dict)  # base method -> H x W F-CAM (from the same forward)
+    smoothing: tuple[str, ...] = ()  # keys of SMOOTHING applied to every map
 
     def label(self, method: str) -> str:
-        return method_label(method, self.relu[method])
+        suffix = "".join(f", {name}-smooth" for name in self.smoothing)
+        return method_label(method, self.relu[method]) + suffix
 
 
 def grid(state: Selection, methods: Sequence[str], relu: str,
-         decoders: Mapping[str, DecoderChoice] | None = None) -> GridResult:
+         decoders: Mapping[str, DecoderChoice] | None = None, smoothing: Sequence[str] = ()) -> GridResult:
     """Grid maps of `methods`: the cheap ones from one shared capture, each slow one alone, so
     adding or removing a cheap method never recomputes a slow one. `decoders` (base method ->
-    F-CAM decoder, e.g. `active_decoders(state)`) run on the same capture's features."""
+    F-CAM decoder, e.g. `active_decoders(state)`) run on the same capture's features.
+    `smoothing`: keys of SMOOTHING, applied to every method."""
+    smoothing = tuple(name for name in SMOOTHING if name in smoothing)
     slow = [m for m in methods if is_slow(state, m)]
     fast = [m for m in methods if m not in slow]
     chosen = dict(decoders or {})
     parts = []
     if fast:
         shared = {m: chosen[m] for m in fast if m in chosen}
-        parts.append(_grid(*_grid_key(state, fast, relu), _decoder_key(shared), _backbone=state.backbone,
+        parts.append(_grid(*_grid_key(state, fast, relu), _decoder_key(shared), smoothing, _backbone=state.backbone,
                            _image=state.image, _decoders=shared))
     for method in slow:
         own = {method: chosen[method]} if method in chosen else {}
-        part = slow_grid(state, method, relu, own)
+        part = slow_grid(state, method, relu, own, smoothing)
         if part is not None:
             parts.append(part)
-    return _merge(parts, [m for m in methods if any(m in part.maps for part in parts)])
+    return _merge(parts, [m for m in methods if any(m in part.maps for part in parts)], smoothing)
 
 
 # ------------------------------------------------------------------ slow methods in the background
@@ -166,10 +178,10 @@ def _slow_jobs() -> dict[tuple, ThreadJob]:
     return st.session_state.setdefault("maps.slow_jobs", {})
 
 
-def _slow_key(state: Selection, method: str, own: dict[str, DecoderChoice]) -> tuple:
+def _slow_key(state: Selection, method: str, own: dict[str, DecoderChoice], smoothing: tuple[str, ...]) -> tuple:
     # No ReLU policy in the key: the job keeps the map under every policy, so changing it is free.
     return (state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer, state.target, method,
-            _decoder_key(own))
+            _decoder_key(own), smoothing)
 
 
 def _kept(key: tuple) -> dict | None:
@@ -196,7 +208,8 @@ def _classify_slow(exc: BaseException) -> tuple[JobStatus, str | None]:
     return JobStatus.FAILED, "Something went wrong while computing it; the details are in the server log."
 
 
-def _start_slow(state: Selection, method: str, own: dict[str, DecoderChoice], key: tuple) -> ThreadJob:
+def _start_slow(state: Selection, method: str, own: dict[str, DecoderChoice], key: tuple,
+                smoothing: tuple[str, ...]) -> ThreadJob:
     """Compute a slow method in a background thread under a slot of the server's governor: the page
     stays live, shows progress with a time estimate and can stop it between chunks."""
     backbone, image, target, layer = state.backbone, state.image, state.target, state.layer
@@ -208,14 +221,21 @@ def _start_slow(state: Selection, method: str, own: dict[str, DecoderChoice], ke
 
         start = time.perf_counter()
         batch = backbone.preprocess(image)
+        aug, eigen = "aug" in smoothing, "eigen" in smoothing
+        if aug:
+            batch = augment(batch)  # the image itself is row 0
         taps = tuple(dict.fromkeys(t for d in decoders.values() for t in d.taps))
-        cap = capture(backbone, batch, [target], layer, gradient=METHODS[method].needs_gradient, taps=taps)
+        cap = capture(backbone, batch, [target] * batch.shape[0], layer, gradient=METHODS[method].needs_gradient,
+                      taps=taps)
         captured = time.perf_counter()
         weights = weights_from_capture(method, cap, backbone, batch, watch=Watch(progress, job.should_stop))
-        maps = {policy: channel_sum(weights, cap.activations, policy)[0].float().cpu().numpy()
-                for policy in RELU_POLICIES}
+        maps = {}
+        for policy in RELU_POLICIES:
+            grid_map = policy_map(weights, cap.activations, policy, eigen=eigen)
+            maps[policy] = (average_augmented(grid_map) if aug else grid_map)[0].float().cpu().numpy()
         size = (int(batch.shape[-2]), int(batch.shape[-1]))
-        fcam = {m: d.foreground(cap.features, size)[0].cpu().numpy() for m, d in decoders.items()}
+        features = {name: value[:1] for name, value in cap.features.items()}
+        fcam = {m: d.foreground(features, size)[0].cpu().numpy() for m, d in decoders.items()}
         _keep(key, {"maps": maps, "fcam": fcam,
                     "seconds": {f"capture:{method}": captured - start, method: time.perf_counter() - captured}})
 
@@ -226,19 +246,20 @@ def _start_slow(state: Selection, method: str, own: dict[str, DecoderChoice], ke
     return job.start()
 
 
-def slow_grid(state: Selection, method: str, relu: str, own: dict[str, DecoderChoice]) -> GridResult | None:
+def slow_grid(state: Selection, method: str, relu: str, own: dict[str, DecoderChoice],
+              smoothing: tuple[str, ...] = ()) -> GridResult | None:
     """The slow method's grid when it is computed; otherwise its background job is started or
     shown (progress, time left, Stop) and None returned, so the rest of the grid draws at once."""
-    key = _slow_key(state, method, own)
+    key = _slow_key(state, method, own, smoothing)
     kept = _kept(key)
     if kept is not None:
         policy = resolve_relu(method, relu)
         digest = hashlib.sha256(repr((key, policy)).encode()).hexdigest()
         return GridResult(digest, {method: kept["maps"][policy]}, {method: policy}, dict(kept["seconds"]),
-                          dict(kept["fcam"]))
+                          dict(kept["fcam"]), smoothing)
     job = _slow_jobs().get(key)
     if job is None:
-        job = _start_slow(state, method, own, key)
+        job = _start_slow(state, method, own, key, smoothing)
     if job.status in (JobStatus.RUNNING, JobStatus.QUEUED):
         _slow_progress(key, method_name(method))
     else:
@@ -288,29 +309,30 @@ def _decoder_key(decoders: dict[str, DecoderChoice]) -> tuple:
 
 @st.cache_data(max_entries=24, show_spinner="Computing class activation maps…")
 def _grid(image_key: str, backbone_name: str, weights: str, layer: str, target: int,
-          methods: tuple[str, ...], relu: str, decoder_key: tuple = (), *, _backbone: Backbone,
-          _image: Image.Image, _decoders: dict | None = None) -> GridResult:
+          methods: tuple[str, ...], relu: str, decoder_key: tuple = (), smoothing: tuple[str, ...] = (), *,
+          _backbone: Backbone, _image: Image.Image, _decoders: dict | None = None) -> GridResult:
     decoders = {m: load_cached_decoder(choice, _backbone) for m, choice in (_decoders or {}).items()}
     with NETWORK_LOCK:
         batch = _backbone.preprocess(_image)
-        result = grid_maps(_backbone, batch, [target], methods, layer, relu=relu, decoders=decoders)
+        result = grid_maps(_backbone, batch, [target], methods, layer, relu=relu, decoders=decoders,
+                           eigen="eigen" in smoothing, aug_smooth="aug" in smoothing)
     key = hashlib.sha256(repr((image_key, backbone_name, weights, layer, target, methods, relu,
-                               decoder_key)).encode()).hexdigest()
+                               decoder_key, smoothing)).encode()).hexdigest()
     return GridResult(key, {m: result.maps[m][0].cpu().numpy() for m in methods}, dict(result.relu),
-                      dict(result.seconds), {m: f[0].cpu().numpy() for m, f in result.fcam.items()})
+                      dict(result.seconds), {m: f[0].cpu().numpy() for m, f in result.fcam.items()}, smoothing)
 
 
-def _merge(parts: list[GridResult], order: Sequence[str]) -> GridResult:
+def _merge(parts: list[GridResult], order: Sequence[str], smoothing: tuple[str, ...] = ()) -> GridResult:
     if len(parts) == 1:
         return parts[0]
     if not parts:  # every method asked is still being computed in the background
-        return GridResult("pending", {}, {}, {})
+        return GridResult("pending", {}, {}, {}, smoothing=smoothing)
     maps = {k: v for part in parts for k, v in part.maps.items()}
     relu = {k: v for part in parts for k, v in part.relu.items()}
     seconds = {k: v for part in parts for k, v in part.seconds.items()}
     fcam = {k: v for part in parts for k, v in part.fcam.items()}
     key = hashlib.sha256("+".join(part.key for part in parts).encode()).hexdigest()
-    return GridResult(key, {m: maps[m] for m in order}, {m: relu[m] for m in order}, seconds, fcam)
+    return GridResult(key, {m: maps[m] for m in order}, {m: relu[m] for m in order}, seconds, fcam, smoothing)
 
 
 def timing_rows(result: GridResult, state: Selection) -> list[dict[str, Any]]:
@@ -433,6 +455,22 @@ def layer_strip(state: Selection, method: str, relu: str) -> list[tuple[bytes, s
     return tiles
 
 
+def fused_layercam_tile(state: Selection, layers: Sequence[str]) -> tuple[bytes, str] | None:
+    """LayerCAM fused over `layers` (methods.fuse_layer_maps: eq. 9's tanh scaling, bilinear to the
+    finest grid, element-wise max) from the layer strip's own forward and gradient: (overlay JPEG,
+    caption), or None when fewer than two of the layers were captured."""
+    rows = _strip(state.image_choice.key, state.backbone.name, state.backbone.weights, state.target, "layercam",
+                  "after", _backbone=state.backbone, _image=state.image)
+    chosen = [torch.from_numpy(grid_map)[None] for layer, _, grid_map in rows if layer in layers]
+    if len(chosen) < 2:
+        return None
+    fused = fuse_layer_maps(chosen)
+    pixels = pixel_maps(fused, state.size, "bilinear", None, "minmax")[0].numpy()
+    h, w = fused.shape[-2:]
+    return (views.jpeg_bytes(views.overlay(np.asarray(state.seen), pixels)),
+            f"LayerCAM fused over {len(chosen)} layers · {h}×{w}")
+
+
 def scale_text(scale: views.ColourScale) -> str:
     if scale.signed:
         return f"diverging ±{scale.hi:.3g}"
@@ -501,6 +539,7 @@ def export_settings(state: Selection, result: GridResult, upsamplers: Sequence[s
         "methods": {m: {"label": result.label(m), "relu": result.relu[m], "grid_shape": list(result.maps[m].shape)}
                     for m in result.maps},
         "upsamplers": list(upsamplers), "sigma_pixels": [float(sigma[0]), float(sigma[1])], "normaliser": normaliser,
+        "smoothing": {name: SMOOTHING[name] for name in result.smoothing},
     }
 
 

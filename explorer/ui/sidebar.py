@@ -236,7 +236,7 @@ def _choose_target(backbone: Backbone, predictions: list[tuple[int, str, float]]
 
     choice = selectbox("Target class", "target", [TOP1, *top, *others], TOP1, format_func=label,
                        help="The class whose score the maps explain: one of the top-5 predictions, "
-                            "or type to search all ImageNet classes.")
+                            f"or type part of a name to search all {len(names)} classes.")
     return top[0] if choice == TOP1 else choice
 
 

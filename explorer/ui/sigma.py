@@ -17,6 +17,7 @@ from explorer.ui.sidebar import Selection
 from explorer.ui.widgets import STATE_PREFIX, remember, remembered, selectbox, set_widget, slider, toggle
 
 SIGMA_MIN, SIGMA_MAX, SIGMA_STEP = 1.0, 150.0, 0.5
+LOCKED_HINT = "The sliders show the preset '{preset}' and are fixed; pick '{manual}' in the preset list to move them."
 SIGMA_SWEEP = np.arange(SIGMA_MIN, SIGMA_MAX + SIGMA_STEP, SIGMA_STEP)  # the whole slider range
 
 
@@ -70,14 +71,17 @@ def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, floa
     with columns[0]:
         linked = toggle("Link x and y", "sigma_linked", True)
     default = float(np.clip((fixed or PAPER_SIGMA)[0], SIGMA_MIN, SIGMA_MAX))
+    hint = LOCKED_HINT.format(preset=preset, manual=MANUAL_LABEL) if locked else None
     with columns[1]:
         sigma_x = slider("σx (pixels)", "sigma_x", SIGMA_MIN, SIGMA_MAX, default, step=SIGMA_STEP,
-                         disabled=locked, on_change=on_change)
+                         disabled=locked, on_change=on_change, help=hint)
     if linked and fixed is None:
         set_widget("sigma_y", sigma_x)
     with columns[2]:
         sigma_y = slider("σy (pixels)", "sigma_y", SIGMA_MIN, SIGMA_MAX, default, step=SIGMA_STEP,
-                         disabled=locked or linked, on_change=on_change)
+                         disabled=locked or linked, on_change=on_change, help=hint)
+    if hint:
+        st.caption(hint)
     return fixed if fixed is not None else (sigma_x, sigma_y)
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from explorer.erf import ErfEstimate, ErfFit
-from explorer.views.figures import colour_scale_for_plotly
+from explorer.views.figures import PALETTE, colour_scale_for_plotly
 from explorer.views.maps import colour_scale, colourise
 
 # ----------------------------------------------------------------- effective receptive field
@@ -328,3 +329,66 @@ def degrees(radians: float) -> float:
 def plus_minus(err: float | None) -> str:
     """A formal standard error as shown under a metric: "± 0.32" (or "± n/a")."""
     return f"± {err:.2g}" if err is not None else "± n/a (no covariance)"
+
+
+# ------------------------------------------------------------------ several ERFs side by side
+
+@dataclass(frozen=True)
+class ErfOutline:
+    """One fitted ERF as the side-by-side view draws it: a stored card or a fresh estimate."""
+
+    label: str
+    origin: str  # "stored card" or "this session"
+    sigma_x: float
+    sigma_y: float
+    centre_x: float
+    centre_y: float
+    rotation: float
+    r2: float
+    input_size: tuple[int, int]  # (height, width) in pixels
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> ErfOutline:
+        h, w = (int(v) for v in card["input_size"])
+        return cls(f"{card['backbone']} / {card['layer']}", "stored card", float(card["sigma_x"]),
+                   float(card["sigma_y"]), float(card["centre_x"]), float(card["centre_y"]),
+                   float(card.get("rotation") or 0.0), float(card["r2"]), (h, w))
+
+    @classmethod
+    def from_fit(cls, label: str, fit: ErfFit, input_size: tuple[int, int]) -> ErfOutline:
+        return cls(label, "this session", fit.sigma_x, fit.sigma_y, fit.centre_x, fit.centre_y,
+                   fit.rotation or 0.0, fit.r2, (int(input_size[0]), int(input_size[1])))
+
+    @property
+    def legend(self) -> str:
+        return f"{self.label}: σ {self.sigma_x:.1f} × {self.sigma_y:.1f} px, R² {self.r2:.2f}"
+
+
+def erf_outlines_figure(outlines: Sequence[ErfOutline], height: int = 420):
+    """Every chosen ERF's fitted 1σ (solid) and 2σ (dashed) ellipse on one pixel frame, each moved
+    to the frame's centre so that only size and shape differ, one colour per ERF: which layer
+    sprays wider, and by how much, at a glance. Frame: the largest input among them."""
+    import plotly.graph_objects as go
+
+    h = max((o.input_size[0] for o in outlines), default=224)
+    w = max((o.input_size[1] for o in outlines), default=224)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    fig = go.Figure()
+    for i, outline in enumerate(outlines):
+        colour = PALETTE[i % len(PALETTE)]
+        for k, dash in ((1, "solid"), (2, "dash")):
+            t = np.linspace(0, 2 * np.pi, 145)
+            u, v = k * outline.sigma_x * np.cos(t), k * outline.sigma_y * np.sin(t)
+            c, s = np.cos(outline.rotation), np.sin(outline.rotation)
+            fig.add_trace(go.Scatter(
+                x=cx + c * u - s * v, y=cy + s * u + c * v, mode="lines", name=outline.legend,
+                legendgroup=outline.label, showlegend=k == 1, line=dict(color=colour, dash=dash, width=2),
+                hovertemplate=f"{outline.legend}<br>{k}σ ellipse<extra>{outline.origin}</extra>"))
+    fig.add_shape(type="rect", x0=-0.5, y0=-0.5, x1=w - 0.5, y1=h - 0.5, line=dict(color="grey", dash="dot"))
+    fig.update_xaxes(range=[-0.5 - w / 4, w - 0.5 + w / 4], title="x (pixels)", constrain="domain")
+    fig.update_yaxes(range=[h - 0.5 + h / 4, -0.5 - h / 4], title="y (pixels)", scaleanchor="x",
+                     constrain="domain")
+    fig.update_layout(title=f"Fitted ERFs, 1σ solid and 2σ dashed, centred in a {w}×{h} px input (dotted)",
+                      height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.2))
+    return fig

@@ -102,6 +102,37 @@ def histogram_figure(histograms: dict[str, Histogram], title: str = "", x_title:
     return consistent_styles(fig)
 
 
+HISTOGRAM_COLUMNS = 3
+
+
+def histogram_grid_figure(histograms: dict[str, Histogram], title: str = "", x_title: str = "raw value",
+                          columns: int = HISTOGRAM_COLUMNS):
+    """Small multiples of pre-binned histograms, one panel per label, side by side. Each panel keeps
+    its own value axis: raw grid values of different methods live on scales decades apart (CAM's
+    logits, Grad-CAM's gradient-weighted sums), so one shared axis would flatten all but one. A
+    dotted line marks zero where a panel's range crosses it (a signed map)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = list(histograms)
+    columns = max(1, min(columns, len(labels)))
+    rows = max(1, -(-len(labels) // columns))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=labels or None,
+                        horizontal_spacing=0.06, vertical_spacing=0.22 / rows)
+    for i, label in enumerate(labels):
+        hist = histograms[label]
+        row, col = divmod(i, columns)
+        fig.add_trace(go.Bar(x=hist.centres, y=hist.counts, name=label, width=np.diff(hist.edges),
+                             showlegend=False), row=row + 1, col=col + 1)
+        if hist.edges[0] < 0 < hist.edges[-1]:
+            fig.add_vline(x=0, line_dash="dot", line_color="grey", row=row + 1, col=col + 1)
+    fig.update_xaxes(title_text=x_title, title_font_size=11)
+    fig.update_yaxes(title_text="cells", title_font_size=11, col=1)
+    fig.update_annotations(font_size=12)
+    fig.update_layout(title=title, height=70 + 230 * rows, bargap=0, margin=dict(l=10, r=10, t=60, b=10))
+    return consistent_styles(fig)
+
+
 def profile_figure(profiles: dict[str, np.ndarray], title: str = "", x_title: str = "x (pixels)"):
     import plotly.graph_objects as go
 
@@ -251,15 +282,27 @@ def downscale_figure(zooms: Sequence[int], curves: dict[str, Sequence[float]], t
     return consistent_styles(fig)
 
 
-def bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, y_title: str):
-    """Grouped bars: one group per category, one bar per series."""
+def bar_figure(categories: Sequence[str], series: dict[str, Sequence[float]], title: str, x_title: str,
+               intervals: dict[str, Sequence[Sequence[float] | None]] | None = None):
+    """Grouped horizontal bars: one group per category (its label on the y axis, where long method
+    names have room and never overlap), one bar per series, and the 95 % interval of each bar as
+    an error bar where `intervals` gives one ([lo, hi] per category, None where none)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for label, values in series.items():
-        fig.add_trace(go.Bar(x=list(categories), y=list(values), name=label))
-    fig.update_layout(barmode="group", title=title, height=340, yaxis_title=y_title,
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+        values = [float(v) for v in values]
+        error = None
+        spans = (intervals or {}).get(label)
+        if spans is not None:
+            plus = [max(0.0, float(s[1]) - v) if s is not None else 0.0 for s, v in zip(spans, values)]
+            minus = [max(0.0, v - float(s[0])) if s is not None else 0.0 for s, v in zip(spans, values)]
+            error = dict(type="data", array=plus, arrayminus=minus, visible=True, thickness=1.2, width=3)
+        fig.add_trace(go.Bar(y=list(categories), x=values, name=label, orientation="h", error_x=error))
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_layout(barmode="group", title=title, height=110 + 16 * len(categories) * max(1, len(series)),
+                      xaxis_title=x_title, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.12, yanchor="top"))
     return consistent_styles(fig)
 
 

@@ -178,6 +178,29 @@ def test_compare_layer_strip_shows_one_method_over_every_layer() -> None:
     assert "stem · 32×112×112" in captions and "head · 1280×7×7" in captions
 
 
+def test_compare_fuses_layercam_over_chosen_layers() -> None:
+    at = open_page("compare")
+    at.toggle(key=widget("show_strip")).set_value(True)
+    at.selectbox(key=widget("strip_method")).set_value("layercam")
+    run(at)
+    assert not at.error
+    assert "LayerCAM fused over 3 layers · 14×14" in image_captions(at)  # blocks.10, blocks.15, head
+    at.multiselect(key=widget("fuse_layers")).set_value(["head"])
+    run(at)
+    assert "Pick at least two layers to fuse." in texts(at.caption)
+
+
+def test_compare_smoothing_options_and_histograms_side_by_side() -> None:
+    at = open_page("compare")
+    charts = [str(chart.proto.spec) for chart in at.get("plotly_chart")]
+    assert any("the chosen methods side by side" in spec for spec in charts)
+    assert not any(tab for tab in at.tabs)  # not one histogram per tab any more
+    at.multiselect(key=widget("smoothing")).set_value(["aug", "eigen"])
+    run(at)
+    assert not at.error
+    assert "Grad-CAM, aug-smooth, eigen-smooth" in texts(at.markdown)
+
+
 def test_smoothing_lab_says_nothing_of_the_kind_where_the_equations_differ() -> None:
     at = open_page("smoothing_lab")
     at.selectbox(key=widget("layer.efficientnet_lite0")).set_value("blocks.15")

@@ -64,6 +64,11 @@ def estimate(at: AppTest, n: int, seed: int = 0, layer: str = CHEAP_LAYER) -> Ap
     return run(at)
 
 
+def side_by_side(at: AppTest):
+    """The side-by-side table (the expander's table of every card has no "ERF" column)."""
+    return next(frame.value for frame in at.dataframe if "ERF" in frame.value.columns)
+
+
 def test_stored_card_shows_at_once_without_computing(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     monkeypatch.setattr(ui_erf, "estimate_erf", lambda *a, **k: calls.append(a))
@@ -74,7 +79,11 @@ def test_stored_card_shows_at_once_without_computing(monkeypatch: pytest.MonkeyP
     assert metrics(at)["σx (px)"] == f"{card['sigma_x']:.2f}"
     assert "Not one Gaussian (R² = 0.542 < 0.8)" in texts(at.warning)
     assert "--layer head" in texts(at.code)  # the command that made the card
-    assert len(at.image) == 1  # the card's PNG
+    assert len(at.image) == 3  # the card's PNG, then side by side: this card and the paper network's
+    side = side_by_side(at)
+    assert list(side["ERF"]) == ["efficientnet_lite0 / head", "vgg16 / conv5_3"]
+    assert side["σx (px)"][0] == round(card["sigma_x"], 2) and side["R²"][0] == round(card["r2"], 3)
+    assert any("Fitted ERFs" in str(chart.proto.spec) for chart in at.get("plotly_chart"))
     assert "Press **Estimate**" in texts(at.info)
     assert not at.error
     assert calls == []  # nothing was estimated
@@ -102,6 +111,16 @@ def test_live_estimate_fits_draws_and_its_sigma_reaches_compare() -> None:
     convergence = figures["erf.convergence"][1]
     assert [int(x) for x in convergence["layout"]["xaxis"]["tickvals"]] == [1, 2, 4, 8]
     assert "formal standard errors" in texts(at.caption)
+
+    compare = at.multiselect(key=widget("erf.compare"))
+    fresh = [option for option in compare.options if "(this session, 8 noise images)" in option]
+    assert len(fresh) == 1, compare.options
+    compare.set_value([fresh[0], *compare.value])
+    run(at)
+    side = side_by_side(at)
+    assert list(side["from"])[:2] == ["this session", "stored card"]
+    assert side["σx (px)"][0] == pytest.approx(sigma_x, abs=0.01)
+    assert "erf.compare.0." + fresh[0] in charts(at)  # the fresh estimate's own map beside the cards
 
     at.toggle(key=widget("erf_log")).set_value(True)
     run(at)

@@ -114,3 +114,18 @@ def test_sigma_moves_redraw_the_grid_and_choices_survive_page_switches(page: Pag
     expect(page.locator('input[aria-label="Target layer"]')).to_have_value("blocks.15 (320×7×7)")
     assert page.locator('[data-testid="stAlert"]').count() == 0
     shoot(page, screenshot_dir, "05-compare-after-switching-back")
+
+    # The class picker searches all class names as one types.
+    target = page.locator('input[aria-label="Target class"]')
+    target.click()
+    page.keyboard.type("goldfi")
+    options = page.locator('[role="option"]')
+    expect(options.first).to_contain_text("goldfish")
+    texts = options.all_inner_texts()
+    assert texts and all("goldfi" in t.lower() for t in texts), texts
+    shoot(page, screenshot_dir, "06-class-picker-search")
+    options.first.click()
+    settle(page, '[data-testid="stImage"] img')
+    expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="target goldfish").first).to_be_visible()
+    page.locator('[data-testid="stPlotlyChart"]', has_text="side by side").first.scroll_into_view_if_needed()
+    shoot(page, screenshot_dir, "07-compare-histograms-side-by-side")
