@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 import explorer  # noqa: E402
 from benchmarks.common import choose_threads, describe_machine, machine_info, print_table, write_json  # noqa: E402
-from explorer.methods import comparison_classes  # noqa: E402
+from explorer.methods import comparison_classes, fused_layercam  # noqa: E402
 
 # (our method, peer, peer class, layer kind, note on what differs)
 ROWS = [
@@ -60,7 +60,12 @@ ROWS = [
      "torchcam adds its noise to the activation before the mask (std 2), ours to the mask (paper); random"),
     ("iscam", "torchcam", "ISCAM", "perturbation",
      "torchcam scales step i by sum_{j<=i} j/N (up to 5.5), ours by i/N (paper)"),
+    ("gradcam+aug", "pytorch-grad-cam", "GradCAM", "one-pass",
+     "aug_smooth: the same 6 flips x scales, maps averaged after flipping back"),
+    ("layercam+fused", "torchcam", "LayerCAM", "one-pass",
+     "fusion over blocks.10, blocks.15, head: torchcam applies eq. 9's tanh to min-max normalised maps, ours to M / max M"),
 ]
+FUSED_LAYERS = ("blocks.10", "blocks.15", "head")
 SAMPLES = 2  # noisy / integration samples of SS-CAM and IS-CAM for this comparison
 
 
@@ -89,11 +94,14 @@ def pgc_at_grid_level():
 
 
 def run_ours(backbone, images, targets, layer, method):
-    return explorer.compute_cams(backbone, images, targets, [method], layer, relu="after",
-                                 score_samples=SAMPLES)[method].cpu().numpy()
+    if method == "layercam+fused":
+        return fused_layercam(backbone, images, targets, FUSED_LAYERS)[0].cpu().numpy()
+    name, _, option = method.partition("+")
+    return explorer.compute_cams(backbone, images, targets, [name], layer, relu="after", score_samples=SAMPLES,
+                                 aug_smooth=option == "aug")[name].cpu().numpy()
 
 
-def run_pgc(backbone, images, targets, layer, cls_name):
+def run_pgc(backbone, images, targets, layer, cls_name, aug=False):
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -122,14 +130,24 @@ def run_pgc(backbone, images, targets, layer, cls_name):
                 out = cam(input_tensor=images, targets=[ClassifierOutputReST(t) for t in target_list])
         else:
             with getattr(pytorch_grad_cam, cls_name)(model=model, target_layers=[module]) as cam:
-                out = cam(input_tensor=images, targets=[ClassifierOutputTarget(t) for t in target_list])
+                out = cam(input_tensor=images, targets=[ClassifierOutputTarget(t) for t in target_list],
+                          aug_smooth=aug)
     model.zero_grad(set_to_none=True)
     return np.asarray(out)
 
 
-def run_torchcam(backbone, images, targets, layer, cls_name):
+def run_torchcam(backbone, images, targets, layer, cls_name, fused=False):
     import torchcam.methods
 
+    if fused:  # its documented multi-layer use: normalised CAMs of each layer, then fuse_cams
+        paths = [backbone.layers[backbone.resolve_layer(name)] for name in FUSED_LAYERS]
+        extractor = torchcam.methods.LayerCAM(backbone.model, target_layer=paths)
+        try:
+            scores = backbone.model(images)
+            cams = extractor(class_idx=[int(t) for t in targets], scores=scores)
+            return extractor.fuse_cams(cams).detach().float().cpu().numpy()
+        finally:
+            extractor.remove_hooks()
     path = backbone.layers[backbone.resolve_layer(layer)]
     kwargs = {"num_samples": SAMPLES} if cls_name in ("SSCAM", "ISCAM") else {}
     extractor = getattr(torchcam.methods, cls_name)(backbone.model, target_layer=path, batch_size=16, **kwargs)
@@ -182,7 +200,9 @@ def main(argv=None) -> int:
             continue
         images, targets, layer = {"one-pass": (batch, batch_targets, "head"), "ablation": (one, one_targets, "head"),
                                   "perturbation": (one, one_targets, "blocks.10")}[kind]
-        runner = run_pgc if peer == "pytorch-grad-cam" else run_torchcam
+        option = method.partition("+")[2]
+        runner = functools.partial(run_pgc, aug=option == "aug") if peer == "pytorch-grad-cam" else \
+            functools.partial(run_torchcam, fused=option == "fused")
         try:
             mine, t_ours, theirs, t_peer = race(functools.partial(run_ours, backbone, images, targets, layer, method),
                                                 functools.partial(runner, backbone, images, targets, layer, cls_name),
