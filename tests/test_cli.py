@@ -103,7 +103,8 @@ def test_cam_aug_smooth_and_layercam_fused_over_layers(tmp_path, capsys):
     with np.load(out, allow_pickle=False) as f:
         settings = json.loads(str(f["settings"]))
         assert settings["aug_smooth"] is True and settings["fused_layers"] == ["blocks.10", "blocks.15", "head"]
-        assert settings["methods"]["layercam"]["label"].startswith("LayerCAM") and "fused" in settings["methods"]["layercam"]["label"]
+        label = settings["methods"]["layercam"]["label"]
+        assert label.startswith("LayerCAM") and "fused" in label
         assert f["grid/layercam"].shape == (14, 14) and f["grid/gradcam"].shape == (7, 7)
         assert 0 <= f["grid/layercam"].min() and f["grid/layercam"].max() <= np.tanh(2.0) + 1e-6
     code = main(["cam", "--image", "gallery:chelsea", "--methods", "gradcam", "--fuse-layers", "head,blocks.15",

@@ -83,3 +83,17 @@ def test_histograms_of_several_methods_sit_side_by_side_each_on_its_own_axis():
     assert [a.text for a in fig.layout.annotations][:4] == list(hists)
     assert fig.data[0].marker.color == series_style("CAM")[0]
     assert len([s for s in fig.layout.shapes if s.x0 == 0]) == 1  # zero marked only in the signed map
+
+
+def test_colourise_gives_matplotlibs_colours_from_its_table():
+    from matplotlib import colormaps
+
+    from explorer.views.maps import colourise
+
+    rng = np.random.default_rng(1)
+    for scale in (ColourScale(0.0, 1.0, False), ColourScale(-2.0, 2.0, True)):
+        values = rng.uniform(scale.lo, scale.hi, (40, 30))
+        values[0, :2] = scale.lo, scale.hi  # both ends of the scale
+        unit = np.clip((values - scale.lo) / (scale.hi - scale.lo), 0, 1)
+        expected = (colormaps[scale.cmap](unit)[..., :3] * 255).astype(np.uint8)
+        np.testing.assert_array_equal(colourise(values, scale), expected)

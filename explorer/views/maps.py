@@ -8,6 +8,7 @@ sequential one. Payloads stay small: overlays are uint8 images, histograms are p
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,14 +59,24 @@ def colour_scale(*maps: np.ndarray) -> ColourScale:
     return ColourScale(lo, hi if hi > lo else lo + 1.0, False)
 
 
-def colourise(values: np.ndarray, scale: ColourScale) -> np.ndarray:
-    """H x W values -> H x W x 3 uint8 through the scale's colormap (NaN drawn as the scale's low)."""
+@functools.lru_cache(maxsize=8)
+def _colour_table(cmap: str) -> tuple[np.ndarray, int]:
+    """The colormap's own N colours as uint8 RGB rows, and N."""
     from matplotlib import colormaps
 
+    colours = colormaps[cmap]
+    return (colours(np.arange(colours.N))[:, :3] * 255).astype(np.uint8), int(colours.N)
+
+
+def colourise(values: np.ndarray, scale: ColourScale) -> np.ndarray:
+    """H x W values -> H x W x 3 uint8 through the scale's colormap (NaN drawn as the scale's low).
+
+    A lookup in the colormap's table, indexed as matplotlib indexes it (floor(x N), the top value
+    in the last bin): the same colours, without a float RGBA image per tile on every rerun."""
+    table, n = _colour_table(scale.cmap)
     span = scale.hi - scale.lo
     unit = np.clip((np.nan_to_num(values, nan=scale.lo) - scale.lo) / (span if span > 0 else 1.0), 0, 1)
-    rgba = colormaps[scale.cmap](unit)
-    return (rgba[..., :3] * 255).astype(np.uint8)
+    return table[np.minimum((unit * n).astype(np.intp), n - 1)]
 
 
 def overlay(image: np.ndarray | Image.Image, values: np.ndarray, scale: ColourScale | None = None,
