@@ -94,7 +94,13 @@ def test_confidence_page_computes_table4_on_the_gallery(env):
     assert list(table["n"])[0] == 7
     # 7 photos cannot rank methods: the page says so
     assert any("Only 7 images" in w.value for w in at.warning)
-    assert len(at.get("plotly_chart")) == 2  # the tiny run's bars
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # the tiny run's bars
+    import json
+
+    bars = json.loads(charts[0].proto.spec)["data"]
+    assert all(bar["orientation"] == "h" for bar in bars)  # method names on the y axis, never crowded
+    assert all(bar["error_x"]["visible"] for bar in bars)  # each bar with its 95 % interval
     at.radio(key=widget("confidence.source")).set_value("folder")
     run(at)
     at.text_input(key=widget("confidence.folder")).set_value("/no/such/folder")

@@ -112,8 +112,21 @@ def test_card_live_estimate_log_scale_use_sigma_and_stop_continue(page: Page, ap
     expect(page.get_by_text("Done: 8 noise images, mode abs, seed 0")).to_be_visible()
     live_r2 = float(metric_value(page, "R²", 1))
     assert 0.1 < live_r2 <= 1
-    expect(page.locator('.js-plotly-plot')).to_have_count(6)
+    expect(page.locator('.js-plotly-plot')).to_have_count(7)  # six of the estimate, the side-by-side outlines
     shoot(page, screenshot_dir, "rf-02-live-estimate")
+
+    # Side by side: this estimate next to the stored cards, with their sigmas and R².
+    chooser = page.locator('[data-testid="stMultiSelect"]', has_text="ERFs to compare")
+    chooser.locator("input").click()
+    page.locator('[role="option"]', has_text="(this session, 8 noise images)").first.click()
+    page.keyboard.press("Escape")
+    settle(page, '.js-plotly-plot')
+    table = page.locator('[data-testid="stDataFrame"]').last
+    expect(table).to_contain_text("this session")
+    expect(page.locator('.js-plotly-plot', has_text="Fitted ERFs")).to_have_count(1)
+    expect(page.locator('.js-plotly-plot', has_text="measured ERF")).to_have_count(1)
+    page.locator('.js-plotly-plot', has_text="Fitted ERFs").scroll_into_view_if_needed()
+    shoot(page, screenshot_dir, "rf-02b-side-by-side")
 
     # Log colour scale.
     page.locator("label", has_text="Log colour scale").click()
