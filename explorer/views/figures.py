@@ -4,6 +4,7 @@ precision-recall curves, training curves) and the drawings the metrics pages put
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -122,7 +123,10 @@ def histogram_grid_figure(histograms: dict[str, Histogram], title: str = "", x_t
     rows = max(1, -(-len(labels) // columns))
     gap_x, gap_y = 0.08, 0.5 / (rows + 1)
     width, height = (1 - gap_x * (columns - 1)) / columns, (1 - gap_y * (rows - 1)) / rows
-    data, layout = [], {"annotations": [], "shapes": []}
+    data: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    shapes: list[dict[str, Any]] = []
+    layout: dict[str, Any] = {"annotations": annotations, "shapes": shapes}
     for i, label in enumerate(labels):
         hist = histograms[label]
         row, col = divmod(i, columns)
@@ -136,10 +140,10 @@ def histogram_grid_figure(histograms: dict[str, Histogram], title: str = "", x_t
                                         title=dict(text=x_title, font=dict(size=11)))
         layout[f"yaxis{suffix}"] = dict(domain=[max(0.0, y1 - height), min(1.0, y1)], anchor=f"x{suffix}",
                                         title=dict(text="cells" if col == 0 else "", font=dict(size=11)))
-        layout["annotations"].append(dict(text=label, x=x0 + width / 2, y=y1, xref="paper", yref="paper",
+        annotations.append(dict(text=label, x=x0 + width / 2, y=y1, xref="paper", yref="paper",
                                           xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=12)))
         if hist.edges[0] < 0 < hist.edges[-1]:
-            layout["shapes"].append(dict(type="line", x0=0, x1=0, y0=0, y1=1, xref=f"x{suffix}",
+            shapes.append(dict(type="line", x0=0, x1=0, y0=0, y1=1, xref=f"x{suffix}",
                                          yref=f"y{suffix} domain", line=dict(color="grey", dash="dot")))
     layout.update(title=dict(text=title), height=70 + 230 * rows, bargap=0, margin=dict(l=10, r=10, t=60, b=10))
     return go.Figure(data=data, layout=layout)
