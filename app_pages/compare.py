@@ -124,7 +124,7 @@ if show_strip:
         st.caption("Bilinear upsampling and min-max normalisation; the ReLU policy chosen above.")
     if strip_method == "layercam":
         layers = list(state.backbone.layers)
-        fuse_column, fused_column = st.columns([2, 1], vertical_alignment="center")
+        fuse_column, fused_column = st.columns([4, 1], vertical_alignment="center")
         with fuse_column:
             fuse = ui.multiselect("Fuse LayerCAM over", "fuse_layers", layers, layers[-3:],
                                   help="LayerCAM's multi-layer fusion (Jiang et al. 2021, eq. 9): each layer's map "

@@ -129,3 +129,11 @@ def test_sigma_moves_redraw_the_grid_and_choices_survive_page_switches(page: Pag
     expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="target goldfish").first).to_be_visible()
     page.locator('[data-testid="stPlotlyChart"]', has_text="side by side").first.scroll_into_view_if_needed()
     shoot(page, screenshot_dir, "07-compare-histograms-side-by-side")
+
+    # The layer strip with LayerCAM, and LayerCAM fused over the deepest three layers.
+    page.locator("label", has_text="Show the layer strip").click()
+    settle(page, '[data-testid="stImageCaption"]:has-text("head · 1280×7×7")')
+    choose(page, "Method over every target layer", "LayerCAM")
+    expect(page.locator('[data-testid="stImageCaption"]', has_text="LayerCAM fused over 3 layers")).to_be_visible()
+    page.locator('[data-testid="stImageCaption"]', has_text="LayerCAM fused").scroll_into_view_if_needed()
+    shoot(page, screenshot_dir, "08-compare-layer-strip-layercam-fused")
