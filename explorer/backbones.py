@@ -59,9 +59,28 @@ def default_device() -> torch.device:
 
 
 def imagenet_class_names() -> list[str]:
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    """The 1,000 ImageNet class names torchvision ships (a fresh list)."""
+    return list(_imagenet_class_names())
 
-    return list(_IMAGENET_CATEGORIES)
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_class_names() -> tuple[str, ...]:
+    """Read from torchvision's source file as a literal: importing torchvision for them cost a
+    second and a half of the app's cold start."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchvision")
+    meta = Path(next(iter(spec.submodule_search_locations or ()))) / "models" / "_meta.py" if spec else None
+    if meta is not None and meta.is_file():
+        for node in ast.parse(meta.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_IMAGENET_CATEGORIES" for t in node.targets):
+                names = ast.literal_eval(node.value)
+                if isinstance(names, list) and len(names) == 1000:
+                    return tuple(str(name) for name in names)
+    from torchvision.models._meta import _IMAGENET_CATEGORIES  # the file moved: import it after all
+
+    return tuple(_IMAGENET_CATEGORIES)
 
 
 @dataclass

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from explorer.errors import ExplorerError
 
@@ -55,12 +54,15 @@ def saturation(images: np.ndarray) -> np.ndarray:
 def median_distance(images: np.ndarray, filtered: bool = False) -> np.ndarray:
     rgb = images.astype(np.float64)
     if filtered:
+        from scipy import ndimage  # here, not at import: the app loads this module on its first page
+
         rgb = ndimage.median_filter(rgb, size=(1, 5, 5, 1))
     median = np.median(rgb.reshape(len(rgb), -1, 3), axis=1)[:, None, None, :]
     return np.linalg.norm(rgb - median, axis=3)
 
 
 def frequency_tuned(images: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
     from skimage.color import rgb2lab
 
     lab = np.stack([rgb2lab(image) for image in images])
