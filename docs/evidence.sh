@@ -30,6 +30,12 @@ $X evaluate --dataset synthetic --backbone synthetic_vgg --methods $SIX --out $E
 $X evaluate --dataset synthetic --backbone synthetic_lite0 --methods cam,$SIX --out $EVAL/synthetic_lite0
 $X evaluate --dataset synthetic --backbone synthetic_cnn --methods cam,$SIX --out $EVAL/synthetic_cnn
 
+# 3b. F-CAM on v2: a decoder from CAM for synthetic_lite0 (resumes), then CAM with every upsampler.
+[ -f checkpoints/fcam/synthetic_lite0__cam.pt ] || \
+  $X train-fcam --backbone synthetic_lite0 --train-limit 2400 --val-limit 300 --threads 2
+$X evaluate --dataset synthetic --backbone synthetic_lite0 --methods cam --upsampler bilinear,gaussian,fcam \
+   --decoder checkpoints/fcam/synthetic_lite0__cam.pt --limit 300 --out $EVAL/synthetic_lite0_fcam
+
 # 4. Extended-CAM Table 4 over a sigma sweep (VGG-style head, its last conv layer).
 for s in 5 10 20 40 80; do
   $X evaluate --dataset synthetic --backbone synthetic_vgg --methods gradcam,gradcampp,extendedcam \
