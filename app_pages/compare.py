@@ -130,7 +130,7 @@ if show_strip:
                                   help="LayerCAM's multi-layer fusion (Jiang et al. 2021, eq. 9): each layer's map "
                                        "scaled by tanh(2 M / max M), resized to the finest grid, element-wise "
                                        "maximum. Shallow layers add fine detail to the deep layer's location.")
-        fused = ui.attempt("fusing LayerCAM", lambda: ui.fused_layercam_tile(state, fuse))
+        fused = ui.attempt("fusing LayerCAM", lambda: ui.fused_layercam_tile(state, fuse, relu))
         if fused is not None:
             fused_column.image(fused[0], caption=fused[1], width="stretch")
         elif len(fuse) < 2:

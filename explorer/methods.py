@@ -528,14 +528,16 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
     method that is a sum over channels (then the ReLU policy "after" acts on the smoothed map).
     `aug_smooth` runs every method on the AUG_COUNT augmentations of `augment` in one batch and
     returns `average_augmented` of their maps (each after its ReLU policy), as pytorch-grad-cam's
-    aug_smooth; it needs its own capture, so `cap` cannot be given with it.
+    aug_smooth; a `cap` given with it must be the capture of `augment(images)`.
     """
     methods = validate_methods(methods)
     if aug_smooth:
-        if cap is not None:
-            raise MethodError("aug-smooth captures its augmented batch itself; do not pass a capture with it.")
+        batch = augment(images)
+        if cap is not None and cap.activations.shape[0] != batch.shape[0]:
+            raise MethodError(f"aug-smooth needs the capture of the {AUG_COUNT} augmented copies of each image "
+                              f"({batch.shape[0]} rows); this capture has {cap.activations.shape[0]}.")
         targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1).repeat(AUG_COUNT)
-        maps = compute_cams(backbone, augment(images), targets, methods, layer, relu=relu,
+        maps = compute_cams(backbone, batch, targets, methods, layer, relu=relu, cap=cap,
                             smooth_samples=smooth_samples, smooth_std=smooth_std, scorecam_chunk=scorecam_chunk,
                             score_samples=score_samples, seed=seed, batch_size=batch_size, watch=watch, eigen=eigen)
         return {method: average_augmented(m) for method, m in maps.items()}

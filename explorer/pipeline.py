@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from explorer.backbones import Backbone
 from explorer.capture import capture
-from explorer.methods import AUG_COUNT, METHODS, augment, average_augmented, compute_cams, resolve_relu, validate_methods
+from explorer.methods import AUG_COUNT, METHODS, augment, compute_cams, resolve_relu, validate_methods
 from explorer.upsample import FCAM, UpsampleError, normalise, upsample
 
 if TYPE_CHECKING:
@@ -66,14 +66,14 @@ def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | 
     device = images.device
     decoders = dict(decoders or {})
     taps = tuple(dict.fromkeys(t for d in decoders.values() for t in d.taps))
-    aug_smooth = bool(options.pop("aug_smooth", False))
+    aug_smooth = bool(options.get("aug_smooth", False))
     count = images.shape[0]
-    batch = augment(images) if aug_smooth else images  # the images themselves are its first rows
     targets = torch.as_tensor(targets, dtype=torch.long, device=device).reshape(-1)
     start = time.perf_counter()
     need_grad = any(METHODS[m].needs_gradient for m in methods)
-    cap = capture(backbone, batch, targets.repeat(AUG_COUNT) if aug_smooth else targets, layer,
-                  gradient=need_grad, taps=taps)
+    # With aug-smooth the one shared capture is that of the augmented batch (the images are its first rows).
+    cap = capture(backbone, augment(images) if aug_smooth else images,
+                  targets.repeat(AUG_COUNT) if aug_smooth else targets, layer, gradient=need_grad, taps=taps)
     _sync(device)
     seconds = {"capture": time.perf_counter() - start}
     fcam = {}
@@ -87,10 +87,8 @@ def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | 
     for method in methods:
         start = time.perf_counter()
         policies[method] = resolve_relu(method, relu)
-        maps[method] = compute_cams(backbone, batch, cap.targets, [method], layer, relu=policies[method],
+        maps[method] = compute_cams(backbone, images, targets, [method], layer, relu=policies[method],
                                     cap=cap, **options)[method]
-        if aug_smooth:
-            maps[method] = average_augmented(maps[method])
         _sync(device)
         seconds[method] = time.perf_counter() - start
     return GridMaps(maps=maps, relu=policies, logits=cap.logits[:count], targets=cap.targets[:count], layer=layer,

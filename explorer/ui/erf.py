@@ -274,8 +274,6 @@ def stored_erf_cards() -> list[dict[str, Any]]:
     return rows
 
 
-
-
 def erf_comparison_choices() -> dict[str, tuple[str, Any]]:
     """What the side-by-side view can show, by label: every stored card ("card", path) and every
     estimate of this session that has images ("job", job). Other sessions' estimates are not

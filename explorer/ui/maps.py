@@ -455,13 +455,15 @@ def layer_strip(state: Selection, method: str, relu: str) -> list[tuple[bytes, s
     return tiles
 
 
-def fused_layercam_tile(state: Selection, layers: Sequence[str]) -> tuple[bytes, str] | None:
+def fused_layercam_tile(state: Selection, layers: Sequence[str], relu: str) -> tuple[bytes, str] | None:
     """LayerCAM fused over `layers` (methods.fuse_layer_maps: eq. 9's tanh scaling, bilinear to the
-    finest grid, element-wise max) from the layer strip's own forward and gradient: (overlay JPEG,
-    caption), or None when fewer than two of the layers were captured."""
+    finest grid, element-wise max) from the layer strip's own cached maps (no forward of its own):
+    (overlay JPEG, caption), or None when fewer than two of the layers were captured. The fusion
+    reads non-negative maps, so each strip map goes through a ReLU (LayerCAM's own map under the
+    policies none, after and published)."""
     rows = _strip(state.image_choice.key, state.backbone.name, state.backbone.weights, state.target, "layercam",
-                  "after", _backbone=state.backbone, _image=state.image)
-    chosen = [torch.from_numpy(grid_map)[None] for layer, _, grid_map in rows if layer in layers]
+                  relu, _backbone=state.backbone, _image=state.image)
+    chosen = [torch.from_numpy(grid_map).clamp_min(0)[None] for layer, _, grid_map in rows if layer in layers]
     if len(chosen) < 2:
         return None
     fused = fuse_layer_maps(chosen)
