@@ -380,6 +380,11 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
                         "(default: synthetic_lite0 for synthetic_cnn, none for synthetic_lite0; 'none' turns it off)")
     p.add_argument("--attention-weight", type=number(0), default=None,
                    help="weight of the attention-transfer term (default 5 with a teacher)")
+    p.add_argument("--distill-weight", type=number(0), default=None,
+                   help="share of the loss given to the teacher's softened class scores, 0-1 "
+                        "(knowledge distillation; default 0.7 for synthetic_cnn, 0 otherwise; 0 turns it off)")
+    p.add_argument("--distill-temperature", type=number(0, above=True), default=None,
+                   help="temperature T softening the teacher's and student's scores (default 4)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the resumable run state lives (default: <out without .pt>.run/)")
     p.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when present, else cpu)")
@@ -412,6 +417,12 @@ def run_train_classifier(args: argparse.Namespace) -> int:
             changes["attention_weight"] = 5.0  # a teacher named for an architecture without one by default
     if args.attention_weight is not None:
         changes["attention_weight"] = args.attention_weight
+    if args.distill_weight is not None:
+        changes["distill_weight"] = args.distill_weight
+    if args.distill_temperature is not None:
+        changes["distill_temperature"] = args.distill_temperature
+    if not changes.get("teacher", config.teacher) and args.distill_weight is None:
+        changes["distill_weight"] = 0.0  # no teacher: nothing to distil (named explicitly, check() refuses)
     config = dataclasses.replace(config, **changes).check()
     if args.data is None:
         with tqdm(unit="image", desc="generating the synthetic dataset (first use)") as bar:

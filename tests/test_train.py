@@ -21,6 +21,7 @@ from explorer.train import (
     accuracy,
     attention_transfer_loss,
     augment,
+    distillation_loss,
     load_split_tensor,
     read_card,
     train_classifier,
@@ -112,6 +113,27 @@ def test_attention_transfer_loss_against_its_formula():
     assert attention_transfer_loss(left, right) == pytest.approx(2.0, abs=1e-6)
     # The teacher's negative evidence is cut (ReLU): only where it points counts.
     assert attention_transfer_loss(left, left - 3 * right) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_loss_against_its_formula():
+    torch.manual_seed(1)
+    student, teacher = torch.randn(5, 20), 3 * torch.randn(5, 20)
+    for t in (1.0, 4.0):
+        p, q = torch.softmax(student / t, 1), torch.softmax(teacher / t, 1)
+        expected = t * t * (q * (q.log() - p.log())).sum(1).mean()
+        assert distillation_loss(student, teacher, t) == pytest.approx(float(expected), rel=1e-5)
+    # Zero exactly when the student's softened scores are the teacher's (a shift changes nothing).
+    assert distillation_loss(teacher + 2.0, teacher, 4.0) == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(student, teacher, 4.0) > 0
+
+
+def test_distillation_needs_a_teacher_and_a_share_of_at_most_one():
+    with pytest.raises(TrainError, match="needs a --teacher"):
+        tiny_config(teacher="", attention_weight=0.0).check()
+    with pytest.raises(TrainError, match="at most 1"):
+        tiny_config(distill_weight=1.5).check()
+    assert TrainConfig.defaults("synthetic_cnn").distill_weight > 0
+    assert TrainConfig.defaults("synthetic_lite0").distill_weight == 0
 
 
 def test_augment_moves_a_teacher_map_with_its_image():
