@@ -1,13 +1,14 @@
 """Compare CAM methods: rows of methods, columns of upsamplers, on the sidebar's image and layer.
 
 The grid maps (the network's forward + gradient) are computed in a cached call outside the
-fragment below, once per choice of methods and ReLU policy; sigma, upsampler, normaliser and
-colour-scale changes rerun only the fragment, which upsamples those cached maps.
+fragments below, once per choice of methods and ReLU policy; sigma, upsampler, normaliser and
+colour-scale changes rerun only the overlay fragment, which upsamples those cached maps, and a
+switch of the heatmap's method only the fragment that draws it.
 """
 
 import streamlit as st
 
-from explorer import FCAM, NORMALISERS, ui, views
+from explorer import FCAM, NORMALISERS, ui
 
 NORMALISER_LABELS = {
     "minmax": "min-max (0 to 1)",
@@ -137,18 +138,25 @@ if show_strip:
             fused_column.caption("Pick at least two layers to fuse.")
 
 st.subheader("Inside the grid")
-heatmap_column, histogram_column = st.columns(2, gap="large")
-with heatmap_column:
-    shown = ui.selectbox("Heatmap of", "heatmap_method", list(result.maps), format_func=result.label)
-    grid_rows, grid_cols = result.maps[shown].shape  # the layer's grid, or the image's for input-gradient methods
-    st.plotly_chart(views.heatmap_figure(result.maps[shown], title=f"{result.label(shown)}: raw grid ({grid_rows}×{grid_cols})",
-                                         class_name=state.target_name), theme=None)  # keep the scale's dark end
-    st.caption("Hover a cell for its raw value, before any upsampling or normalisation.")
-with histogram_column:
-    st.plotly_chart(views.histogram_grid_figure(ui.histograms(result), columns=2,
-                                                title="Raw grid values, the chosen methods side by side"))
-    st.caption("One panel per method, each on its own value axis (raw values of different methods differ by "
-               "orders of magnitude); a dotted line marks zero in a signed map.")
+
+
+@st.fragment
+def inside_the_grid() -> None:
+    """The raw grid of one method and every method's value histogram: switching the method
+    reruns only this block (the maps are cached; nothing above is redrawn)."""
+    heatmap_column, histogram_column = st.columns(2, gap="large")
+    with heatmap_column:
+        shown = ui.selectbox("Heatmap of", "heatmap_method", list(result.maps), format_func=result.label)
+        # The layer's grid, or the image's for input-gradient methods.
+        st.plotly_chart(ui.heatmap_chart(result, shown, state.target_name), theme=None)  # keep the scale's dark end
+        st.caption("Hover a cell for its raw value, before any upsampling or normalisation.")
+    with histogram_column:
+        st.plotly_chart(ui.histogram_chart(result, columns=2))
+        st.caption("One panel per method, each on its own value axis (raw values of different methods differ by "
+                   "orders of magnitude); a dotted line marks zero in a signed map.")
+
+
+inside_the_grid()
 
 st.subheader("Time taken")
 st.dataframe(ui.timing_rows(result, state), hide_index=True)

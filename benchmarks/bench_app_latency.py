@@ -11,7 +11,8 @@ sigma preset, then:
   each press until every Gaussian tile's caption shows the new sigma and the app reports no run in
   progress (the slider lives in a fragment: only the upsampling and the tiles rerun);
 * method: switches the "Heatmap of" selectbox between two methods `--moves` times and times each
-  switch until the heatmap's title names the new method (a whole-page rerun on cached maps);
+  switch until the heatmap's title names the new method (the heatmap's own fragment reruns on
+  cached maps and figures);
 * cold start: from launching the server process to the first overlay tile of Compare opened
   straight from its URL (torch and the app imported, the model loaded, the first forward and
   gradient, the page drawn), with nothing cached: a fresh server.

@@ -426,8 +426,22 @@ def _grey_to_rgb(levels: np.ndarray) -> Image.Image:
 # --------------------------------------------------------------------------- gallery
 
 
+# scikit-image's own files for its sample photos: decoding one with PIL takes milliseconds, where
+# skimage.data.chelsea() imports skimage.io and SciPy's linear algebra first (1.7 s of a cold start).
+_SKIMAGE_FILES = {"chelsea": "chelsea.png", "coffee": "coffee.png", "astronaut": "astronaut.png",
+                  "rocket": "rocket.jpg"}
+
+
 def _skimage_photo(name: str) -> Callable[[], Image.Image]:
     def load() -> Image.Image:
+        import importlib.util
+
+        spec = importlib.util.find_spec("skimage")  # locates the package without importing it
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(next(iter(spec.submodule_search_locations))) / "data" / _SKIMAGE_FILES[name]
+            if path.is_file():
+                with Image.open(path) as image:
+                    return image.convert("RGB")
         import skimage.data
 
         return Image.fromarray(np.ascontiguousarray(getattr(skimage.data, name)())).convert("RGB")

@@ -13,8 +13,9 @@ upsampler name "fcam" then reads it.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -93,6 +94,23 @@ def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | 
         seconds[method] = time.perf_counter() - start
     return GridMaps(maps=maps, relu=policies, logits=cap.logits[:count], targets=cap.targets[:count], layer=layer,
                     seconds=seconds, fcam=fcam)
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Torch's intra-op threads limited to one in this thread for the block (the limit is a
+    per-thread OpenMP setting: other threads, e.g. another session's forward, keep theirs).
+
+    For the cheap half on one image: its tensors are a few hundred kilobytes, and handing them to
+    a second thread costs more than it saves once the cores are shared (with a browser, another
+    session, a training run): a Gaussian upsampling took 40 ms with two threads on a loaded
+    2-core machine and 1 ms alone."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pixel_maps(maps: torch.Tensor, size: int | Sequence[int], upsampler: str = "bilinear",

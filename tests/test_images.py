@@ -654,3 +654,15 @@ def test_image_digest_of_pixels_ignores_mode_but_not_shape() -> None:
     flat = Image.new("RGB", (2, 3), (9, 9, 9))
     assert image_digest(flat) != image_digest(Image.new("RGB", (3, 2), (9, 9, 9)))
 
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut", "rocket"])
+def test_scikit_image_photos_read_from_its_files_are_its_own_pixels(name):
+    """The gallery reads scikit-image's files with PIL (no skimage.io import at a cold start);
+    the pixels are exactly those skimage.data returns."""
+    import skimage.data
+
+    from explorer.images import gallery_image
+
+    expected = np.asarray(getattr(skimage.data, name)())[..., :3]
+    np.testing.assert_array_equal(np.asarray(gallery_image(name)), expected)

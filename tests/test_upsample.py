@@ -116,3 +116,16 @@ def test_constant_zero_and_nan_maps_normalise_to_zeros(method):
     else:
         torch.testing.assert_close(out[1], maps[1])
         assert (out[2:] == 0).all()
+
+
+@pytest.mark.parametrize("method", ["none", "minmax", "max"])
+def test_a_broken_map_leaves_its_neighbours_in_the_batch_alone(method):
+    """Only the map with a NaN or an infinity becomes zeros; the others are scaled as if alone."""
+    good = torch.tensor([[-2.0, 0.0], [1.0, 4.0]])
+    maps = torch.stack([good, torch.tensor([[1.0, -float("inf")], [0.0, 2.0]]), 3 * good,
+                        torch.tensor([[float("nan"), 1.0], [2.0, 3.0]])])
+    out = normalise(maps, method)
+    for i in (0, 2):
+        torch.testing.assert_close(out[i], normalise(maps[i:i + 1], method)[0])
+    assert (out[[1, 3]] == 0).all()
+    torch.testing.assert_close(out[0], normalise(good[None], method)[0])

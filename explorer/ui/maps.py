@@ -23,6 +23,7 @@ from explorer.backbones import Backbone
 from explorer.capture import capture, capture_layers
 from explorer.errors import ExplorerError
 from explorer.jobs import JobStatus, ThreadJob
+from explorer.memo import BoundedMemo, digest
 from explorer.methods import (
     ACTIVATION_FORMULAS,
     GRADIENT_FORMULAS,
@@ -38,7 +39,7 @@ from explorer.methods import (
     weights_from_capture,
 )
 from explorer.perturbation import Stopped, Watch
-from explorer.pipeline import grid_maps, pixel_maps
+from explorer.pipeline import grid_maps, pixel_maps, single_threaded
 from explorer.ui.fcam import DecoderChoice, load_cached_decoder
 from explorer.ui.loading import NETWORK_LOCK, idle_timeout_s, server_governor, session_owner
 from explorer.ui.sidebar import Selection, shape_text
@@ -352,32 +353,77 @@ def timing_rows(result: GridResult, state: Selection) -> list[dict[str, Any]]:
     return rows
 
 
+_FIGURES: BoundedMemo[Any] = BoundedMemo(max_bytes=16 * 2**20)
+
+
+def heatmap_chart(result: GridResult, method: str, class_name: str) -> Any:
+    """The raw grid heatmap of one method (a plotly figure, shared read-only between reruns: a
+    switch back to a method shown before builds nothing)."""
+    values = result.maps[method]
+    title = f"{result.label(method)}: raw grid ({values.shape[0]}×{values.shape[1]})"
+    return _FIGURES.get_or_make(("heatmap", digest(values), title, class_name),
+                                lambda: views.heatmap_figure(values, title=title, class_name=class_name),
+                                size=4096 + 24 * values.size)
+
+
+def histogram_chart(result: GridResult, columns: int = 2) -> Any:
+    """The chosen methods' raw value histograms as small multiples (shared read-only, as above)."""
+    key = ("histograms", columns, tuple((result.label(m), digest(v)) for m, v in result.maps.items()))
+    return _FIGURES.get_or_make(key, lambda: views.histogram_grid_figure(
+        histograms(result), columns=columns, title="Raw grid values, the chosen methods side by side"),
+        size=4096 * (1 + len(result.maps)))
+
+
 def histograms(result: GridResult) -> dict[str, views.Histogram]:
     """Pre-binned raw grid values per method (about two cells per bin, 10 to 60 bins)."""
     return {result.label(m): views.histogram(values, bins=int(np.clip(values.size // 2, 10, 60)))
             for m, values in result.maps.items()}
 
 
+# Upsampled maps and overlay tiles are pure functions of a grid map and the settings, so a sigma
+# move redraws only the Gaussian column; the bilinear column (and a decoder's) is reused.
+_PIXELS: BoundedMemo[np.ndarray] = BoundedMemo(max_bytes=96 * 2**20)
+_TILES: BoundedMemo[bytes] = BoundedMemo(max_bytes=32 * 2**20)
+
+
 def pixel_table(result: GridResult, size: tuple[int, int], upsamplers: Sequence[str],
                 sigma: tuple[float, float], normaliser: str) -> dict[tuple[str, str], np.ndarray]:
     """(method, upsampler) -> H x W normalised map: the cheap half of the pipeline, all that a
-    sigma, upsampler or normaliser change reruns."""
+    sigma, upsampler or normaliser change reruns. Maps the settings did not change come from a
+    memo keyed by the grid map's content; the rest are upsampled in one batch per grid shape."""
     methods = list(result.maps)
-    by_shape: dict[tuple[int, ...], list[str]] = {}  # input-resolution methods sit beside layer grids
-    for m in methods:
-        by_shape.setdefault(result.maps[m].shape, []).append(m)
-    table = {}
+    table: dict[tuple[str, str], np.ndarray] = {}
     for up in upsamplers:
         if up == FCAM:  # the decoder's probability as it is; only for methods a decoder was trained from
             for m in methods:
                 if m in result.fcam:
-                    table[(m, up)] = pixel_map(result, m, size, up, sigma, normaliser)
+                    key = (FCAM, digest(result.fcam[m]), tuple(size))
+                    table[(m, up)] = _PIXELS.get_or_make(key, functools.partial(pixel_map, result, m, size, FCAM,
+                                                                                  sigma, normaliser))
             continue
-        for group in by_shape.values():
-            maps = pixel_maps(torch.from_numpy(np.stack([result.maps[m] for m in group])), size, up, sigma,
-                              normaliser).numpy()
-            table.update({(m, up): maps[i] for i, m in enumerate(group)})
+        settings = (up, tuple(size), normaliser, tuple(sigma) if up == "gaussian" else None)
+        keys = {m: (digest(result.maps[m]), *settings) for m in methods}
+        missing: dict[tuple[int, ...], list[str]] = {}  # input-resolution methods sit beside layer grids
+        for m in methods:
+            found = _PIXELS.get(keys[m])
+            if found is None:
+                missing.setdefault(result.maps[m].shape, []).append(m)
+            else:
+                table[(m, up)] = found
+        for group in missing.values():
+            with single_threaded():
+                maps = pixel_maps(torch.from_numpy(np.stack([result.maps[m] for m in group])), size, up, sigma,
+                                  normaliser).numpy()
+            table.update({(m, up): _PIXELS.put(keys[m], maps[i].copy()) for i, m in enumerate(group)})
     return {(m, up): table[(m, up)] for up in upsamplers for m in methods if (m, up) in table}
+
+
+def overlay_tile(base: np.ndarray, base_digest: str, values: np.ndarray, scale: views.ColourScale,
+                 alpha: float) -> bytes:
+    """The JPEG of one map over the image, from the memo when the same map, scale and opacity
+    were drawn over the same image before."""
+    key = (base_digest, digest(values), scale, float(alpha))
+    return _TILES.get_or_make(key, lambda: views.jpeg_bytes(views.overlay(base, values, scale, alpha)))
 
 
 def pixel_map(result: GridResult, method: str, size: tuple[int, int], upsampler: str,
@@ -499,8 +545,10 @@ def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray
                 "lists the decoders and can fit one).")
         return
     blocks_per_line = max(1, TILES_PER_LINE // len(upsamplers))
+    own = {key: views.colour_scale(values) for key, values in table.items()}
     common = views.colour_scale(*table.values()) if shared_scale else None
     base = np.asarray(seen)
+    base_digest = digest(base)
     for start in range(0, len(methods), blocks_per_line):
         line = methods[start:start + blocks_per_line]
         for block, method in zip(st.columns(blocks_per_line), line):
@@ -511,10 +559,10 @@ def show_overlay_grid(seen: Image.Image, table: dict[tuple[str, str], np.ndarray
                         column.image(views.jpeg_bytes((base * 0.25).astype(np.uint8)), width="stretch",
                                      caption=f"{col_labels[up]}: no decoder trained from {method_name(method)}")
                         continue
-                    scale = common or views.colour_scale(table[(method, up)])
-                    column.image(views.jpeg_bytes(views.overlay(base, table[(method, up)], scale, alpha)),
+                    scale = common or own[(method, up)]
+                    column.image(overlay_tile(base, base_digest, table[(method, up)], scale, alpha),
                                  width="stretch", caption=f"{col_labels[up]} · {scale_text(scale)}")
-    signed = any(views.colour_scale(v).signed for v in table.values())
+    signed = any(scale.signed for scale in own.values())
     shown = common or (views.ColourScale(-1.0, 1.0, True) if signed else views.ColourScale(0.0, 1.0, False))
     st.markdown(views.colourbar_html(shown, shared=common is not None), unsafe_allow_html=True)
 

@@ -44,15 +44,25 @@ class ColourScale:
         return DIVERGING_CMAP if self.signed else SEQUENTIAL_CMAP
 
 
+def _finite_range(values: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) over the finite values, None when there are none. Two reductions when every value
+    is finite (a normalised map always is); the mask only for a map with NaN or infinity."""
+    if values.size == 0:
+        return None
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if np.isfinite(lo) and np.isfinite(hi):
+        return lo, hi
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else None
+
+
 def colour_scale(*maps: np.ndarray) -> ColourScale:
     """One scale spanning all the given maps (pass one map for a per-map scale)."""
-    values = [np.asarray(m, dtype=np.float64) for m in maps]
-    finite = [v[np.isfinite(v)] for v in values]
-    finite = [v for v in finite if v.size]
-    if not finite:
+    ranges = [r for r in (_finite_range(np.asarray(m)) for m in maps) if r is not None]
+    if not ranges:
         return ColourScale(0.0, 1.0, False)
-    lo = min(float(v.min()) for v in finite)
-    hi = max(float(v.max()) for v in finite)
+    lo = min(r[0] for r in ranges)
+    hi = max(r[1] for r in ranges)
     if lo < 0:
         peak = max(abs(lo), abs(hi)) or 1.0
         return ColourScale(-peak, peak, True)
