@@ -17,6 +17,9 @@ sigma preset, then:
   straight from its URL (torch and the app imported, the model loaded, the first forward and
   gradient, the page drawn), with nothing cached: a fresh server.
 
+* floor: the sigma-move timing on benchmarks/floor_app.py, a fragment with one slider and eight
+  captions that computes nothing: what Streamlit and Chromium alone take on this machine.
+
 Median and 95th percentile, milliseconds. Targets (issue 16): sigma move median <= 250 ms, method
 switch median <= 400 ms, cold start <= 10 s.
 BENCH_LOG=<file> keeps the server's log there (by default it goes to a temporary folder).
@@ -63,10 +66,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(log: Path) -> tuple[subprocess.Popen, str, float]:
+def start_server(log: Path, script: str = "app.py") -> tuple[subprocess.Popen, str, float]:
     """(server, url, the perf_counter time at which its process was launched)."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+    command = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false"]
     sink = log.open("w")
@@ -147,6 +150,30 @@ def measure(page, moves: int) -> dict:
     return {"sigma_ms": sigma_ms, "method_ms": method_ms}
 
 
+def measure_floor(page, moves: int) -> list[float]:
+    """The same sigma-move timing on benchmarks/floor_app.py (a slider and eight captions)."""
+    page.wait_for_selector('[data-testid="stCaptionContainer"]')
+    page.wait_for_selector(READY, state="attached")
+    page.wait_for_timeout(500)
+    slider = page.locator('input[type="range"][aria-label="σx (pixels)"]')
+    captions = """() => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(c => c.innerText)"""
+    samples = []
+    for _ in range(moves):
+        before = page.evaluate(captions)
+        slider.focus()
+        start = time.perf_counter()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            """before => {
+                const caps = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(c => c.innerText);
+                const app = document.querySelector('[data-testid="stApp"]');
+                return caps.length === before.length && caps.every((t, i) => t !== before[i])
+                    && app.getAttribute('data-test-script-state') === 'notRunning';
+            }""", arg=before, polling=5)
+        samples.append(1000 * (time.perf_counter() - start))
+    return samples
+
+
 def summary(samples: list[float]) -> dict:
     return {"median_ms": statistics.median(samples), "p95_ms": percentile(samples, 95), "n": len(samples)}
 
@@ -175,10 +202,20 @@ def main(argv=None) -> int:
             settle(page, '[data-testid="stDataFrame"]')
             samples = measure(page, args.moves)
         finally:
-            browser.close()
             server.terminate()
             server.wait(timeout=20)
-    result = {"sigma": summary(samples["sigma_ms"]), "method": summary(samples["method_ms"]), "cold_start": cold,
+        floor_server, floor_url, _ = start_server(log.with_name("floor.log"), "benchmarks/floor_app.py")
+        try:
+            page = browser.new_context(viewport={"width": 1600, "height": 1400}).new_page()
+            page.set_default_timeout(120_000)
+            page.goto(floor_url)
+            samples["floor_ms"] = measure_floor(page, args.moves)
+        finally:
+            browser.close()
+            floor_server.terminate()
+            floor_server.wait(timeout=20)
+    result = {"sigma": summary(samples["sigma_ms"]), "method": summary(samples["method_ms"]),
+              "floor": summary(samples["floor_ms"]), "cold_start": cold,
               "samples": samples}
     result["sigma"]["verdict"] = verdict(result["sigma"]["median_ms"], TARGET_SIGMA_MS)
     result["method"]["verdict"] = verdict(result["method"]["median_ms"], TARGET_METHOD_MS)
@@ -186,6 +223,8 @@ def main(argv=None) -> int:
     print(f"sigma slider move -> repainted grid: median {result['sigma']['median_ms']:.0f} ms, "
           f"p95 {result['sigma']['p95_ms']:.0f} ms over {args.moves} moves (target median <= {TARGET_SIGMA_MS:.0f} ms) "
           f"{result['sigma']['verdict']}")
+    print(f"floor (benchmarks/floor_app.py: a slider and eight captions, nothing computed): median "
+          f"{result['floor']['median_ms']:.0f} ms, p95 {result['floor']['p95_ms']:.0f} ms over {args.moves} moves")
     print(f"method switch -> redrawn heatmap: median {result['method']['median_ms']:.0f} ms, "
           f"p95 {result['method']['p95_ms']:.0f} ms over {args.moves} switches (target median <= "
           f"{TARGET_METHOD_MS:.0f} ms) {result['method']['verdict']}")

@@ -11,7 +11,7 @@ DATA=$($PY -c "from explorer.datasets.synthetic import ensure_synthetic; print(e
 EVAL=checkpoints/evaluations
 
 # 1. The classifiers (benchmark v2; the card records the dataset version).
-for arch in synthetic_lite0 synthetic_vgg synthetic_cnn; do   # synthetic_cnn learns from synthetic_lite0's CAM
+for arch in synthetic_lite0 synthetic_vgg synthetic_cnn; do   # synthetic_cnn learns from synthetic_lite0's CAM and class scores
   grep -qs '"version": 2' checkpoints/$arch.json || $X train-classifier --arch $arch
 done
 
