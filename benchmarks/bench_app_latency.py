@@ -102,31 +102,36 @@ def slider_value(page, label: str) -> float:
     return float(slider.locator('[data-testid="stSliderThumbValue"]').inner_text().strip())
 
 
+def time_slider_moves(page, caption: str, prefix: str, moves: int) -> list[float]:
+    """Milliseconds from each ArrowRight on the sigma_x slider until every caption matching
+    `caption` and starting with `prefix` shows a text it did not before, and no run is left."""
+    slider = page.locator('input[type="range"][aria-label="σx (pixels)"]')
+    samples = []
+    for _ in range(moves):
+        before = page.evaluate("""([sel, prefix]) => [...document.querySelectorAll(sel)]
+            .map(c => c.innerText).filter(t => t.startsWith(prefix))""", [caption, prefix])
+        slider.focus()
+        start = time.perf_counter()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            """([sel, prefix, before]) => {
+                const caps = [...document.querySelectorAll(sel)].map(c => c.innerText)
+                    .filter(t => t.startsWith(prefix));
+                const app = document.querySelector('[data-testid="stApp"]');
+                return caps.length === before.length && caps.every((t, i) => t !== before[i])
+                    && app.getAttribute('data-test-script-state') === 'notRunning';
+            }""", arg=[caption, prefix, before], polling=5)
+        samples.append(1000 * (time.perf_counter() - start))
+    return samples
+
+
 def measure(page, moves: int) -> dict:
     page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
     settle(page, '[data-testid="stImage"] img')
     page.locator('input[aria-label="Gaussian σ preset"]').click()
     page.locator('[role="option"]', has_text="manual").first.click()
     settle(page, '[data-testid="stImage"] img')
-    slider = page.locator('input[type="range"][aria-label="σx (pixels)"]')
-    sigma_ms = []
-    captions = """() => [...document.querySelectorAll('[data-testid="stImageCaption"]')]
-        .map(c => c.innerText).filter(t => t.startsWith('gaussian'))"""
-    for _ in range(moves):
-        before = page.evaluate(captions)
-        slider.focus()
-        start = time.perf_counter()
-        page.keyboard.press("ArrowRight")
-        # Repainted: every Gaussian tile's caption names a sigma it did not before, and no run is left.
-        page.wait_for_function(
-            """before => {
-                const caps = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
-                    .map(c => c.innerText).filter(t => t.startsWith('gaussian'));
-                const app = document.querySelector('[data-testid="stApp"]');
-                return caps.length === before.length && caps.every((t, i) => t !== before[i])
-                    && app.getAttribute('data-test-script-state') === 'notRunning';
-            }""", arg=before, polling=5)
-        sigma_ms.append(1000 * (time.perf_counter() - start))
+    sigma_ms = time_slider_moves(page, '[data-testid="stImageCaption"]', "gaussian", moves)
     box = page.locator('input[aria-label="Heatmap of"]')
     names = ("Grad-CAM", "Extended-CAM")
     method_ms = []
@@ -155,23 +160,7 @@ def measure_floor(page, moves: int) -> list[float]:
     page.wait_for_selector('[data-testid="stCaptionContainer"]')
     page.wait_for_selector(READY, state="attached")
     page.wait_for_timeout(500)
-    slider = page.locator('input[type="range"][aria-label="σx (pixels)"]')
-    captions = """() => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(c => c.innerText)"""
-    samples = []
-    for _ in range(moves):
-        before = page.evaluate(captions)
-        slider.focus()
-        start = time.perf_counter()
-        page.keyboard.press("ArrowRight")
-        page.wait_for_function(
-            """before => {
-                const caps = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(c => c.innerText);
-                const app = document.querySelector('[data-testid="stApp"]');
-                return caps.length === before.length && caps.every((t, i) => t !== before[i])
-                    && app.getAttribute('data-test-script-state') === 'notRunning';
-            }""", arg=before, polling=5)
-        samples.append(1000 * (time.perf_counter() - start))
-    return samples
+    return time_slider_moves(page, '[data-testid="stCaptionContainer"]', "gaussian", moves)
 
 
 def summary(samples: list[float]) -> dict:
