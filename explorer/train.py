@@ -251,32 +251,37 @@ def attention_transfer_loss(student_cam: torch.Tensor, teacher_cam: torch.Tensor
     return (s - t).pow(2).sum(1).mean()
 
 
-def teacher_cams(teacher: str, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                 cache: Path | None = None, batch_size: int = 32,
-                 progress: Callable[[str, int, int, dict], object] | None = None) -> torch.Tensor:
-    """The teacher's CAM of the true class for every image (N x h x w, float32, CPU), from
-    ``cache`` when it holds them for the same teacher and images (a resumed run skips the work)."""
+def teacher_outputs(teacher: str, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                    cache: Path | None = None, batch_size: int = 32,
+                    progress: Callable[[str, int, int, dict], object] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's CAM of the true class (N x h x w) and its class scores (N x classes) for every
+    image, float32 on the CPU, both from one forward per batch; from ``cache`` when it holds them
+    for the same teacher and images (a resumed run skips the work). Scored on the unaugmented
+    images: the augmentations are symmetries of the square, which keep the class."""
     from explorer.backbones import load_backbone
+    from explorer.capture import capture
     from explorer.methods import compute_cams
 
     key = {"teacher": teacher, "n": len(images), "digest": float(images[:, :, ::16, ::16].float().sum())}
     if cache is not None and cache.is_file():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
         if saved.get("key") == key:
-            return saved["cams"]
+            return saved["cams"], saved["logits"]
     backbone = load_backbone(teacher)
     backbone.model.to(device)
-    out = []
+    cams, logits = [], []
     for start in range(0, len(images), batch_size):
         x = normalise_batch(images[start:start + batch_size]).to(device)
         y = labels[start:start + batch_size].tolist()
-        out.append(compute_cams(backbone, x, y, ["cam"])["cam"].detach().float().cpu())
+        cap = capture(backbone, x, y, gradient=False)  # CAM reads the head's weights: no gradient
+        cams.append(compute_cams(backbone, x, y, ["cam"], cap=cap)["cam"].detach().float().cpu())
+        logits.append(cap.logits.detach().float().cpu())
         if progress is not None:
             progress("teacher", min(start + batch_size, len(images)), len(images), {})
-    cams = torch.cat(out)
+    out = torch.cat(cams), torch.cat(logits)
     if cache is not None:
-        save_torch_atomically(cache, {"key": key, "cams": cams})
-    return cams
+        save_torch_atomically(cache, {"key": key, "cams": out[0], "logits": out[1]})
+    return out
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -289,27 +294,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     log_p = torch.log_softmax(student_logits / temperature, dim=1)
     log_q = torch.log_softmax(teacher_logits.to(student_logits.dtype) / temperature, dim=1)
     return temperature ** 2 * (log_q.exp() * (log_q - log_p)).sum(1).mean()
-
-
-@torch.no_grad()
-def teacher_logits(teacher: str, images: torch.Tensor, device: torch.device, cache: Path | None = None,
-                   batch_size: int = 64) -> torch.Tensor:
-    """The teacher's class scores for every image (N x classes, float32, CPU), from ``cache`` when
-    it holds them for the same teacher and images. Scored once on the unaugmented images: the
-    augmentations are symmetries of the square, which keep the class."""
-    from explorer.backbones import load_backbone
-
-    key = {"teacher": teacher, "n": len(images), "digest": float(images[:, :, ::16, ::16].float().sum())}
-    if cache is not None and cache.is_file():
-        saved = torch.load(cache, map_location="cpu", weights_only=True)
-        if saved.get("key") == key:
-            return saved["logits"]
-    model = load_backbone(teacher).model.to(device).eval()
-    logits = torch.cat([model(normalise_batch(images[i:i + batch_size]).to(device)).float().cpu()
-                        for i in range(0, len(images), batch_size)])
-    if cache is not None:
-        save_torch_atomically(cache, {"key": key, "logits": logits})
-    return logits
 
 
 def _student_cam(model: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -435,21 +419,16 @@ def train_classifier(
     guided = bool(config.teacher) and config.attention_weight > 0
     if guided and not hasattr(model, "features"):
         raise TrainError(f"attention transfer needs a network with a features() map; {arch} has none")
-    cams = None
-    if guided:  # rank 0 computes the teacher's maps into the run folder's cache; the others read it
+    cams = soft = None
+    if guided or config.distill_weight > 0:  # rank 0 fills the run folder's cache; the others read it
+        cache = run_dir / "teacher.pt"
         if procs.main:
-            cams = teacher_cams(config.teacher, train_x, train_y, device, cache=run_dir / "teacher_cams.pt",
-                                progress=progress)
+            cams, soft = teacher_outputs(config.teacher, train_x, train_y, device, cache=cache, progress=progress)
         procs.barrier()
         if not procs.main:
-            cams = teacher_cams(config.teacher, train_x, train_y, device, cache=run_dir / "teacher_cams.pt")
-    soft = None
-    if config.distill_weight > 0:
-        if procs.main:
-            soft = teacher_logits(config.teacher, train_x, device, cache=run_dir / "teacher_logits.pt")
-        procs.barrier()
-        if not procs.main:
-            soft = teacher_logits(config.teacher, train_x, device, cache=run_dir / "teacher_logits.pt")
+            cams, soft = teacher_outputs(config.teacher, train_x, train_y, device, cache=cache)
+        cams = cams if guided else None
+        soft = soft if config.distill_weight > 0 else None
     frozen = _frozen_modules(model, config)
     optimiser = torch.optim.AdamW(_param_groups(model, config, frozen), weight_decay=config.weight_decay)
     # One module, wrapped after the frozen layers stop requiring gradients: DDP expects a gradient
@@ -616,5 +595,5 @@ def read_card(path: str | os.PathLike[str]) -> dict:
 
 
 __all__ = ["ARCHS", "TrainConfig", "TrainError", "TrainInterrupted", "TrainResult", "accuracy",
-           "distillation_loss", "teacher_logits",
+           "distillation_loss", "teacher_outputs",
            "build_model", "load_split_tensor", "read_card", "train_classifier", "BackboneError"]
