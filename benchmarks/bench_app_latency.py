@@ -41,13 +41,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import describe_machine, machine_info, percentile, verdict, write_json  # noqa: E402
+from benchmarks.common import cpu_busy_fraction, describe_machine, machine_info, percentile, verdict, write_json  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 TARGET_SIGMA_MS = 250.0
 TARGET_METHOD_MS = 400.0
 TARGET_COLD_S = 10.0
+IDLE_BUSY = 0.15  # share of the cores busy before the run above which it is flagged as not idle
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 
@@ -171,6 +172,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     info = machine_info("cpu")
     print(describe_machine(info))
+    busy = cpu_busy_fraction()
+    info["cpu_busy_before"] = busy
+    info["idle"] = busy is None or busy <= IDLE_BUSY
+    print(f"CPU busy in the 2 s before the run: {'n/a' if busy is None else f'{100 * busy:.0f} %'}")
+    if busy is not None and not info["idle"]:
+        print(f"warning: the machine is not idle ({100 * busy:.0f} % of the cores busy before the run, more than "
+              f"{100 * IDLE_BUSY:.0f} %); every figure below runs high, so do not compare it with the targets")
     if not CHROMIUM.exists():
         print(f"skipped: {CHROMIUM} is missing (apt-get install chromium); `make test` installs it")
         return 0

@@ -229,6 +229,24 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
+def cpu_busy_fraction(seconds: float = 2.0) -> float | None:
+    """The share of all cores' time spent busy over the next `seconds` (Linux /proc/stat), or None.
+    Unlike the load average it does not remember a job that ended a minute ago."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total1 - total0
+    return None if elapsed <= 0 else 1.0 - (idle1 - idle0) / elapsed
+
+
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
