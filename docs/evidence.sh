@@ -36,6 +36,25 @@ $X evaluate --dataset synthetic --backbone synthetic_cnn --methods cam,$SIX --ou
 $X evaluate --dataset synthetic --backbone synthetic_lite0 --methods cam --upsampler bilinear,gaussian,fcam \
    --decoder checkpoints/fcam/synthetic_lite0__cam.pt --limit 300 --out $EVAL/synthetic_lite0_fcam
 
+# 3c. F-CAM's Table 1 on v2 for synthetic_lite0: a decoder from each baseline's seeds (resumes), then
+#     every baseline with every upsampler on the same 300 test images. (On Lite0's GAP + linear head
+#     Grad-CAM and XGrad-CAM equal CAM divided by the 49 cells, so their seeds are CAM's up to the ReLU.)
+for base in gradcam gradcampp layercam xgradcam smoothgradcampp; do
+  [ -f checkpoints/fcam/synthetic_lite0__$base.pt ] || \
+    $X train-fcam --backbone synthetic_lite0 --base-method $base --train-limit 2400 --val-limit 300 --threads 2
+done
+# The shipped table (cam, gradcam, gradcampp: the decoders finished so far):
+$X evaluate --dataset synthetic --backbone synthetic_lite0 --methods cam,gradcam,gradcampp --upsampler bilinear,gaussian,fcam \
+   --decoder checkpoints/fcam/synthetic_lite0__cam.pt --decoder checkpoints/fcam/synthetic_lite0__gradcam.pt \
+   --decoder checkpoints/fcam/synthetic_lite0__gradcampp.pt --limit 300 --out $EVAL/synthetic_lite0_fcam_table1
+# All six, once every decoder exists (its own folder: an evaluation folder keeps one set of settings).
+DECODERS=""
+for base in cam gradcam gradcampp layercam xgradcam smoothgradcampp; do
+  DECODERS="$DECODERS --decoder checkpoints/fcam/synthetic_lite0__$base.pt"
+done
+$X evaluate --dataset synthetic --backbone synthetic_lite0 --methods cam,gradcam,gradcampp,layercam,xgradcam,smoothgradcampp \
+   --upsampler bilinear,gaussian,fcam $DECODERS --limit 300 --out $EVAL/synthetic_lite0_fcam_six
+
 # 4. Extended-CAM Table 4 over a sigma sweep (VGG-style head, its last conv layer).
 for s in 5 10 20 40 80; do
   $X evaluate --dataset synthetic --backbone synthetic_vgg --methods gradcam,gradcampp,extendedcam \
