@@ -92,7 +92,7 @@ def permutohedral_filter(features: np.ndarray, values: np.ndarray) -> np.ndarray
     r = np.arange(d1)[:, None, None]
     canonical = np.where(rank[None] > d - r, r - d1, r)               # (d+1) x N x (d+1)
     vertices = (rem0[None] + canonical)[..., :d].reshape(-1, d)        # the last coordinate is implied
-    codes, vertex_of = np.unique(_pack(vertices), return_inverse=True)
+    codes, first, vertex_of = np.unique(_pack(vertices), return_index=True, return_inverse=True)
     vertex_of = vertex_of.reshape(d1, n)
     m = codes.size
     lattice = np.zeros((m, values.shape[1]))
@@ -100,16 +100,16 @@ def permutohedral_filter(features: np.ndarray, values: np.ndarray) -> np.ndarray
         np.add.at(lattice, vertex_of[vertex], values * bary[:, vertex:vertex + 1])
     # Each lattice point's neighbours along direction j: every coordinate - 1, coordinate j + d (and
     # the opposite one); for j = d (the implied coordinate) only the d explicit ones move.
-    unique_keys = _unpack(codes, d)
+    unique_keys = vertices[first]
     for j in range(d1):
         step = np.full(d, -1, np.int64)
         if j < d:
             step[j] = d
         blurred = lattice.copy()
         for neighbour in (unique_keys + step, unique_keys - step):
-            found = np.searchsorted(codes, _pack(neighbour))
-            found = np.minimum(found, m - 1)
-            present = codes[found] == _pack(neighbour)
+            wanted = _pack(neighbour)
+            found = np.minimum(np.searchsorted(codes, wanted), m - 1)
+            present = codes[found] == wanted
             blurred[present] += 0.5 * lattice[found[present]]
         lattice = blurred
     alpha = 1.0 / (1.0 + 2.0 ** -d)
@@ -117,16 +117,6 @@ def permutohedral_filter(features: np.ndarray, values: np.ndarray) -> np.ndarray
     for vertex in range(d1):
         out += bary[:, vertex:vertex + 1] * lattice[vertex_of[vertex]]
     return alpha * out
-
-
-def _unpack(codes: np.ndarray, d: int) -> np.ndarray:
-    offset = 1 << (_BITS - 1)
-    mask = (1 << _BITS) - 1
-    keys = np.empty((codes.size, d), np.int64)
-    for column in range(d - 1, -1, -1):
-        keys[:, column] = (codes & mask) - offset
-        codes = codes >> _BITS
-    return keys
 
 
 def crf_features(image255: np.ndarray, sigma_rgb: float, sigma_xy: float) -> np.ndarray:
