@@ -371,7 +371,7 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=output_file(".pt"), default=None, help="weights file (default: checkpoints/<arch>.pt); "
                    "the card is written beside it with .json")
     p.add_argument("--epochs", type=whole(1), default=None,
-                   help="default: 40 for synthetic_cnn, 6 for synthetic_lite0, 8 for synthetic_vgg")
+                   help="default: 50 for synthetic_cnn, 6 for synthetic_lite0, 8 for synthetic_vgg")
     p.add_argument("--batch-size", type=whole(1), default=32)
     p.add_argument("--lr", type=number(0, above=True), default=None, help="peak learning rate (default per architecture)")
     p.add_argument("--seed", type=whole(0), default=0)
@@ -385,6 +385,9 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
                         "(knowledge distillation; default 0.7 for synthetic_cnn, 0 otherwise; 0 turns it off)")
     p.add_argument("--distill-temperature", type=number(0, above=True), default=None,
                    help="temperature T softening the teacher's and student's scores (default 4)")
+    p.add_argument("--init-from", default=None,
+                   help="a registered classifier of the same architecture whose layers (all but the class head) "
+                        "start the run instead of random weights (synthetic_cnn only; 'none' turns it off)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the resumable run state lives (default: <out without .pt>.run/)")
     p.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when present, else cpu)")
@@ -421,6 +424,8 @@ def run_train_classifier(args: argparse.Namespace) -> int:
         changes["distill_weight"] = args.distill_weight
     if args.distill_temperature is not None:
         changes["distill_temperature"] = args.distill_temperature
+    if args.init_from is not None:
+        changes["init_from"] = "" if args.init_from.lower() == "none" else args.init_from
     if not changes.get("teacher", config.teacher) and args.distill_weight is None:
         changes["distill_weight"] = 0.0  # no teacher: nothing to distil (named explicitly, check() refuses)
     config = dataclasses.replace(config, **changes).check()

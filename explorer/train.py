@@ -70,6 +70,7 @@ class TrainConfig:
     attention_weight: float = 0.0  # beta of the attention-transfer term (0: labels only)
     distill_weight: float = 0.0  # alpha of the teacher's softened class scores (0: labels only)
     distill_temperature: float = 4.0
+    init_from: str = ""          # a registered classifier of the same architecture whose layers (not its head) start the run
 
     @staticmethod
     def defaults(arch: str) -> TrainConfig:
@@ -120,6 +121,11 @@ class TrainConfig:
             raise TrainError(f"--label-smoothing must be below 1, not {self.label_smoothing}")
         if self.teacher and self.teacher not in REGISTRY:
             raise TrainError(f"unknown teacher '{self.teacher}'; choose a registered backbone or 'none'")
+        if self.init_from and self.arch in FINE_TUNED:
+            raise TrainError(f"--init-from is for the network trained here from the start; {self.arch} starts from "
+                             f"ImageNet Lite0")
+        if self.init_from and self.init_from not in REGISTRY:
+            raise TrainError(f"unknown --init-from '{self.init_from}'; choose a registered classifier or 'none'")
         return self
 
 
@@ -140,7 +146,10 @@ def build_model(config: TrainConfig) -> nn.Module:
     """A fresh network: the small CNN from scratch, or Lite0 with ImageNet weights and a new head."""
     torch.manual_seed(config.seed)
     if config.arch == "synthetic_cnn":
-        return REGISTRY["synthetic_cnn"].build()
+        model = REGISTRY["synthetic_cnn"].build()
+        if config.init_from:
+            _load_layers_from(model, config.init_from)
+        return model
     if config.arch in FINE_TUNED:
         from explorer.classifiers import SYNTHETIC_CLASS_NAMES, LiteVgg
 
@@ -152,6 +161,20 @@ def build_model(config: TrainConfig) -> nn.Module:
             raise TrainError(f"the ImageNet Lite0 weights do not fit: missing {missing}, unexpected {unexpected}")
         return LiteVgg(lite=model) if config.arch == "synthetic_vgg" else model
     raise TrainError(f"unknown architecture '{config.arch}'; choose one of {', '.join(ARCHS)}")
+
+
+def _load_layers_from(model: nn.Module, name: str) -> None:
+    """Start ``model`` from the trained layers of the classifier ``name`` (same architecture, any
+    number of classes): every tensor but the class head ``fc``, which keeps its fresh draw."""
+    from explorer.backbones import load_backbone
+
+    source = load_backbone(name).model.state_dict()
+    own = model.state_dict()
+    layers = {k: v for k, v in source.items() if not k.startswith("fc.")}
+    misfits = sorted(k for k, v in layers.items() if k not in own or own[k].shape != v.shape)
+    if misfits or set(own) - set(layers) - {"fc.weight", "fc.bias"}:
+        raise TrainError(f"{name} is not the same network as this one: {', '.join(misfits[:5]) or 'layers missing'}")
+    model.load_state_dict({**own, **layers})
 
 
 def _frozen_modules(model: Any, config: TrainConfig) -> list[nn.Module]:

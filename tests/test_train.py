@@ -159,6 +159,32 @@ def test_cli_rejects_an_unknown_teacher(data, tmp_path, capsys):
     assert code == 2 and "unknown teacher 'alexnet'" in capsys.readouterr().err
 
 
+def test_init_from_starts_every_layer_but_the_head_from_another_classifier():
+    """v1's small CNN (5 classes) starts v2's (20 classes): all its layers carry over exactly, and
+    the 20-way head keeps the fresh draw that a run from random weights gets."""
+    from explorer.train import build_model
+
+    source = load_backbone("synthetic_v1_cnn", device="cpu").model.state_dict()
+    fresh = build_model(tiny_config()).state_dict()
+    started = build_model(tiny_config(init_from="synthetic_v1_cnn")).state_dict()
+    assert torch.equal(started["fc.weight"], fresh["fc.weight"]) and started["fc.weight"].shape[0] == 20
+    for name, tensor in started.items():
+        if not name.startswith("fc."):
+            assert torch.equal(tensor, source[name]), name
+    assert not torch.equal(started["stage1.0.weight"], fresh["stage1.0.weight"])
+
+
+def test_init_from_refuses_another_architecture_and_a_fine_tuned_run():
+    from explorer.train import build_model
+
+    with pytest.raises(TrainError, match="not the same network"):
+        build_model(tiny_config(init_from="synthetic_lite0"))
+    with pytest.raises(TrainError, match="starts from ImageNet Lite0"):
+        dataclasses.replace(TrainConfig.defaults("synthetic_lite0"), init_from="synthetic_v1_cnn").check()
+    with pytest.raises(TrainError, match="unknown --init-from"):
+        tiny_config(init_from="nobody").check()
+
+
 def test_damaged_card_is_reported(tmp_path):
     card = tmp_path / "x.json"
     card.write_text("{not json")
