@@ -55,6 +55,13 @@ done
 $X evaluate --dataset synthetic --backbone synthetic_lite0 --methods cam,gradcam,gradcampp,layercam,xgradcam,smoothgradcampp \
    --upsampler bilinear,gaussian,fcam $DECODERS --limit 300 --out $EVAL/synthetic_lite0_fcam_six
 
+# 3d. A decoder for the VGG-style classifier. Its head is not GAP + linear, so plain CAM does not
+#     apply: Grad-CAM's seeds stand in for CAM's.
+[ -f checkpoints/fcam/synthetic_vgg__gradcam.pt ] || \
+  $X train-fcam --backbone synthetic_vgg --base-method gradcam --train-limit 2400 --val-limit 300 --threads 2
+$X evaluate --dataset synthetic --backbone synthetic_vgg --methods gradcam --upsampler bilinear,gaussian,fcam \
+   --decoder checkpoints/fcam/synthetic_vgg__gradcam.pt --limit 300 --out $EVAL/synthetic_vgg_fcam
+
 # 4. Extended-CAM Table 4 over a sigma sweep (VGG-style head, its last conv layer).
 for s in 5 10 20 40 80; do
   $X evaluate --dataset synthetic --backbone synthetic_vgg --methods gradcam,gradcampp,extendedcam \
