@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from explorer.cli_args import Parser, csv_list, device, names, number, output_file, output_folder, whole
+from explorer.cli_args import Parser, csv_list, device, names, number, numbers, output_file, output_folder, whole
 from explorer.erf import MODES as ERF_MODES
 from explorer.errors import ExplorerError
 from explorer.fcam.decoder import FcamError
@@ -733,6 +733,35 @@ def run_fcam_ablation(args: argparse.Namespace) -> int:
         close()
     print(table.markdown())
     print(f"wrote {args.out}/ablation.json and ablation.md")
+    return 0
+
+
+def _configure_fcam_sweep(p: argparse.ArgumentParser) -> None:
+    from explorer.fcam_sweep import SWEEPABLE
+
+    _configure_fcam_common(p)
+    p.add_argument("--param", required=True, choices=[name.replace("_", "-") for name in SWEEPABLE],
+                   help="the setting to vary (F-CAM Fig. D.2 sweeps n-negative over 0.1-0.7)")
+    p.add_argument("--values", type=numbers, required=True, help="comma-separated values of --param")
+    p.add_argument("--out", type=output_folder, required=True,
+                   help="folder for one decoder per value and sweep.{json,md} (resumed when rerun)")
+
+
+@command("fcam-sweep", "F-CAM decoders trained over one setting's values, compared on the validation split",
+         _configure_fcam_sweep)
+def run_fcam_sweep(args: argparse.Namespace) -> int:
+    from explorer.fcam_sweep import run_sweep, sweep_markdown
+
+    config = _fcam_config(args)
+    progress, close = _fcam_progress(f"F-CAM {args.backbone}")
+    try:
+        result = run_sweep(config, args.param.replace("-", "_"), args.values, args.out,
+                           command="python -m explorer " + " ".join(args.argv), device=args.device,
+                           progress=progress, log=print)
+    finally:
+        close()
+    print(sweep_markdown(result))
+    print(f"selected {args.param} {result['selected']:g} on the validation split; wrote {args.out}/sweep.json and sweep.md")
     return 0
 
 

@@ -54,6 +54,15 @@ def number(low: float | None = None, high: float | None = None, *, above: bool =
     return parse
 
 
+def numbers(text: str) -> list[float]:
+    """A non-empty comma-separated list of finite numbers."""
+    one = number()
+    values = [one(part) for part in csv_list(text)]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one number (comma-separated)")
+    return values
+
+
 def names(text: str) -> list[str]:
     """A non-empty comma-separated list."""
     values = csv_list(text)

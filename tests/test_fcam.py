@@ -29,7 +29,9 @@ from explorer.fcam import (
     load_decoder,
     log_barrier,
     otsu_thresholds,
+    parameter_count,
     partial_cross_entropy,
+    read_decoder_card,
     sampling_regions,
     seeds_from_cam,
     size_loss,
@@ -412,3 +414,57 @@ def test_train_fcam_and_ablation_commands_on_a_tiny_configuration(data, tmp_path
     assert "CAM + SR + CRF + ASC (F-CAM)" in out
     assert main(["train-fcam", *common, "--lr", "-1", "--out", str(tmp_path / "bad.pt")]) == 2
     assert "error: argument --lr: must be above 0, not -1" in capsys.readouterr().err
+
+
+def test_fcam_sweep_trains_one_decoder_per_value_and_selects_on_validation(data, tmp_path, capsys):
+    from explorer.cli import main
+
+    common = ["--backbone", "synthetic_cnn", "--weights", "random", "--dataset", f"synthetic:{data}",
+              "--epochs", "1", "--batch-size", "4", "--crf-weight", "0"]
+    out = tmp_path / "sweep"
+    assert main(["fcam-sweep", *common, "--param", "n-negative", "--values", "0.1,0.5", "--out", str(out)]) == 0
+    result = json.loads((out / "sweep.json").read_text())
+    assert [r["value"] for r in result["rows"]] == [0.1, 0.5] and result["split"] == "validation"
+    best = max(result["rows"], key=lambda r: r["max_box_acc"])
+    assert result["selected"] == best["value"]
+    cards = [json.loads((out / f"n_negative={v}.json").read_text()) for v in ("0.1", "0.5")]
+    assert [c["settings"]["n_negative"] for c in cards] == [0.1, 0.5]
+    assert {k for k in cards[0]["settings"] if cards[0]["settings"][k] != cards[1]["settings"][k]} == {"n_negative"}
+    assert cards[1]["command"].endswith("[n_negative 0.5]") and cards[0]["val"]["max_box_acc"] == result["rows"][0][
+        "max_box_acc"]
+    assert "(selected)" in capsys.readouterr().out
+    stamp = (out / "n_negative=0.1.pt").stat().st_mtime_ns
+    assert main(["fcam-sweep", *common, "--param", "n-negative", "--values", "0.1", "--out", str(out)]) == 0
+    assert (out / "n_negative=0.1.pt").stat().st_mtime_ns == stamp  # read back, not trained again
+    capsys.readouterr()
+    assert main(["fcam-sweep", *common, "--epochs", "2", "--param", "n-negative", "--values", "0.1",
+                 "--out", str(out)]) == 2
+    assert "trained with other settings" in capsys.readouterr().err
+    assert main(["fcam-sweep", *common, "--param", "seed", "--values", "1", "--out", str(out)]) == 2
+    assert main(["fcam-sweep", *common, "--param", "lr", "--values", "0.1,x", "--out", str(out)]) == 2
+    assert "'x' is not a number" in capsys.readouterr().err
+
+
+SHIPPED_DECODERS = sorted((Path(__file__).resolve().parents[1] / "checkpoints" / "fcam").glob("*.pt"))
+
+
+def test_the_six_table1_baselines_each_have_a_shipped_decoder():
+    """F-CAM's Table 1: a decoder from each of the six baselines for synthetic_lite0, and one for
+    the VGG-style classifier (Grad-CAM's seeds: its head has no CAM)."""
+    names = {p.stem for p in SHIPPED_DECODERS}
+    six = {f"synthetic_lite0__{m}" for m in ("cam", "gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "layercam")}
+    assert six <= names and "synthetic_vgg__gradcam" in names
+
+
+@pytest.mark.parametrize("path", SHIPPED_DECODERS, ids=lambda p: p.stem)
+def test_every_shipped_decoder_loads_and_its_card_names_the_command_that_made_it(path):
+    card = read_decoder_card(path)
+    backbone_name, method = path.stem.split("__")
+    assert card["backbone"] == backbone_name and card["base_method"] == method
+    words = card["command"].split()
+    assert words[:4] == ["python", "-m", "explorer", "train-fcam"] and words[4] == "--backbone"
+    # A decoder from before a rename names its backbone's old name, and its card says so.
+    assert words[5] == backbone_name or f"under the name {words[5]}" in card["lineage"]
+    assert (f"--base-method {method}" in card["command"]) == (method != "cam")
+    decoder = load_decoder(path, load_backbone(backbone_name, device="cpu"))
+    assert parameter_count(decoder) == card["parameters"]

@@ -1,0 +1,82 @@
+"""One F-CAM hyper-parameter swept on the validation split (F-CAM Fig. D.2 sweeps n-).
+
+A decoder is trained for each value with every other setting fixed; each is already scored on
+the validation split by its own model selection (the card's ``val``, at the epoch that scored
+best there), so the curve reads the cards and the test split is never looked at. The value with
+the best validation score (MaxBoxAcc, PxAP without boxes) is the one to evaluate on test.
+Resumable: a finished decoder is read back, an interrupted one resumes from its run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from explorer.atomic import write_json_atomically, write_text_atomically
+from explorer.backbones import load_backbone
+from explorer.fcam.decoder import FcamError, read_decoder_card
+from explorer.fcam_train import FcamConfig, config_dict, selection_metric, train_fcam
+
+#: The settings a sweep may vary: the seeds' background share, the two loss weights, the step size.
+SWEEPABLE = ("n_negative", "crf_weight", "size_weight", "lr")
+METRICS = (("max_box_acc", "MaxBoxAcc"), ("max_box_acc_v2", "MaxBoxAccV2"), ("pxap", "PxAP"))
+
+
+def sweep_file(out: Path, param: str, value: float) -> Path:
+    return out / f"{param}={value:g}.pt"
+
+
+def run_sweep(config: FcamConfig, param: str, values: Sequence[float], out_dir: str | Path, *,
+              command: str | None = None, device=None,
+              progress: Callable[[str, int, int, dict], object] | None = None,
+              log: Callable[[str], object] = lambda _text: None) -> dict:
+    """Train (or resume, or read back) one decoder per value of ``param``; write sweep.json and
+    sweep.md in ``out_dir`` and return the JSON's content."""
+    if param not in SWEEPABLE:
+        raise FcamError(f"cannot sweep '{param}'; choose one of {', '.join(SWEEPABLE)}")
+    if not values or len(set(values)) != len(values):
+        raise FcamError("a sweep needs at least one value, each once")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = load_backbone(config.backbone, config.weights, device=device)
+    config = dataclasses.replace(config, layer=backbone.resolve_layer(config.layer))
+    rows, baseline = [], None
+    for value in values:
+        change: dict[str, Any] = {param: value}
+        settings = dataclasses.replace(config, **change)
+        settings.check()
+        path = sweep_file(out, param, value)
+        card = read_decoder_card(path) if path.is_file() else None
+        if card is not None and card["settings"] != config_dict(settings):
+            raise FcamError(f"{path} was trained with other settings; delete it or sweep into another folder")
+        if card is None:
+            log(f"{param} = {value:g}: training {path.name}")
+            train_fcam(settings, path, command=f"{command} [{param} {value:g}]" if command else None,
+                       backbone=backbone, progress=progress)
+            card = read_decoder_card(path)
+        baseline = baseline or card.get("val_baseline")
+        rows.append({"value": value, "decoder": str(path), "best_epoch": card["best_epoch"],
+                     "train_seconds": card["train_seconds"], **card["val"]})
+    best = max(rows, key=selection_metric)
+    result = {"param": param, "backbone": config.backbone, "base_method": config.base_method,
+              "split": "validation", "command": command, "rows": rows, "baseline": baseline or {},
+              "selected": best["value"], "settings": config_dict(config)}
+    write_json_atomically(out / "sweep.json", result)
+    write_text_atomically(out / "sweep.md", sweep_markdown(result) + "\n")
+    return result
+
+
+def sweep_markdown(result: dict) -> str:
+    present = [(k, label) for k, label in METRICS if k in result["rows"][0]]
+    lines = [f"| {result['param']} | " + " | ".join(label for _, label in present) + " | epoch | training |",
+             "|" + "---|" * (len(present) + 3)]
+    if result["baseline"]:
+        lines.append(f"| {result['base_method']} seeds, bilinear | "
+                     + " | ".join(f"{result['baseline'].get(k, float('nan')):.1f}" for k, _ in present) + " | | |")
+    for row in result["rows"]:
+        mark = " (selected)" if row["value"] == result["selected"] else ""
+        lines.append(f"| {row['value']:g}{mark} | " + " | ".join(f"{row[k]:.1f}" for k, _ in present)
+                     + f" | {row['best_epoch']} | {row['train_seconds'] / 60:.0f} min |")
+    return "\n".join(lines)
