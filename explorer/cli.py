@@ -728,7 +728,7 @@ def run_fcam_ablation(args: argparse.Namespace) -> int:
     try:
         table = run_ablation(config, args.out, variants=args.variants, split=args.split, limit=args.limit,
                              reuse=args.reuse, command="python -m explorer " + " ".join(args.argv),
-                             progress=progress, log=print)
+                             device=args.device, progress=progress, log=print)
     finally:
         close()
     print(table.markdown())
