@@ -108,6 +108,19 @@ else:
     st.caption(f"Reproduce with `{card.get('command', '')}`")
     st.dataframe(ui.card_settings_rows(card), hide_index=True)
 
+    st.subheader("How it scored on held-out images")
+    scores = ui.decoder_test_rows(choice.path)
+    if scores:
+        st.dataframe(scores, hide_index=True)
+        st.caption("From every finished evaluation that scored this decoder (listed on the metrics pages), beside "
+                   "the same seeds upsampled without it and the protocol's centre Gaussian on the same images, "
+                   "with 95 % bootstrap intervals over images; then the F-CAM paper's numbers for the same seeds "
+                   "on real photos. A decoder below the centre baseline has not learnt where objects are.")
+    else:
+        st.info("No finished evaluation has scored this decoder yet. Score it with `python -m explorer evaluate "
+                f"--backbone {card.get('backbone', state.backbone.name)} --methods {choice.base_method} --upsampler "
+                f"bilinear,gaussian,fcam --decoder {choice.path} --out runs/<name>`.")
+
 st.subheader("Fit a decoder on your own data")
 job = ui.fcam_job()
 with st.form("fcam.fit"):

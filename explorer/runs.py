@@ -74,6 +74,25 @@ def list_runs(*roots: Path) -> list[Run]:
     return found
 
 
+def runs_with_decoder(decoder: str | Path, runs: list[Run] | None = None) -> list[tuple[Run, str]]:
+    """The finished evaluations that scored this decoder file, each with the method whose seeds
+    trained it (an evaluation records its decoders relative to the repository or absolute)."""
+    target = (REPO_DIR / decoder).resolve()  # an absolute path stays as it is
+    shipped = REPO_DIR / "checkpoints" / "fcam"
+    found = []
+    for run in list_runs() if runs is None else runs:
+        for method, path in (run.summary["config"].get("decoders") or {}).items():
+            where = Path(path)
+            same = (REPO_DIR / where).resolve() == target
+            # A shipped evaluation made in another checkout names the shipped decoder by that
+            # checkout's absolute path: the same file in this one.
+            moved = (where.is_absolute() and where.parent.parts[-2:] == ("checkpoints", "fcam")
+                     and target.parent == shipped.resolve() and where.name == target.name)
+            if same or moved:
+                found.append((run, method))
+    return found
+
+
 def load_curves(run: Run) -> dict[str, np.ndarray]:
     path = run.path / "curves.npz"
     try:

@@ -157,6 +157,37 @@ def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[
     return [{k: v for k, v in r.items() if k == "method and upsampler" or k in present} for r in rows]
 
 
+def decoder_test_rows(decoder_path: str) -> list[dict[str, Any]]:
+    """How a decoder scored wherever an evaluation scored it, beside its own seeds upsampled
+    without it and the centre baseline of the same images; then the F-CAM paper's Table 1 (VGG16)
+    for the same seeds. Every number with its 95 % interval where one is stored."""
+    from explorer.fcam.paper import TABLE1_CENTRE, TABLE1_VGG
+    from explorer.runs import runs_with_decoder
+
+    def cells(row: dict) -> dict[str, str]:
+        return {label: (f"{row[key]:.1f} [{row[f'{key}_ci'][0]:.1f}, {row[f'{key}_ci'][1]:.1f}]"
+                        if row.get(f"{key}_ci") else f"{row[key]:.1f}") if row.get(key) is not None else "—"
+                for key, label in (("max_box_acc", "MaxBoxAcc"), ("max_box_acc_v2", "MaxBoxAccV2"), ("pxap", "PxAP"))}
+
+    table: list[dict[str, Any]] = []
+    method = ""
+    for run, method in runs_with_decoder(decoder_path, available_runs()):
+        where = f"{run.path.name} ({run.summary['config']['split']}, {run.summary['num_images']} images)"
+        for combo in ((method, "bilinear"), (method, "gaussian"), (method, FCAM), ("control_centre", "exact")):
+            if combo in run.combos:
+                table.append({"evaluation": where, "map": combo_label(*combo), **cells(run.row(*combo))})
+    paper = TABLE1_VGG.get(method)
+    if table and paper:
+        before, after = paper["cub_max_box_acc"]
+        pxap_before, pxap_after = paper["openimages_pxap"]
+        for label, box, pxap in ((METHODS[method].label, before, pxap_before),
+                                 (f"{METHODS[method].label} + F-CAM", after, pxap_after),
+                                 ("centre baseline", TABLE1_CENTRE["cub_max_box_acc"], TABLE1_CENTRE["openimages_pxap"])):
+            table.append({"evaluation": "F-CAM paper, Table 1 (VGG16; MaxBoxAcc on CUB, PxAP on OpenImages)",
+                          "map": label, "MaxBoxAcc": f"{box:.1f}", "MaxBoxAccV2": "—", "PxAP": f"{pxap:.1f}"})
+    return table
+
+
 SMALL_N = 100  # below this many images, a table of Average Drop / % Increase is a sketch, not a ranking
 
 

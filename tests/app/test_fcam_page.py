@@ -74,12 +74,52 @@ def test_page_shows_cam_seeds_fcam_boxes_and_training(env):
     assert "C⁺ (green" in shown and "F-CAM: the decoder's foreground probability" in shown
     assert "box at τ" in shown
     assert "Reproduce with `python -m explorer test`" in text
+    assert "No finished evaluation has scored this decoder yet" in text  # the tiny decoder was never scored
     at.number_input(key=widget("fcam.draw")).set_value(3)
     run(at)
     assert "patches of draw 3" in image_captions(at)
     at.slider(key=widget("fcam.tau_fcam")).set_value(0.9)
     run(at)
     assert "F-CAM · box at τ = 0.90" in image_captions(at)
+
+
+def test_a_shipped_decoder_shows_its_test_scores_beside_its_seeds_the_centre_and_the_paper():
+    """The shipped CAM decoder of synthetic_lite0 was scored by the shipped evaluations: its rows
+    are theirs, number for number, with intervals, and the paper's Table 1 row follows."""
+    import json
+
+    from explorer.runs import SHIPPED_RUNS_DIR
+    from explorer.ui import decoder_test_rows
+
+    rows = decoder_test_rows("checkpoints/fcam/synthetic_lite0__cam.pt")
+    summary = json.loads((SHIPPED_RUNS_DIR / "synthetic_lite0_fcam_table1" / "summary.json").read_text())
+    ours = [r for r in rows if r["evaluation"].startswith("synthetic_lite0_fcam_table1 ")]
+    assert [r["map"] for r in ours] == ["CAM · bilinear", "CAM · gaussian", "CAM · F-CAM decoder",
+                                        "control: " + ours[3]["map"][len("control: "):]]
+    fcam = next(r for r in summary["rows"] if (r["method"], r["upsampler"]) == ("cam", "fcam"))
+    low, high = fcam["max_box_acc_ci"]
+    assert ours[2]["MaxBoxAcc"] == f"{fcam['max_box_acc']:.1f} [{low:.1f}, {high:.1f}]"
+    assert "centre" in ours[3]["map"].lower()
+    paper = [r for r in rows if r["evaluation"].startswith("F-CAM paper")]
+    assert [(r["MaxBoxAcc"], r["PxAP"]) for r in paper] == [("61.6", "53.0"), ("87.3", "67.8"), ("59.7", "45.8")]
+    assert decoder_test_rows("checkpoints/fcam/no_such_decoder.pt") == []
+
+
+def test_an_evaluation_made_in_another_checkout_still_finds_its_shipped_decoder():
+    """v1's shipped evaluations name their decoder by the absolute path of the checkout that made
+    them; in any other checkout the same file is meant."""
+    from explorer.runs import REPO_DIR, Run, runs_with_decoder
+
+    def run_naming(path: str) -> Run:
+        return Run(Path("e"), {"config": {"decoders": {"cam": path}}}, shipped=True)
+
+    runs = [run_naming("/elsewhere/checkpoints/fcam/synthetic_v1_lite0__cam.pt"),
+            run_naming("/elsewhere/runs/fcam/synthetic_v1_lite0__cam.pt"),
+            run_naming("checkpoints/fcam/synthetic_v1_lite0__cam.pt"),
+            run_naming(str(REPO_DIR / "checkpoints" / "fcam" / "synthetic_v1_lite0__cam.pt"))]
+    found = runs_with_decoder("checkpoints/fcam/synthetic_v1_lite0__cam.pt", runs)
+    assert [runs.index(run) for run, _ in found] == [0, 2, 3]
+    assert runs_with_decoder(str(REPO_DIR / "runs" / "fcam" / "synthetic_v1_lite0__cam.pt"), runs) == []
 
 
 def test_compare_offers_the_decoder_as_an_upsampler(env):

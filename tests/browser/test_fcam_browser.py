@@ -52,6 +52,9 @@ def test_fcam_page_and_the_fcam_column_in_compare(page: Page, app_url: str, synt
     expect(page.locator('[data-testid="stImage"] img')).to_have_count(4)
     assert any(c.startswith("C⁺ (green") for c in captions(page))
     expect(page.locator(".js-plotly-plot")).to_have_count(3)  # grid heatmap, value histograms, training curves
+    # v1's shipped evaluation scored this decoder: its table (ours beside the paper's) is shown
+    expect(page.get_by_text("How it scored on held-out images")).to_be_visible()
+    expect(page.get_by_text("No finished evaluation has scored this decoder yet")).to_have_count(0)
     shoot(page, screenshot_dir, "fcam-01-page")
 
     before = slider_value(page, "τ for the F-CAM")
