@@ -2,6 +2,10 @@
 controls (maps that use no network) and references, every number with its 95 % interval.
 
     python docs/evaluation_table.py checkpoints/evaluations/synthetic_lite0 [--confidence]
+    python docs/evaluation_table.py checkpoints/evaluations/synthetic_lite0_fcam_six --table1
+
+``--table1`` prints F-CAM's Table 1 layout instead: one line per seed method (bilinear, Gaussian,
+the decoder), the F-CAM paper's VGG16 numbers for the same seeds beside it.
 """
 
 from __future__ import annotations
@@ -38,9 +42,27 @@ def table(rows: list[dict], columns) -> list[str]:
     return lines
 
 
+def table1(rows: list[dict]) -> list[str]:
+    from explorer.fcam.paper import TABLE1_VGG
+
+    by = {(r["method"], r["upsampler"]): r for r in rows}
+    lines = ["| seeds from | bilinear MaxBoxAcc | Gaussian MaxBoxAcc | F-CAM MaxBoxAcc | F-CAM MaxBoxAccV2 | F-CAM PxAP "
+             "| bilinear PxAP | paper, CUB VGG16 MaxBoxAcc |", "|" + "---|" * 8]
+    for method in dict.fromkeys(r["method"] for r in rows if r["upsampler"] == "fcam"):
+        bil, gau, dec = (by.get((method, u), {}) for u in ("bilinear", "gaussian", "fcam"))
+        before, after = TABLE1_VGG[method]["cub_max_box_acc"]
+        lines.append(f"| {LABELS.get(method, method)} | {cell(bil, 'max_box_acc')} | {cell(gau, 'max_box_acc')} | "
+                     f"{cell(dec, 'max_box_acc')} | {cell(dec, 'max_box_acc_v2')} | {cell(dec, 'pxap')} | "
+                     f"{cell(bil, 'pxap')} | {before} -> {after} |")
+    return lines
+
+
 def main() -> int:
     summary = json.loads((Path(sys.argv[1]) / "summary.json").read_text())
     rows = summary["rows"]
+    if "--table1" in sys.argv:
+        print("\n".join(table1(rows)))
+        return 0
     methods = [r for r in rows if not r["method"].startswith(("control_", "reference_"))]
     others = [r for r in rows if r["method"].startswith(("control_", "reference_"))]
     columns = CONFIDENCE if "--confidence" in sys.argv else LOCALISATION
