@@ -43,11 +43,7 @@ for base in gradcam gradcampp layercam xgradcam smoothgradcampp; do
   [ -f checkpoints/fcam/synthetic_lite0__$base.pt ] || \
     $X train-fcam --backbone synthetic_lite0 --base-method $base --train-limit 2400 --val-limit 300 --threads 2
 done
-# The shipped table (cam, gradcam, gradcampp: the decoders finished so far):
-$X evaluate --dataset synthetic --backbone synthetic_lite0 --methods cam,gradcam,gradcampp --upsampler bilinear,gaussian,fcam \
-   --decoder checkpoints/fcam/synthetic_lite0__cam.pt --decoder checkpoints/fcam/synthetic_lite0__gradcam.pt \
-   --decoder checkpoints/fcam/synthetic_lite0__gradcampp.pt --limit 300 --out $EVAL/synthetic_lite0_fcam_table1
-# All six, once every decoder exists (its own folder: an evaluation folder keeps one set of settings).
+# All six baselines with every upsampler (the shipped table).
 DECODERS=""
 for base in cam gradcam gradcampp layercam xgradcam smoothgradcampp; do
   DECODERS="$DECODERS --decoder checkpoints/fcam/synthetic_lite0__$base.pt"

@@ -297,3 +297,35 @@ def test_shipped_fcam_evaluation_is_what_the_readme_says():
     assert fcam["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1]
     assert fcam["max_box_acc"] <= gaussian["max_box_acc"] and fcam["pxap"] < gaussian["pxap"]
     assert fcam["max_box_acc_ci"][1] < rows[("control_centre", "exact")]["max_box_acc"]
+
+
+def test_shipped_six_baseline_table_is_what_the_readme_says():
+    """F-CAM's Table 1 on v2 (checkpoints/evaluations/synthetic_lite0_fcam_six and synthetic_vgg_fcam):
+    no synthetic_lite0 decoder beats Gaussian upsampling of its own seeds, every decoder stays below
+    the centre control, only CAM's lifts MaxBoxAcc above bilinear with disjoint intervals, Smooth
+    Grad-CAM++ equals Grad-CAM++ at the GAP + linear layer, and the VGG-style decoder lifts Grad-CAM."""
+    from explorer.backbones import CHECKPOINT_DIR
+
+    def rows_of(name: str) -> tuple[dict, dict]:
+        summary = json.loads((CHECKPOINT_DIR / "evaluations" / name / "summary.json").read_text())
+        assert summary["num_images"] >= 300
+        return summary, {(r["method"], r["upsampler"]): r for r in summary["rows"]}
+
+    summary, rows = rows_of("synthetic_lite0_fcam_six")
+    six = ("cam", "gradcam", "gradcampp", "layercam", "xgradcam", "smoothgradcampp")
+    assert sorted(summary["config"]["decoders"]) == sorted(six)
+    centre = rows[("control_centre", "exact")]["max_box_acc"]
+    for m in six:
+        fcam, bilinear, gaussian = rows[(m, "fcam")], rows[(m, "bilinear")], rows[(m, "gaussian")]
+        assert fcam["max_box_acc"] < gaussian["max_box_acc"] and fcam["pxap"] < gaussian["pxap"], m
+        assert fcam["max_box_acc_ci"][1] < centre, m
+        disjoint = fcam["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1]
+        assert disjoint == (m == "cam"), m
+    for up in ("bilinear", "gaussian", "fcam"):
+        a, b = rows[("smoothgradcampp", up)], rows[("gradcampp", up)]
+        assert (a["max_box_acc"], a["max_box_acc_v2"], a["pxap"]) == (b["max_box_acc"], b["max_box_acc_v2"], b["pxap"])
+
+    _, vgg = rows_of("synthetic_vgg_fcam")
+    fcam, bilinear = vgg[("gradcam", "fcam")], vgg[("gradcam", "bilinear")]
+    assert fcam["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1]
+    assert fcam["max_box_acc_ci"][1] < vgg[("control_centre", "exact")]["max_box_acc"]

@@ -193,6 +193,18 @@ def test_smoothgradcampp_reduces_to_gradcampp_without_noise_and_is_seeded():
     assert not torch.allclose(a, c)
 
 
+def test_smoothgradcampp_is_gradcampp_at_a_layer_that_feeds_gap_and_a_linear_head():
+    # There dy_c/dA = w_c / (h w) for every input, so noise changes nothing: the reason
+    # synthetic_lite0's Smooth Grad-CAM++ decoder is its Grad-CAM++ decoder bit for bit.
+    net = conv_net()
+    x = torch.randn(3, 3, 32, 32)
+    targets = [0, 1, 2]
+    plain = compute_cams(net, x, targets, ["gradcampp"], layer="relu2")["gradcampp"]
+    noisy = compute_cams(net, x, targets, ["smoothgradcampp"], layer="relu2", smooth_std=1.0,
+                         smooth_samples=4, seed=3)["smoothgradcampp"]
+    torch.testing.assert_close(noisy, plain, rtol=1e-5, atol=1e-7)
+
+
 def test_methods_declare_their_extra_passes():
     assert METHODS["scorecam"].extra_passes(1280, {}) == 1280
     assert METHODS["smoothgradcampp"].extra_passes(1280, {"smooth_samples": 8}) == 8

@@ -92,8 +92,8 @@ def test_a_shipped_decoder_shows_its_test_scores_beside_its_seeds_the_centre_and
     from explorer.ui import decoder_test_rows
 
     rows = decoder_test_rows("checkpoints/fcam/synthetic_lite0__cam.pt")
-    summary = json.loads((SHIPPED_RUNS_DIR / "synthetic_lite0_fcam_table1" / "summary.json").read_text())
-    ours = [r for r in rows if r["evaluation"].startswith("synthetic_lite0_fcam_table1 ")]
+    summary = json.loads((SHIPPED_RUNS_DIR / "synthetic_lite0_fcam_six" / "summary.json").read_text())
+    ours = [r for r in rows if r["evaluation"].startswith("synthetic_lite0_fcam_six ")]
     assert [r["map"] for r in ours] == ["CAM · bilinear", "CAM · gaussian", "CAM · F-CAM decoder",
                                         "control: " + ours[3]["map"][len("control: "):]]
     fcam = next(r for r in summary["rows"] if (r["method"], r["upsampler"]) == ("cam", "fcam"))
