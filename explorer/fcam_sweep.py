@@ -16,8 +16,17 @@ from typing import Any
 
 from explorer.atomic import write_json_atomically, write_text_atomically
 from explorer.backbones import load_backbone
-from explorer.fcam.decoder import FcamError, read_decoder_card
-from explorer.fcam_train import FcamConfig, config_dict, selection_metric, train_fcam
+from explorer.fcam.decoder import FcamError, load_decoder, read_decoder_card
+from explorer.fcam_train import (
+    FcamConfig,
+    class_targets,
+    config_dict,
+    load_split,
+    score_split,
+    selection_metric,
+    train_fcam,
+)
+from explorer.metrics.intervals import ranking_note
 
 #: The settings a sweep may vary: the seeds' background share, the two loss weights, the step size.
 SWEEPABLE = ("n_negative", "crf_weight", "size_weight", "lr")
@@ -59,13 +68,46 @@ def run_sweep(config: FcamConfig, param: str, values: Sequence[float], out_dir: 
         baseline = baseline or card.get("val_baseline")
         rows.append({"value": value, "decoder": str(path), "best_epoch": card["best_epoch"],
                      "train_seconds": card["train_seconds"], **card["val"]})
+    val_images, intervals = _validation_intervals(config, backbone, [Path(r["decoder"]) for r in rows])
+    if intervals is not None:
+        baseline = {**(baseline or {}), **intervals[0]}
+        for row, scored in zip(rows, intervals[1:]):
+            row.update(scored)
     best = max(rows, key=selection_metric)
     result = {"param": param, "backbone": config.backbone, "base_method": config.base_method,
-              "split": "validation", "command": command, "rows": rows, "baseline": baseline or {},
-              "selected": best["value"], "settings": config_dict(config)}
+              "split": "validation", "val_images": val_images, "command": command, "rows": rows,
+              "baseline": baseline or {}, "selected": best["value"], "settings": config_dict(config)}
+    note = ranking_note([{**r, "images": val_images} for r in rows], "max_box_acc", False,
+                        "Validation MaxBoxAcc")
+    if note:
+        result["ranking_note"] = note
     write_json_atomically(out / "sweep.json", result)
     write_text_atomically(out / "sweep.md", sweep_markdown(result) + "\n")
     return result
+
+
+def _validation_intervals(config: FcamConfig, backbone, decoders: Sequence[Path]
+                          ) -> tuple[int | None, list[dict] | None]:
+    """Each decoder (and the seeds' bilinear baseline first) scored again on the validation split
+    with a 95 % bootstrap interval on MaxBoxAcc: the cards keep the score only, and a curve over
+    a few hundred images is read against its noise. (None, None) without boxes there."""
+    try:
+        val = load_split(config.dataset, config.val_split, backbone.input_size, config.val_limit)
+    except Exception:  # a folder has no validation split: the cards hold no score either
+        return None, None
+    if val.boxes is None:
+        return len(val.images), None
+    targets = class_targets(backbone, val)[0]
+    scored = [score_split(backbone, None, val, targets, config, intervals=True)]
+    for path in decoders:
+        scored.append(score_split(backbone, load_decoder(path, backbone), val, targets, config, intervals=True))
+    return len(val.images), scored
+
+
+def _cell(scores: dict, key: str) -> str:
+    value = scores.get(key, float("nan"))
+    ci = scores.get(f"{key}_ci")
+    return f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else f"{value:.1f}"
 
 
 def sweep_markdown(result: dict) -> str:
@@ -74,9 +116,15 @@ def sweep_markdown(result: dict) -> str:
              "|" + "---|" * (len(present) + 3)]
     if result["baseline"]:
         lines.append(f"| {result['base_method']} seeds, bilinear | "
-                     + " | ".join(f"{result['baseline'].get(k, float('nan')):.1f}" for k, _ in present) + " | | |")
+                     + " | ".join(_cell(result["baseline"], k) for k, _ in present) + " | | |")
     for row in result["rows"]:
         mark = " (selected)" if row["value"] == result["selected"] else ""
-        lines.append(f"| {row['value']:g}{mark} | " + " | ".join(f"{row[k]:.1f}" for k, _ in present)
+        lines.append(f"| {row['value']:g}{mark} | " + " | ".join(_cell(row, k) for k, _ in present)
                      + f" | {row['best_epoch']} | {row['train_seconds'] / 60:.0f} min |")
+    if result.get("val_images"):
+        lines.append("")
+        lines.append(f"{result['val_images']} validation images; [low, high]: 95 % percentile bootstrap over "
+                     "them, the threshold re-chosen in each replicate.")
+    if result.get("ranking_note"):
+        lines.append(result["ranking_note"])
     return "\n".join(lines)

@@ -229,13 +229,16 @@ def _resize_to_eval(maps: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def score_split(backbone: Backbone, decoder: FcamDecoder | None, data: SplitTensors, targets: torch.Tensor,
-                config: FcamConfig, batch_size: int = 32) -> dict:
+                config: FcamConfig, batch_size: int = 32, intervals: bool = False) -> dict:
     """MaxBoxAcc / MaxBoxAccV2 / PxAP on a split of either the decoder's F-CAM (decoder given) or
-    the base CAM upsampled bilinearly and min-max normalised (decoder None, the baseline)."""
+    the base CAM upsampled bilinearly and min-max normalised (decoder None, the baseline).
+    ``intervals`` adds ``max_box_acc_ci``, the 95 % bootstrap interval over the split's images
+    (threshold re-chosen in each replicate, as the evaluations do)."""
+    from explorer.metrics.intervals import bootstrap_weights, hit_curves, max_acc_interval
     from explorer.upsample import normalise, upsample
 
     taus = thresholds(config.threshold_interval)
-    boxes = BoxEvaluator(taus, keep_records=False) if data.boxes is not None else None
+    boxes = BoxEvaluator(taus, keep_records=intervals) if data.boxes is not None else None
     pixels = PixelEvaluator(taus) if data.masks is not None else None
     if boxes is None and pixels is None:
         return {}
@@ -261,11 +264,14 @@ def score_split(backbone: Backbone, decoder: FcamDecoder | None, data: SplitTens
     finally:
         if decoder is not None:
             decoder.net.train(was_training)
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     if boxes is not None:
         result = boxes.compute()
         out.update(max_box_acc=round(result.max_box_acc, 4), max_box_acc_v2=round(result.max_box_acc_v2, 4),
                    best_threshold=round(result.best_threshold, 4))
+        if intervals and result.curves is not None:
+            weights = bootstrap_weights(result.num_images)
+            out["max_box_acc_ci"] = max_acc_interval(hit_curves(result.curves), weights).as_list()
     if pixels is not None:
         out["pxap"] = round(pixels.compute().pxap, 4)
     return out

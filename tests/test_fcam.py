@@ -433,6 +433,11 @@ def test_fcam_sweep_trains_one_decoder_per_value_and_selects_on_validation(data,
     assert cards[1]["command"].endswith("[n_negative 0.5]") and cards[0]["val"]["max_box_acc"] == result["rows"][0][
         "max_box_acc"]
     assert "(selected)" in capsys.readouterr().out
+    # each value's validation score again, with its bootstrap interval (the cards keep the score only)
+    for row in result["rows"] + [result["baseline"]]:
+        low, high = row["max_box_acc_ci"]
+        assert low <= row["max_box_acc"] <= high
+    assert result["val_images"] == SIZES["val"] and f"{SIZES['val']} validation images" in (out / "sweep.md").read_text()
     stamp = (out / "n_negative=0.1.pt").stat().st_mtime_ns
     assert main(["fcam-sweep", *common, "--param", "n-negative", "--values", "0.1", "--out", str(out)]) == 0
     assert (out / "n_negative=0.1.pt").stat().st_mtime_ns == stamp  # read back, not trained again
