@@ -78,7 +78,7 @@ def run_sweep(config: FcamConfig, param: str, values: Sequence[float], out_dir: 
               "split": "validation", "val_images": val_images, "command": command, "rows": rows,
               "baseline": baseline or {}, "selected": best["value"], "settings": config_dict(config)}
     note = ranking_note([{**r, "images": val_images} for r in rows], "max_box_acc", False,
-                        "Validation MaxBoxAcc")
+                        "Validation MaxBoxAcc", ranked="values")
     if note:
         result["ranking_note"] = note
     write_json_atomically(out / "sweep.json", result)

@@ -329,3 +329,21 @@ def test_shipped_six_baseline_table_is_what_the_readme_says():
     fcam, bilinear = vgg[("gradcam", "fcam")], vgg[("gradcam", "bilinear")]
     assert fcam["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1]
     assert fcam["max_box_acc_ci"][1] < vgg[("control_centre", "exact")]["max_box_acc"]
+
+
+def test_shipped_small_cnn_evaluation_is_what_the_readme_says():
+    """synthetic_cnn on v2 (checkpoints/evaluations/synthetic_cnn): its 14 x 14 CAM beats Lite0's 7 x 7
+    one with bilinear upsampling (disjoint intervals), every map stays below the centre control,
+    and Gaussian upsampling lowers CAM's Average Drop (disjoint intervals)."""
+    from explorer.backbones import CHECKPOINT_DIR
+
+    def rows_of(name: str) -> dict:
+        summary = json.loads((CHECKPOINT_DIR / "evaluations" / name / "summary.json").read_text())
+        assert summary["num_images"] >= 300
+        return {(r["method"], r["upsampler"]): r for r in summary["rows"]}
+
+    cnn, lite0 = rows_of("synthetic_cnn"), rows_of("synthetic_lite0")
+    assert cnn[("cam", "bilinear")]["max_box_acc_ci"][0] > lite0[("cam", "bilinear")]["max_box_acc_ci"][1]
+    centre = cnn[("control_centre", "exact")]["max_box_acc"]
+    assert all(r["max_box_acc"] < centre for (m, up), r in cnn.items() if not m.startswith(("control", "reference")))
+    assert cnn[("cam", "gaussian")]["average_drop_ci"][1] < cnn[("cam", "bilinear")]["average_drop_ci"][0]

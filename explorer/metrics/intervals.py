@@ -105,7 +105,8 @@ def joint_localization_v2(curves: Sequence[ImageCurves], correct: np.ndarray, de
                           for d in deltas]))
 
 
-def ranking_note(rows: Sequence[dict], key: str, lower_is_better: bool, what: str) -> str | None:
+def ranking_note(rows: Sequence[dict], key: str, lower_is_better: bool, what: str,
+                 ranked: str = "methods") -> str | None:
     """None when the best row's 95 % interval for ``key`` is clear of every other row's; else a
     sentence saying that these rows cannot rank the methods (the intervals overlap)."""
     scored = [r for r in rows if key in r and f"{key}_ci" in r]
@@ -119,4 +120,4 @@ def ranking_note(rows: Sequence[dict], key: str, lower_is_better: bool, what: st
         return None
     n = best.get("images")
     return (f"{what}: the best row's 95 % interval ({low:.1f} to {high:.1f}) overlaps {len(overlapping)} other "
-            f"row(s)" + (f" with n = {n} images" if n else "") + "; these numbers cannot rank those methods.")
+            f"row(s)" + (f" with n = {n} images" if n else "") + f"; these numbers cannot rank those {ranked}.")
