@@ -473,3 +473,19 @@ def test_every_shipped_decoder_loads_and_its_card_names_the_command_that_made_it
     assert (f"--base-method {method}" in card["command"]) == (method != "cam")
     decoder = load_decoder(path, load_backbone(backbone_name, device="cpu"))
     assert parameter_count(decoder) == card["parameters"]
+
+
+def test_shipped_short_sweeps_are_what_the_readme_says():
+    """The n- and CRF-weight sweeps (checkpoints/fcam/sweeps/*-short): intervals on every row, no
+    value separable from the rest, and the point both sweeps share (n- 0.3, lambda 2e-8) scored alike."""
+    root = Path(__file__).resolve().parents[1] / "checkpoints" / "fcam" / "sweeps"
+    n_sweep = json.loads((root / "synthetic_lite0-n-negative-short" / "sweep.json").read_text())
+    crf_sweep = json.loads((root / "synthetic_lite0-crf-weight-short" / "sweep.json").read_text())
+    for sweep in (n_sweep, crf_sweep):
+        assert sweep["split"] == "validation" and sweep["val_images"] == 150
+        assert all("max_box_acc_ci" in r for r in sweep["rows"]) and "cannot rank" in sweep["ranking_note"]
+    assert [r["value"] for r in n_sweep["rows"]] == [0.1, 0.3, 0.5, 0.7]
+    assert crf_sweep["selected"] == 0 and n_sweep["selected"] == 0.7
+    shared_n = next(r for r in n_sweep["rows"] if r["value"] == 0.3)
+    shared_crf = next(r for r in crf_sweep["rows"] if r["value"] == 2e-8)
+    assert {k: shared_n[k] for k in ("max_box_acc", "pxap")} == {k: shared_crf[k] for k in ("max_box_acc", "pxap")}
