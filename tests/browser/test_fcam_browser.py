@@ -48,13 +48,13 @@ def test_fcam_page_and_the_fcam_column_in_compare(page: Page, app_url: str, synt
     expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(synthetic_image.name)
     # the uploader lists the file before the rerun that reads it ends: wait for the page to use it,
     # or the next page opens on the previous image
-    expect(page.locator('[data-testid="stMain"]')).to_contain_text(f"Image {synthetic_image.name}")
+    expect(page.locator('[data-testid="stMain"]')).to_contain_text(f"Image {synthetic_image.name}", timeout=60_000)
 
     shoot(page, screenshot_dir, "fcam-00-home-after-upload")
     open_page_from_nav(page, "F-CAM", "F-CAM Decoder")
     page.wait_for_selector('[data-testid="stImage"] img')
     # the upload is still the image on the next page (the uploader itself starts empty there)
-    expect(page.locator('[data-testid="stMain"]')).to_contain_text(f"Image {synthetic_image.name}")
+    expect(page.locator('[data-testid="stMain"]')).to_contain_text(f"Image {synthetic_image.name}", timeout=60_000)
     expect(page.locator('[data-testid="stImage"] img')).to_have_count(4)
     assert any(c.startswith("C⁺ (green") for c in captions(page))
     expect(page.locator(".js-plotly-plot")).to_have_count(3)  # grid heatmap, value histograms, training curves
