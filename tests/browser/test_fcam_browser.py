@@ -42,8 +42,11 @@ def test_fcam_page_and_the_fcam_column_in_compare(page: Page, app_url: str, synt
     settle(page, '[data-testid="stDataFrame"]')
     choose(page, "Backbone", "synthetic_v1_lite0", '[data-testid="stDataFrame"]')
     page.locator("label", has_text="upload").first.click()
-    # the image uploader comes first; "Your data" (a zip) is the second
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(synthetic_image))
+    # the image uploader appears only after the rerun this click starts; until then the only
+    # uploader on the page is "Your data" (a zip), which would take the file and refuse it
+    image_uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="Your image")
+    expect(image_uploader).to_have_count(1, timeout=60_000)
+    image_uploader.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(synthetic_image))
     settle(page, '[data-testid="stDataFrame"]')
     expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(synthetic_image.name)
     # the uploader lists the file before the rerun that reads it ends: wait for the page to use it,
