@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from explorer.metrics.intervals import with_interval
+
 LABELS = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "smoothgradcampp": "Smooth Grad-CAM++",
           "xgradcam": "XGrad-CAM", "layercam": "LayerCAM", "extendedcam": "Extended-CAM (signed)",
           "reference_object": "oracle: object mask", "reference_part": "oracle: head mask only",
@@ -27,10 +29,7 @@ CONFIDENCE = (("average_drop", "AD %"), ("increase", "Inc %"), ("average_drop_re
 
 
 def cell(row: dict, key: str) -> str:
-    if key not in row:
-        return ""
-    interval = row.get(f"{key}_ci")
-    return f"{row[key]:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else f"{row[key]:.1f}"
+    return with_interval(row, key)
 
 
 def table(rows: list[dict], columns) -> list[str]:

@@ -542,11 +542,12 @@ def _v1_names() -> list[str]:
 
 
 def _register_small_cnn(name: str, version: int, names: Callable[[], list[str]], teacher: str,
-                        start: str = "random weights", guide: str = "attention transfer from {teacher}'s CAM") -> None:
+                        start: str = "random weights", distilled: bool = False) -> None:
+    guide = f"attention transfer from {teacher}'s CAM" + (" and distillation of its class scores" if distilled else "")
     register_backbone(BackboneSpec(
         name=name,
         description=(f"Small CNN trained from {start} on synthetic benchmark v{version} ({len(names())} "
-                     f"classes, 224x224), guided by {guide.format(teacher=teacher)}"),
+                     f"classes, 224x224), guided by {guide}"),
         build=lambda: _build_small_cnn(len(names())), pretrained_file=lambda: synthetic_weight_file(name),
         pretrained_label=f"trained here on synthetic benchmark v{version} (checkpoints/{name}.pt)",
         layers=_small_cnn_layers, default_layer="stage4", head_path="fc", cam_layer="stage4", class_names=names,
@@ -569,7 +570,7 @@ def _register_fine_tuned_lite0(name: str, version: int, names: Callable[[], list
 
 _SYNTHETIC_INPUT: dict[str, Any] = {"input_size": (224, 224), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 _register_small_cnn("synthetic_cnn", 2, _synthetic_names, "synthetic_lite0", start="synthetic_v1_cnn's layers",
-                    guide="attention transfer from {teacher}'s CAM and distillation of its class scores")
+                    distilled=True)
 _register_fine_tuned_lite0("synthetic_lite0", 2, _synthetic_names)
 # The classifiers of benchmark version 1 (5 classes; spec "synthetic-v1"), kept for teaching with
 # their F-CAM decoders, evaluations and Table D.1 ablation.

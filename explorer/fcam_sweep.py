@@ -26,7 +26,7 @@ from explorer.fcam_train import (
     selection_metric,
     train_fcam,
 )
-from explorer.metrics.intervals import ranking_note
+from explorer.metrics.intervals import ranking_note, with_interval
 
 #: The settings a sweep may vary: the seeds' background share, the two loss weights, the step size.
 SWEEPABLE = ("n_negative", "crf_weight", "size_weight", "lr")
@@ -104,22 +104,16 @@ def _validation_intervals(config: FcamConfig, backbone, decoders: Sequence[Path]
     return len(val.images), scored
 
 
-def _cell(scores: dict, key: str) -> str:
-    value = scores.get(key, float("nan"))
-    ci = scores.get(f"{key}_ci")
-    return f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else f"{value:.1f}"
-
-
 def sweep_markdown(result: dict) -> str:
     present = [(k, label) for k, label in METRICS if k in result["rows"][0]]
     lines = [f"| {result['param']} | " + " | ".join(label for _, label in present) + " | epoch | training |",
              "|" + "---|" * (len(present) + 3)]
     if result["baseline"]:
         lines.append(f"| {result['base_method']} seeds, bilinear | "
-                     + " | ".join(_cell(result["baseline"], k) for k, _ in present) + " | | |")
+                     + " | ".join(with_interval(result["baseline"], k, "nan") for k, _ in present) + " | | |")
     for row in result["rows"]:
         mark = " (selected)" if row["value"] == result["selected"] else ""
-        lines.append(f"| {row['value']:g}{mark} | " + " | ".join(_cell(row, k) for k, _ in present)
+        lines.append(f"| {row['value']:g}{mark} | " + " | ".join(with_interval(row, k, "nan") for k, _ in present)
                      + f" | {row['best_epoch']} | {row['train_seconds'] / 60:.0f} min |")
     if result.get("val_images"):
         lines.append("")

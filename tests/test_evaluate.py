@@ -299,19 +299,21 @@ def test_shipped_fcam_evaluation_is_what_the_readme_says():
     assert fcam["max_box_acc_ci"][1] < rows[("control_centre", "exact")]["max_box_acc"]
 
 
+def shipped_rows(name: str) -> tuple[dict, dict]:
+    """A shipped evaluation of at least 300 images: its summary and its rows by (method, upsampler)."""
+    from explorer.backbones import CHECKPOINT_DIR
+
+    summary = json.loads((CHECKPOINT_DIR / "evaluations" / name / "summary.json").read_text())
+    assert summary["num_images"] >= 300
+    return summary, {(r["method"], r["upsampler"]): r for r in summary["rows"]}
+
+
 def test_shipped_six_baseline_table_is_what_the_readme_says():
     """F-CAM's Table 1 on v2 (checkpoints/evaluations/synthetic_lite0_fcam_six and synthetic_vgg_fcam):
     no synthetic_lite0 decoder beats Gaussian upsampling of its own seeds, every decoder stays below
     the centre control, only CAM's lifts MaxBoxAcc above bilinear with disjoint intervals, Smooth
     Grad-CAM++ equals Grad-CAM++ at the GAP + linear layer, and the VGG-style decoder lifts Grad-CAM."""
-    from explorer.backbones import CHECKPOINT_DIR
-
-    def rows_of(name: str) -> tuple[dict, dict]:
-        summary = json.loads((CHECKPOINT_DIR / "evaluations" / name / "summary.json").read_text())
-        assert summary["num_images"] >= 300
-        return summary, {(r["method"], r["upsampler"]): r for r in summary["rows"]}
-
-    summary, rows = rows_of("synthetic_lite0_fcam_six")
+    summary, rows = shipped_rows("synthetic_lite0_fcam_six")
     six = ("cam", "gradcam", "gradcampp", "layercam", "xgradcam", "smoothgradcampp")
     assert sorted(summary["config"]["decoders"]) == sorted(six)
     centre = rows[("control_centre", "exact")]["max_box_acc"]
@@ -325,13 +327,13 @@ def test_shipped_six_baseline_table_is_what_the_readme_says():
         a, b = rows[("smoothgradcampp", up)], rows[("gradcampp", up)]
         assert (a["max_box_acc"], a["max_box_acc_v2"], a["pxap"]) == (b["max_box_acc"], b["max_box_acc_v2"], b["pxap"])
 
-    _, cnn = rows_of("synthetic_cnn_fcam")  # the small CNN's CAM decoder: a gain inside the noise
+    _, cnn = shipped_rows("synthetic_cnn_fcam")  # the small CNN's CAM decoder: a gain inside the noise
     fcam, bilinear = cnn[("cam", "fcam")], cnn[("cam", "bilinear")]
     assert bilinear["max_box_acc"] < fcam["max_box_acc"] and fcam["max_box_acc_ci"][0] <= bilinear["max_box_acc_ci"][1]
     assert fcam["max_box_acc_ci"][1] < cnn[("control_centre", "exact")]["max_box_acc"]
     assert fcam["pxap"] < cnn[("cam", "gaussian")]["pxap"]
 
-    _, vgg = rows_of("synthetic_vgg_fcam")
+    _, vgg = shipped_rows("synthetic_vgg_fcam")
     fcam, bilinear = vgg[("gradcam", "fcam")], vgg[("gradcam", "bilinear")]
     assert fcam["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1]
     assert fcam["max_box_acc_ci"][1] < vgg[("control_centre", "exact")]["max_box_acc"]
@@ -341,14 +343,7 @@ def test_shipped_small_cnn_evaluation_is_what_the_readme_says():
     """synthetic_cnn on v2 (checkpoints/evaluations/synthetic_cnn): its 14 x 14 CAM beats Lite0's 7 x 7
     one with bilinear upsampling (disjoint intervals), every map stays below the centre control,
     and Gaussian upsampling lowers CAM's Average Drop (disjoint intervals)."""
-    from explorer.backbones import CHECKPOINT_DIR
-
-    def rows_of(name: str) -> dict:
-        summary = json.loads((CHECKPOINT_DIR / "evaluations" / name / "summary.json").read_text())
-        assert summary["num_images"] >= 300
-        return {(r["method"], r["upsampler"]): r for r in summary["rows"]}
-
-    cnn, lite0 = rows_of("synthetic_cnn"), rows_of("synthetic_lite0")
+    cnn, lite0 = shipped_rows("synthetic_cnn")[1], shipped_rows("synthetic_lite0")[1]
     assert cnn[("cam", "bilinear")]["max_box_acc_ci"][0] > lite0[("cam", "bilinear")]["max_box_acc_ci"][1]
     centre = cnn[("control_centre", "exact")]["max_box_acc"]
     assert all(r["max_box_acc"] < centre for (m, up), r in cnn.items() if not m.startswith(("control", "reference")))

@@ -105,6 +105,16 @@ def joint_localization_v2(curves: Sequence[ImageCurves], correct: np.ndarray, de
                           for d in deltas]))
 
 
+def with_interval(row: dict, key: str, missing: str = "") -> str:
+    """``row[key]`` to one decimal with its stored 95 % interval (``row[key + "_ci"]``) when there
+    is one: "12.3 [9.7, 16.7]"; ``missing`` when the row has no such number."""
+    value = row.get(key)
+    if value is None:
+        return missing
+    interval = row.get(f"{key}_ci")
+    return f"{value:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else f"{value:.1f}"
+
+
 def ranking_note(rows: Sequence[dict], key: str, lower_is_better: bool, what: str,
                  ranked: str = "methods") -> str | None:
     """None when the best row's 95 % interval for ``key`` is clear of every other row's; else a

@@ -21,6 +21,7 @@ from explorer.fcam.decoder import FcamError
 from explorer.images import image_digest
 from explorer.jobs import Job
 from explorer.methods import METHODS
+from explorer.metrics.intervals import with_interval
 from explorer.pipeline import grid_maps
 from explorer.presets import sigma_presets
 from explorer.runs import slug
@@ -165,8 +166,7 @@ def decoder_test_rows(decoder_path: str) -> list[dict[str, Any]]:
     from explorer.runs import runs_with_decoder
 
     def cells(row: dict) -> dict[str, str]:
-        return {label: (f"{row[key]:.1f} [{row[f'{key}_ci'][0]:.1f}, {row[f'{key}_ci'][1]:.1f}]"
-                        if row.get(f"{key}_ci") else f"{row[key]:.1f}") if row.get(key) is not None else "—"
+        return {label: with_interval(row, key, "—")
                 for key, label in (("max_box_acc", "MaxBoxAcc"), ("max_box_acc_v2", "MaxBoxAccV2"), ("pxap", "PxAP"))}
 
     table: list[dict[str, Any]] = []
