@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from explorer.cli_args import Parser, csv_list, device, names, number, numbers, output_file, output_folder, whole
+from explorer.cli_args import Parser, csv_list, device, names, number, numbers, output_file, output_folder, whole, whole_numbers
 from explorer.erf import MODES as ERF_MODES
 from explorer.errors import ExplorerError
 from explorer.fcam.decoder import FcamError
@@ -714,25 +714,38 @@ def _configure_ablation(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=whole(1), default=None, help="score only the first N images of that split")
     p.add_argument("--reuse", type=Path, default=None,
                    help="a decoder trained with the full loss and the same settings (e.g. the shipped one): used "
-                        "for the seeds+crf+size row instead of training it again")
+                        "for the seeds+crf+size row instead of training it again (with --seeds: for its own "
+                        "seed's row only)")
+    p.add_argument("--seeds", type=whole_numbers, default=None,
+                   help="comma-separated training seeds (e.g. 0,1,2; replaces --seed): the table once per seed in "
+                        "<out>/seed<N>/, then mean and standard deviation over seeds in <out>/seeds.{json,md}")
     p.add_argument("--out", type=output_folder, required=True, help="folder for the decoders, evaluations and ablation.{json,md}")
 
 
 @command("fcam-ablation", "F-CAM Table D.1 on a dataset: seeds only, + CRF, + size, all three (trained and scored)",
          _configure_ablation)
 def run_fcam_ablation(args: argparse.Namespace) -> int:
-    from explorer.fcam_ablation import run_ablation
+    from explorer.fcam_ablation import run_ablation, run_seeded_ablation, seeds_markdown
 
     config = _fcam_config(args)
     progress, close = _fcam_progress(f"F-CAM {args.backbone}")
+    common = {"variants": args.variants, "split": args.split, "limit": args.limit, "reuse": args.reuse,
+              "command": "python -m explorer " + " ".join(args.argv), "device": args.device, "progress": progress,
+              "log": print}
     try:
-        table = run_ablation(config, args.out, variants=args.variants, split=args.split, limit=args.limit,
-                             reuse=args.reuse, command="python -m explorer " + " ".join(args.argv),
-                             device=args.device, progress=progress, log=print)
+        if args.seeds:
+            result = run_seeded_ablation(config, args.out, args.seeds, **common)
+        else:
+            table = run_ablation(config, args.out, **common)
     finally:
         close()
-    print(table.markdown())
-    print(f"wrote {args.out}/ablation.json and ablation.md")
+    if args.seeds:
+        print(seeds_markdown(result))
+        print(f"wrote {args.out}/seed<N>/ablation.json for seeds {', '.join(map(str, args.seeds))} and "
+              f"{args.out}/seeds.json and seeds.md")
+    else:
+        print(table.markdown())
+        print(f"wrote {args.out}/ablation.json and ablation.md")
     return 0
 
 

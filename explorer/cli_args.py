@@ -63,6 +63,17 @@ def numbers(text: str) -> list[float]:
     return values
 
 
+def whole_numbers(text: str) -> list[int]:
+    """A non-empty comma-separated list of distinct whole numbers at least 0 (e.g. training seeds)."""
+    one = whole(0)
+    values = [one(part) for part in csv_list(text)]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one whole number (comma-separated)")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"each number once, not {text}")
+    return values
+
+
 def names(text: str) -> list[str]:
     """A non-empty comma-separated list."""
     values = csv_list(text)

@@ -416,6 +416,63 @@ def test_train_fcam_and_ablation_commands_on_a_tiny_configuration(data, tmp_path
     assert "error: argument --lr: must be above 0, not -1" in capsys.readouterr().err
 
 
+def test_ablation_over_seeds_runs_each_seed_and_reports_the_spread(data, tmp_path, capsys):
+    """--seeds: one table per training seed, then mean and sample s.d. over seeds beside each seed's
+    interval over images; the seeds really change the decoders, the CAM baseline stays put."""
+    from explorer.cli import main
+
+    out = tmp_path / "seeds"
+    assert main(["fcam-ablation", "--backbone", "synthetic_cnn", "--weights", "random", "--dataset",
+                 f"synthetic:{data}", "--epochs", "1", "--batch-size", "4", "--variants", "seeds,seeds+crf+size",
+                 "--seeds", "0,3", "--out", str(out)]) == 0
+    per_seed = [json.loads((out / f"seed{s}" / "ablation.json").read_text()) for s in (0, 3)]
+    assert [run["settings"]["seed"] for run in per_seed] == [0, 3]
+    assert per_seed[0]["baseline_bilinear"] == per_seed[1]["baseline_bilinear"]
+    cards = [json.loads((out / f"seed{s}" / "seeds.json").read_text()) for s in (0, 3)]
+    assert cards[0]["seed"] == 0 and cards[1]["seed"] == 3
+    weights = [torch.load(out / f"seed{s}" / "seeds.pt", weights_only=True) for s in (0, 3)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0] if weights[0][k].is_floating_point())
+    result = json.loads((out / "seeds.json").read_text())
+    assert result["seeds"] == [0, 3] and [r["variant"] for r in result["rows"]] == ["seeds", "seeds+crf+size"]
+    for row in result["rows"]:
+        values = [p["max_box_acc"] for p in row["per_seed"]]
+        assert row["max_box_acc"] == pytest.approx(np.mean(values))
+        assert row["max_box_acc_sd"] == pytest.approx(np.std(values, ddof=1))
+        for p in row["per_seed"]:
+            low, high = p["max_box_acc_ci"]
+            assert low <= p["max_box_acc"] <= high
+    assert result["rows"][1]["paper_cub_vgg16_max_box_acc"] == 87.3
+    text = (out / "seeds.md").read_text()
+    assert "mean ± s.d., 2 seeds" in text and "CAM + SR + CRF + ASC (F-CAM)" in text and "| 61.6 |" in text
+    assert "seeds.json and seeds.md" in capsys.readouterr().out
+    assert main(["fcam-ablation", "--backbone", "synthetic_cnn", "--seeds", "1,1", "--out", str(out)]) == 2
+    assert "each number once" in capsys.readouterr().err
+
+
+def test_aggregating_ablations_refuses_runs_of_different_recipes(tmp_path):
+    from explorer.fcam_ablation import aggregate_ablations
+
+    def run(folder: str, seed: int, epochs: int, score: float) -> Path:
+        path = tmp_path / folder
+        path.mkdir()
+        row = {"variant": "seeds", "best_epoch": 1, "train_seconds": 5.0, "max_box_acc": score,
+               "max_box_acc_ci": [score - 3, score + 3]}
+        (path / "ablation.json").write_text(json.dumps({
+            "backbone": "b", "base_method": "cam", "dataset": "d", "split": "test", "rows": [row],
+            "baseline_bilinear": {"max_box_acc": 10.0}, "settings": {"seed": seed, "epochs": epochs}}))
+        return path
+
+    a, b, c = run("a", 0, 3, 20.0), run("b", 1, 3, 26.0), run("c", 2, 5, 30.0)
+    result = aggregate_ablations([a, b])
+    assert result["rows"][0]["max_box_acc"] == 23.0
+    assert result["rows"][0]["max_box_acc_sd"] == pytest.approx(math.sqrt(18.0))
+    assert result["rows"][0]["max_box_acc_range"] == [20.0, 26.0]
+    with pytest.raises(FcamError, match="differ in more than the seed .epochs"):
+        aggregate_ablations([a, c])
+    with pytest.raises(FcamError, match="does not exist"):
+        aggregate_ablations([a, tmp_path / "missing"])
+
+
 def test_fcam_sweep_trains_one_decoder_per_value_and_selects_on_validation(data, tmp_path, capsys):
     from explorer.cli import main
 
