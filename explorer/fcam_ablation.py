@@ -24,6 +24,7 @@ import numpy as np
 
 from explorer.atomic import write_json_atomically, write_text_atomically
 from explorer.backbones import load_backbone
+from explorer.controls import CONTROLS
 from explorer.evaluate import EvalConfig, evaluate
 from explorer.fcam.decoder import FcamError, read_decoder_card
 from explorer.fcam_train import ABLATION_VARIANTS, FcamConfig, config_dict, train_fcam
@@ -82,7 +83,7 @@ def run_ablation(config: FcamConfig, out_dir: str | Path, *, variants: Sequence[
     out.mkdir(parents=True, exist_ok=True)
     backbone = load_backbone(config.backbone, config.weights, device=device)
     layer = backbone.resolve_layer(config.layer)
-    rows, baseline = [], None
+    rows, baseline, controls = [], None, []
     for variant in variants:
         settings = variant_config(dataclasses.replace(config, layer=layer), variant)
         if variant == "seeds+crf+size" and reuse is not None:
@@ -111,13 +112,15 @@ def run_ablation(config: FcamConfig, out_dir: str | Path, *, variants: Sequence[
         if baseline is None:
             bilinear = summary.row(config.base_method, "bilinear")
             baseline = _scores(bilinear)
+            controls = [{"method": r["method"], **_scores(r)} for r in summary.rows
+                        if r["method"].startswith(("control_", "reference_"))]
         rows.append({"variant": variant, "crf_weight": settings.crf_weight, "size_weight": settings.size_weight,
                      "decoder": str(path), "best_epoch": card["best_epoch"], "train_seconds": card["train_seconds"],
                      "images": fcam_row["images"], **_scores(fcam_row)})
     table = AblationTable(config.backbone, config.base_method, split, baseline or {}, rows)
     write_json_atomically(out / "ablation.json", {
         "backbone": table.backbone, "base_method": table.base_method, "dataset": config.dataset, "split": split,
-        "command": command, "baseline_bilinear": table.baseline, "rows": rows,
+        "command": command, "baseline_bilinear": table.baseline, "controls": controls, "rows": rows,
         "settings": config_dict(config)})
     write_text_atomically(out / "ablation.md", table.markdown() + "\n")
     return table
@@ -186,7 +189,8 @@ def aggregate_ablations(folders: Sequence[str | Path]) -> dict:
     baseline = first["baseline_bilinear"]
     return {"backbone": first["backbone"], "base_method": first["base_method"], "dataset": first["dataset"],
             "split": first["split"], "images": first["rows"][0].get("images"), "seeds": seeds,
-            "baseline_bilinear": baseline, "paper_cub_vgg16_baseline": PAPER_CUB_VGG16_MAX_BOX_ACC["baseline"],
+            "baseline_bilinear": baseline, "controls": first.get("controls", []),
+            "paper_cub_vgg16_baseline": PAPER_CUB_VGG16_MAX_BOX_ACC["baseline"],
             "rows": rows, "settings": {k: v for k, v in first["settings"].items() if k != "seed"},
             "spread": "mean over training seeds, sample standard deviation (n - 1); each seed's 95 % interval is "
                       "the percentile bootstrap over the scored images"}
@@ -207,6 +211,12 @@ def seeds_markdown(result: dict) -> str:
     lines.append(f"| {result['base_method']} + bilinear (no decoder; no training seed) | "
                  + " | ".join(with_interval(base, k) for k, _ in present)
                  + f" | | | {result['paper_cub_vgg16_baseline']} |")
+    for control in result.get("controls", []):
+        kind = "control, no network" if control["method"].startswith("control_") else "oracle, from the ground truth"
+        name = control["method"].partition("_")[2]
+        label = CONTROLS.get(name, name.replace("_", " ") + " mask")
+        lines.append(f"| {label} ({kind}) | " + " | ".join(with_interval(control, k) for k, _ in present)
+                     + " | | | |")
     for row in result["rows"]:
         gains = [p[first] - base[first] for p in row["per_seed"]]
         per_seed = "; ".join(with_interval(p, first) for p in row["per_seed"])

@@ -232,14 +232,21 @@ def score_split(backbone: Backbone, decoder: FcamDecoder | None, data: SplitTens
                 config: FcamConfig, batch_size: int = 32, intervals: bool = False) -> dict:
     """MaxBoxAcc / MaxBoxAccV2 / PxAP on a split of either the decoder's F-CAM (decoder given) or
     the base CAM upsampled bilinearly and min-max normalised (decoder None, the baseline).
-    ``intervals`` adds ``max_box_acc_ci``, the 95 % bootstrap interval over the split's images
-    (threshold re-chosen in each replicate, as the evaluations do)."""
-    from explorer.metrics.intervals import bootstrap_weights, hit_curves, max_acc_interval
+    ``intervals`` adds ``max_box_acc_ci``, ``max_box_acc_v2_ci`` and ``pxap_ci``, the 95 %
+    bootstrap intervals over the split's images (threshold re-chosen in each replicate, as the
+    evaluations do)."""
+    from explorer.metrics.intervals import (
+        bootstrap_weights,
+        hit_curves,
+        max_acc_interval,
+        max_box_acc_v2_interval,
+        pxap_interval,
+    )
     from explorer.upsample import normalise, upsample
 
     taus = thresholds(config.threshold_interval)
     boxes = BoxEvaluator(taus, keep_records=intervals) if data.boxes is not None else None
-    pixels = PixelEvaluator(taus) if data.masks is not None else None
+    pixels = PixelEvaluator(taus, keep_image_hists=intervals) if data.masks is not None else None
     if boxes is None and pixels is None:
         return {}
     was_training = decoder.net.training if decoder is not None else False
@@ -272,8 +279,12 @@ def score_split(backbone: Backbone, decoder: FcamDecoder | None, data: SplitTens
         if intervals and result.curves is not None:
             weights = bootstrap_weights(result.num_images)
             out["max_box_acc_ci"] = max_acc_interval(hit_curves(result.curves), weights).as_list()
+            out["max_box_acc_v2_ci"] = max_box_acc_v2_interval(result.curves, weights, result.iou_levels).as_list()
     if pixels is not None:
         out["pxap"] = round(pixels.compute().pxap, 4)
+        if intervals and pixels.image_pos_hists:
+            out["pxap_ci"] = pxap_interval(np.stack(pixels.image_pos_hists), np.stack(pixels.image_neg_hists),
+                                           bootstrap_weights(len(pixels.image_pos_hists))).as_list()
     return out
 
 

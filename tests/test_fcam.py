@@ -444,6 +444,9 @@ def test_ablation_over_seeds_runs_each_seed_and_reports_the_spread(data, tmp_pat
     assert result["rows"][1]["paper_cub_vgg16_max_box_acc"] == 87.3
     text = (out / "seeds.md").read_text()
     assert "mean ± s.d., 2 seeds" in text and "CAM + SR + CRF + ASC (F-CAM)" in text and "| 61.6 |" in text
+    # the network-free controls, scored on the same images, stand beside the table
+    assert {c["method"] for c in result["controls"]} >= {"control_centre", "reference_object"}
+    assert "centre Gaussian (the protocol's baseline) (control, no network)" in text
     assert "seeds.json and seeds.md" in capsys.readouterr().out
     assert main(["fcam-ablation", "--backbone", "synthetic_cnn", "--seeds", "1,1", "--out", str(out)]) == 2
     assert "each number once" in capsys.readouterr().err
@@ -492,8 +495,9 @@ def test_fcam_sweep_trains_one_decoder_per_value_and_selects_on_validation(data,
     assert "(selected)" in capsys.readouterr().out
     # each value's validation score again, with its bootstrap interval (the cards keep the score only)
     for row in result["rows"] + [result["baseline"]]:
-        low, high = row["max_box_acc_ci"]
-        assert low <= row["max_box_acc"] <= high
+        for metric in ("max_box_acc", "max_box_acc_v2", "pxap"):
+            low, high = row[f"{metric}_ci"]
+            assert low <= row[metric] <= high
     assert result["val_images"] == SIZES["val"] and f"{SIZES['val']} validation images" in (out / "sweep.md").read_text()
     stamp = (out / "n_negative=0.1.pt").stat().st_mtime_ns
     assert main(["fcam-sweep", *common, "--param", "n-negative", "--values", "0.1", "--out", str(out)]) == 0
@@ -540,7 +544,9 @@ def test_shipped_short_sweeps_are_what_the_readme_says():
     crf_sweep = json.loads((root / "synthetic_lite0-crf-weight-short" / "sweep.json").read_text())
     for sweep in (n_sweep, crf_sweep):
         assert sweep["split"] == "validation" and sweep["val_images"] == 150
-        assert all("max_box_acc_ci" in r for r in sweep["rows"]) and "cannot rank" in sweep["ranking_note"]
+        assert all(f"{m}_ci" in r for r in sweep["rows"] + [sweep["baseline"]]
+                   for m in ("max_box_acc", "max_box_acc_v2", "pxap"))
+        assert "cannot rank" in sweep["ranking_note"]
     assert [r["value"] for r in n_sweep["rows"]] == [0.1, 0.3, 0.5, 0.7]
     assert crf_sweep["selected"] == 0 and n_sweep["selected"] == 0.7
     shared_n = next(r for r in n_sweep["rows"] if r["value"] == 0.3)
