@@ -552,3 +552,6 @@ def test_shipped_short_sweeps_are_what_the_readme_says():
     shared_n = next(r for r in n_sweep["rows"] if r["value"] == 0.3)
     shared_crf = next(r for r in crf_sweep["rows"] if r["value"] == 2e-8)
     assert {k: shared_n[k] for k in ("max_box_acc", "pxap")} == {k: shared_crf[k] for k in ("max_box_acc", "pxap")}
+    # the README: on pixels eight rows (n- 0.3 and 0.5, every CRF weight) sit below CAM + bilinear, intervals clear
+    below = [r for sweep in (n_sweep, crf_sweep) for r in sweep["rows"] if r["value"] not in (0.1, 0.7)]
+    assert len(below) == 8 and all(r["pxap_ci"][1] < n_sweep["baseline"]["pxap_ci"][0] for r in below)
