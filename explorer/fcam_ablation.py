@@ -96,7 +96,8 @@ def run_ablation(config: FcamConfig, out_dir: str | Path, *, variants: Sequence[
             log(f"{variant}: reusing {path}")
         else:
             path = out / f"{variant.replace('+', '_')}.pt"
-            log(f"{variant}: training {path.name} (crf weight {settings.crf_weight:g}, size weight "
+            verb = "reading back (trained before)" if path.is_file() and path.with_suffix(".json").is_file() else "training"
+            log(f"{variant}: {verb} {path.name} (crf weight {settings.crf_weight:g}, size weight "
                 f"{settings.size_weight:g})")
             cmd = f"{command} [variant {variant}]" if command else None
             train_fcam(settings, path, command=cmd, backbone=backbone, progress=progress)

@@ -536,6 +536,41 @@ def test_every_shipped_decoder_loads_and_its_card_names_the_command_that_made_it
     assert parameter_count(decoder) == card["parameters"]
 
 
+def test_shipped_table_d1_over_seeds_is_what_the_readme_says():
+    """checkpoints/ablation/synthetic_lite0-short: three training seeds of the four loss variants on
+    the sweeps' short schedule, scored on the evaluations' 300 test images; the README carries
+    seeds.md verbatim, and every decoder has its card with the seed it claims."""
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "checkpoints" / "ablation" / "synthetic_lite0-short"
+    result = json.loads((folder / "seeds.json").read_text())
+    assert result["seeds"] == [0, 1, 2] and result["split"] == "test" and result["images"] == 300
+    assert [r["variant"] for r in result["rows"]] == ["seeds", "seeds+crf", "seeds+size", "seeds+crf+size"]
+    assert result["settings"]["train_limit"] == 800 and result["settings"]["epochs"] == 3
+    for row in result["rows"]:
+        assert [p["seed"] for p in row["per_seed"]] == [0, 1, 2]
+        assert all(f"{m}_ci" in p for p in row["per_seed"] for m in ("max_box_acc", "max_box_acc_v2", "pxap"))
+    for seed in (0, 1, 2):
+        run = json.loads((folder / f"seed{seed}" / "ablation.json").read_text())
+        for row in run["rows"]:
+            card = json.loads(Path(root / row["decoder"]).with_suffix(".json").read_text())
+            assert card["seed"] == seed and card["settings"]["crf_weight"] == row["crf_weight"]
+            assert card["settings"]["size_weight"] == row["size_weight"]
+    assert (folder / "seeds.md").read_text().strip() in (root / "README.md").read_text()
+    # the README's readings: the seed spread is as large as the variants' differences; every decoder
+    # beats CAM + bilinear on boxes, loses to it on pixels, and stays below the centre control
+    base = result["baseline_bilinear"]
+    centre = next(c for c in result["controls"] if c["method"] == "control_centre")
+    decoders = [p for r in result["rows"] for p in r["per_seed"]]
+    means = [r["max_box_acc"] for r in result["rows"]]
+    assert max(means) - min(means) < max(r["max_box_acc_sd"] for r in result["rows"])
+    size = next(r for r in result["rows"] if r["variant"] == "seeds+size")["per_seed"]
+    assert size[0]["max_box_acc_ci"][0] > size[1]["max_box_acc_ci"][1]
+    assert sum(p["max_box_acc_ci"][0] > base["max_box_acc_ci"][1] for p in decoders) == 11
+    assert all(p["pxap"] < base["pxap"] for p in decoders)
+    assert sum(p["pxap_ci"][1] < base["pxap_ci"][0] for p in decoders) == 11
+    assert all(p["max_box_acc"] < centre["max_box_acc"] and p["pxap"] < centre["pxap"] for p in decoders)
+
+
 def test_shipped_short_sweeps_are_what_the_readme_says():
     """The n- and CRF-weight sweeps (checkpoints/fcam/sweeps/*-short): intervals on every row, no
     value separable from the rest, and the point both sweeps share (n- 0.3, lambda 2e-8) scored alike."""
