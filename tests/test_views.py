@@ -67,6 +67,14 @@ def test_value_histograms_switch_to_a_log_axis_when_one_spike_hides_the_rest():
     assert value_histogram_figure(np.linspace(0, 1, 4), {"CAM · bilinear": np.ones(3)}).layout.yaxis.type == "linear"
 
 
+def test_a_log_share_axis_is_labelled_once_per_decade_in_percent():
+    spike = np.array([999_000.0, 990.0, 10.0])  # shares 0.999, 9.9e-4, 1e-5
+    axis = value_histogram_figure(np.linspace(0, 1, 4), {"CAM · bilinear": spike}).layout.yaxis
+    assert list(axis.tickvals) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    assert list(axis.ticktext) == ["0.001%", "0.01%", "0.1%", "1%", "10%", "100%"]
+    assert value_histogram_figure(np.linspace(0, 1, 4), {"CAM · bilinear": np.ones(3)}).layout.yaxis.tickformat == ".2~%"
+
+
 def test_no_colour_of_a_plotly_scale_is_a_streamlit_placeholder():
     for name in ("Inferno", "Magma", "Viridis"):
         assert not any(c.lower().startswith("#0000") for _, c in colour_scale_for_plotly(name))

@@ -230,7 +230,23 @@ def value_histogram_figure(edges: np.ndarray, histograms: dict[str, np.ndarray],
     fig.update_layout(title=title, height=340, xaxis_title="normalised map value",
                       yaxis_title=y_title + (" (log scale)" if log else ""), yaxis_type="log" if log else "linear",
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    if log:
+        decades = decade_ticks(float(positive.min()), float(positive.max()))
+        fig.update_yaxes(tickvals=decades, ticktext=[percent_label(v) for v in decades])
+    else:
+        fig.update_yaxes(tickformat=".2~%")
     return consistent_styles(fig)
+
+
+def decade_ticks(low: float, high: float) -> list[float]:
+    """Powers of ten spanning [low, high]: plotly's own log ticks mix 2s and 5s between decades and
+    SI suffixes ("100µ"), which read badly for a share of pixels."""
+    return [10.0 ** k for k in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)]
+
+
+def percent_label(share: float) -> str:
+    """A share as a percentage with just the digits it needs: 1 -> "100%", 1e-4 -> "0.01%"."""
+    return f"{share * 100:.{max(0, -int(np.floor(np.log10(share * 100))))}f}%"
 
 
 def box_acc_figure(taus: np.ndarray, curves: dict[str, np.ndarray], best: dict[str, float], title: str = ""):
