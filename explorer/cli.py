@@ -386,8 +386,9 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-temperature", type=number(0, above=True), default=None,
                    help="temperature T softening the teacher's and student's scores (default 4)")
     p.add_argument("--init-from", default=None,
-                   help="a registered classifier of the same architecture whose layers (all but the class head) "
-                        "start the run instead of random weights (synthetic_cnn only; 'none' turns it off)")
+                   help="a registered classifier, or a .pt file, of the same architecture whose layers (all but "
+                        "the class head) start the run instead of random weights (synthetic_cnn only; 'none' turns "
+                        "it off); the card records the file's SHA-256 and its card's command")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the resumable run state lives (default: <out without .pt>.run/)")
     p.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when present, else cpu)")

@@ -70,7 +70,7 @@ class TrainConfig:
     attention_weight: float = 0.0  # beta of the attention-transfer term (0: labels only)
     distill_weight: float = 0.0  # alpha of the teacher's softened class scores (0: labels only)
     distill_temperature: float = 4.0
-    init_from: str = ""          # a registered classifier of the same architecture whose layers (not its head) start the run
+    init_from: str = ""          # a registered classifier or a .pt file of this network: its layers (not its head) start the run
 
     @staticmethod
     def defaults(arch: str) -> TrainConfig:
@@ -124,8 +124,9 @@ class TrainConfig:
         if self.init_from and self.arch in FINE_TUNED:
             raise TrainError(f"--init-from is for the network trained here from the start; {self.arch} starts from "
                              f"ImageNet Lite0")
-        if self.init_from and self.init_from not in REGISTRY:
-            raise TrainError(f"unknown --init-from '{self.init_from}'; choose a registered classifier or 'none'")
+        if self.init_from and self.init_from not in REGISTRY and not Path(self.init_from).is_file():
+            raise TrainError(f"unknown --init-from '{self.init_from}'; choose a registered classifier, a .pt file of "
+                             f"the same network, or 'none'")
         return self
 
 
@@ -148,7 +149,7 @@ def build_model(config: TrainConfig) -> nn.Module:
     if config.arch == "synthetic_cnn":
         model = REGISTRY["synthetic_cnn"].build()
         if config.init_from:
-            _load_layers_from(model, config.init_from)
+            _load_layers_from(model, config.init_from, config.arch)
         return model
     if config.arch in FINE_TUNED:
         from explorer.classifiers import SYNTHETIC_CLASS_NAMES, LiteVgg
@@ -163,18 +164,39 @@ def build_model(config: TrainConfig) -> nn.Module:
     raise TrainError(f"unknown architecture '{config.arch}'; choose one of {', '.join(ARCHS)}")
 
 
-def _load_layers_from(model: nn.Module, name: str) -> None:
-    """Start ``model`` from the trained layers of the classifier ``name`` (same architecture, any
-    number of classes): every tensor but the class head ``fc``, which keeps its fresh draw."""
+def _load_layers_from(model: nn.Module, name: str, arch: str) -> None:
+    """Start ``model`` from the trained layers of the classifier ``name`` (a registered name, any
+    number of classes, or a weights file of ``arch``): every tensor but the class head ``fc``, which
+    keeps its fresh draw."""
     from explorer.backbones import load_backbone
 
-    source = load_backbone(name).model.state_dict()
+    source = (load_backbone(name) if name in REGISTRY else load_backbone(arch, weights=name)).model.state_dict()
     own = model.state_dict()
     layers = {k: v for k, v in source.items() if not k.startswith("fc.")}
     misfits = sorted(k for k, v in layers.items() if k not in own or own[k].shape != v.shape)
     if misfits or set(own) - set(layers) - {"fc.weight", "fc.bias"}:
         raise TrainError(f"{name} is not the same network as this one: {', '.join(misfits[:5]) or 'layers missing'}")
     model.load_state_dict({**own, **layers})
+
+
+def init_from_record(name: str) -> dict:
+    """What a run started from, so its card names the exact weights even after the file behind a
+    registered name is replaced: path, SHA-256, and the command and accuracy of the source's card."""
+    import hashlib
+
+    path = REGISTRY[name].pretrained_file() if name in REGISTRY else Path(name)
+    shown = path.resolve().relative_to(Path.cwd()) if path.resolve().is_relative_to(Path.cwd()) else path
+    record: dict[str, Any] = {"name": name, "weights": str(shown),
+                              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    card = path.with_suffix(".json")
+    if card.is_file():
+        source = json.loads(card.read_text())
+        record.update({key: source[key] for key in ("command", "test_accuracy", "val_accuracy", "best_epoch",
+                                                       "train_seconds") if key in source})
+        record["epochs"] = source.get("settings", {}).get("epochs")
+        if "init_from" in source:
+            record["init_from"] = source["init_from"]  # the chain back to random weights
+    return record
 
 
 def _frozen_modules(model: Any, config: TrainConfig) -> list[nn.Module]:
@@ -472,6 +494,9 @@ def train_classifier(
     epoch, step, history, elapsed = 0, 0, [], 0.0
     best: dict[str, Any] = {"val_accuracy": -1.0, "epoch": -1, "state": None}
     saved = _load_run_state(state_path, config)
+    started_from = None
+    if config.init_from:
+        started_from = (saved or {}).get("init_from") or init_from_record(config.init_from)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
@@ -485,7 +510,7 @@ def train_classifier(
             "version": STATE_VERSION, "config": asdict(config), "model": model.state_dict(),
             "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step, "history": history,
             "elapsed": elapsed, "best_val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"],
-            "best_state": best["state"],
+            "best_state": best["state"], "init_from": started_from,
         })
 
     steps_this_call = 0
@@ -582,6 +607,7 @@ def train_classifier(
         "device": _device_words(device) + (f" x {procs.world} processes (torchrun)" if procs.world > 1 else ""),
         "torch": torch.__version__,
         "settings": asdict(config),
+        **({"init_from": started_from} if started_from else {}),
         "dataset": {"name": "synthetic", "version": manifest.get("version", 1), "params_hash": manifest.get("params_hash"),
                     "seed": manifest.get("seed"), "counts": manifest.get("counts")},
         "history": history,

@@ -174,6 +174,25 @@ def test_init_from_starts_every_layer_but_the_head_from_another_classifier():
     assert not torch.equal(started["stage1.0.weight"], fresh["stage1.0.weight"])
 
 
+def test_a_run_continued_from_a_weights_file_names_that_file_in_its_card(uninterrupted, data, tmp_path):
+    """A second stage starts from the first stage's .pt file; its card keeps the file's SHA-256 and
+    the first stage's command, so the chain stays exact even after a registered file is replaced."""
+    import hashlib
+
+    from explorer.train import build_model
+
+    first = uninterrupted.weights
+    source = load_backbone("synthetic_cnn", weights=first, device="cpu").model.state_dict()
+    started = build_model(tiny_config(init_from=str(first))).state_dict()
+    assert all(torch.equal(started[k], source[k]) for k in source if not k.startswith("fc."))
+    second = train_classifier("synthetic_cnn", data, tmp_path / "stage2.pt",
+                              config=tiny_config(init_from=str(first), epochs=1), command="python -m explorer stage2")
+    record = read_card(second.card)["init_from"]
+    assert record["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert record["command"] == "python -m explorer test" and record["epochs"] == 2
+    assert record["test_accuracy"] == read_card(uninterrupted.card)["test_accuracy"]
+
+
 def test_init_from_refuses_another_architecture_and_a_fine_tuned_run():
     from explorer.train import build_model
 
