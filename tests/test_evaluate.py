@@ -327,9 +327,10 @@ def test_shipped_six_baseline_table_is_what_the_readme_says():
         a, b = rows[("smoothgradcampp", up)], rows[("gradcampp", up)]
         assert (a["max_box_acc"], a["max_box_acc_v2"], a["pxap"]) == (b["max_box_acc"], b["max_box_acc_v2"], b["pxap"])
 
-    _, cnn = shipped_rows("synthetic_cnn_fcam")  # the small CNN's CAM decoder: a gain inside the noise
+    _, cnn = shipped_rows("synthetic_cnn_fcam")  # the small CNN's CAM decoder: boxes gain, pixels do not
     fcam, bilinear = cnn[("cam", "fcam")], cnn[("cam", "bilinear")]
-    assert bilinear["max_box_acc"] < fcam["max_box_acc"] and fcam["max_box_acc_ci"][0] <= bilinear["max_box_acc_ci"][1]
+    assert fcam["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1]
+    assert fcam["pxap_ci"][0] <= bilinear["pxap_ci"][1] and bilinear["pxap_ci"][0] <= fcam["pxap_ci"][1]
     assert fcam["max_box_acc_ci"][1] < cnn[("control_centre", "exact")]["max_box_acc"]
     assert fcam["pxap"] < cnn[("cam", "gaussian")]["pxap"]
 
