@@ -62,10 +62,17 @@ $X evaluate --dataset synthetic --backbone synthetic_lite0 --methods cam,gradcam
 
 # 3d. A decoder for the VGG-style classifier. Its head is not GAP + linear, so plain CAM does not
 #     apply: Grad-CAM's seeds stand in for CAM's.
-[ -f checkpoints/fcam/synthetic_vgg__gradcam.pt ] || \
-  $X train-fcam --backbone synthetic_vgg --base-method gradcam --train-limit 2400 --val-limit 300 --threads 2
-$X evaluate --dataset synthetic --backbone synthetic_vgg --methods gradcam --upsampler bilinear,gaussian,fcam \
-   --decoder checkpoints/fcam/synthetic_vgg__gradcam.pt --limit 300 --out $EVAL/synthetic_vgg_fcam
+#     Grad-CAM++ and LayerCAM differ from Grad-CAM here (they do not after a GAP + linear head);
+#     XGrad-CAM's and Smooth Grad-CAM++'s decoders are not trained yet.
+VGG_SEEDS="gradcam gradcampp layercam"
+VGG_DECODERS=""
+for base in $VGG_SEEDS; do
+  [ -f checkpoints/fcam/synthetic_vgg__$base.pt ] || \
+    $X train-fcam --backbone synthetic_vgg --base-method $base --train-limit 2400 --val-limit 300 --threads 1
+  VGG_DECODERS="$VGG_DECODERS --decoder checkpoints/fcam/synthetic_vgg__$base.pt"
+done
+$X evaluate --dataset synthetic --backbone synthetic_vgg --methods gradcam,gradcampp,layercam \
+   --upsampler bilinear,gaussian,fcam $VGG_DECODERS --limit 300 --out $EVAL/synthetic_vgg_fcam
 # ... and from CAM for the small CNN (GAP + linear head).
 [ -f checkpoints/fcam/synthetic_cnn__cam.pt ] || \
   $X train-fcam --backbone synthetic_cnn --train-limit 2400 --val-limit 300 --threads 1
