@@ -312,7 +312,7 @@ def test_shipped_six_baseline_table_is_what_the_readme_says():
     """F-CAM's Table 1 on v2 (checkpoints/evaluations/synthetic_lite0_fcam_six and synthetic_vgg_fcam):
     no synthetic_lite0 decoder beats Gaussian upsampling of its own seeds, every decoder stays below
     the centre control, only CAM's lifts MaxBoxAcc above bilinear with disjoint intervals, Smooth
-    Grad-CAM++ equals Grad-CAM++ at the GAP + linear layer, and the VGG-style classifier's four decoders lift their seeds
+    Grad-CAM++ equals Grad-CAM++ at the GAP + linear layer, and the VGG-style classifier's five decoders lift their seeds
     over bilinear upsampling."""
     summary, rows = shipped_rows("synthetic_lite0_fcam_six")
     six = ("cam", "gradcam", "gradcampp", "layercam", "xgradcam", "smoothgradcampp")
@@ -336,16 +336,20 @@ def test_shipped_six_baseline_table_is_what_the_readme_says():
     assert fcam["pxap"] < cnn[("cam", "gaussian")]["pxap"]
 
     vgg_summary, vgg = shipped_rows("synthetic_vgg_fcam")  # seeds that differ after a non-linear head
-    assert sorted(vgg_summary["config"]["decoders"]) == ["gradcam", "gradcampp", "layercam", "xgradcam"]
-    for m in ("gradcam", "gradcampp", "layercam", "xgradcam"):
+    five = ("gradcam", "gradcampp", "layercam", "xgradcam", "smoothgradcampp")
+    assert sorted(vgg_summary["config"]["decoders"]) == sorted(five)
+    for m in five:
         fcam, bilinear, gaussian = vgg[(m, "fcam")], vgg[(m, "bilinear")], vgg[(m, "gaussian")]
         assert fcam["max_box_acc_ci"][0] > bilinear["max_box_acc_ci"][1], m
-        assert fcam["max_box_acc"] > gaussian["max_box_acc"], m
+        assert (fcam["max_box_acc"] > gaussian["max_box_acc"]) == (m != "smoothgradcampp"), m
         assert fcam["max_box_acc_ci"][0] <= gaussian["max_box_acc_ci"][1], m  # ... within overlapping intervals
         assert fcam["max_box_acc"] < vgg[("control_centre", "exact")]["max_box_acc"], m
     assert vgg[("gradcampp", "bilinear")]["max_box_acc"] != vgg[("gradcam", "bilinear")]["max_box_acc"]
+    # Smooth Grad-CAM++'s input noise changes the seeds after this head (not after a GAP + linear one).
+    assert vgg[("smoothgradcampp", "fcam")]["pxap"] != vgg[("gradcampp", "fcam")]["pxap"]
     assert vgg[("layercam", "fcam")]["pxap_ci"][0] > vgg[("layercam", "bilinear")]["pxap_ci"][1]
-    assert all(vgg[(m, "fcam")]["pxap"] < vgg[(m, "gaussian")]["pxap"] for m in ("gradcam", "gradcampp", "xgradcam"))
+    assert all(vgg[(m, "fcam")]["pxap"] < vgg[(m, "gaussian")]["pxap"]
+               for m in ("gradcam", "gradcampp", "xgradcam", "smoothgradcampp"))
 
 
 def test_shipped_small_cnn_evaluation_is_what_the_readme_says():
