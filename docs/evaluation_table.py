@@ -10,10 +10,10 @@ the decoder), the F-CAM paper's VGG16 numbers for the same seeds beside it.
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
-from pathlib import Path
 
+from explorer.evaluate import EvaluateError, read_summary
 from explorer.metrics.intervals import with_interval
 
 LABELS = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "smoothgradcampp": "Smooth Grad-CAM++",
@@ -56,17 +56,26 @@ def table1(rows: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> int:
-    summary = json.loads((Path(sys.argv[1]) / "summary.json").read_text())
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="An evaluation's summary as the README's Markdown tables.")
+    parser.add_argument("folder", help="an evaluation folder (python -m explorer evaluate --out)")
+    parser.add_argument("--table1", action="store_true", help="F-CAM's Table 1 layout, the paper's numbers beside")
+    parser.add_argument("--confidence", action="store_true", help="Average Drop / %% Increase instead of localisation")
+    args = parser.parse_args(argv)
+    try:
+        summary = read_summary(args.folder)
+    except EvaluateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     rows = summary["rows"]
-    if "--table1" in sys.argv:
+    if args.table1:
         print("\n".join(table1(rows)))
         return 0
     methods = [r for r in rows if not r["method"].startswith(("control_", "reference_"))]
     others = [r for r in rows if r["method"].startswith(("control_", "reference_"))]
-    columns = CONFIDENCE if "--confidence" in sys.argv else LOCALISATION
+    columns = CONFIDENCE if args.confidence else LOCALISATION
     print("\n".join(table(methods, columns)))
-    if columns is LOCALISATION:
+    if columns is LOCALISATION and others:
         print()
         print("\n".join(table(others, LOCALISATION[:3])))
     accuracy = summary.get("classification_accuracy")

@@ -361,3 +361,19 @@ def test_shipped_small_cnn_evaluation_is_what_the_readme_says():
     centre = cnn[("control_centre", "exact")]["max_box_acc"]
     assert all(r["max_box_acc"] < centre for (m, up), r in cnn.items() if not m.startswith(("control", "reference")))
     assert cnn[("cam", "gaussian")]["average_drop_ci"][1] < cnn[("cam", "bilinear")]["average_drop_ci"][0]
+
+
+def test_the_readme_table_script_prints_a_shipped_evaluation_and_refuses_a_missing_one(capsys, tmp_path):
+    """docs/evaluation_table.py: the README's tables from a summary; a folder without one is one line, not a traceback."""
+    import runpy
+
+    from explorer.backbones import CHECKPOINT_DIR
+
+    main = runpy.run_path(str(CHECKPOINT_DIR.parent / "docs" / "evaluation_table.py"))["main"]
+    assert main([str(CHECKPOINT_DIR / "evaluations" / "synthetic_vgg_fcam"), "--table1"]) == 0
+    out = capsys.readouterr().out
+    assert "| Smooth Grad-CAM++ | 6.3 [4.7, 9.3] | 14.3 [11.7, 19.3] | 12.7 [10.0, 16.7] |" in out
+    assert main([str(CHECKPOINT_DIR / "evaluations" / "synthetic_vgg"), "--confidence"]) == 0
+    assert "| Grad-CAM | gaussian | 4.6 [3.4, 5.8] |" in capsys.readouterr().out
+    assert main([str(tmp_path)]) == 2
+    assert "no summary; the evaluation has not finished" in capsys.readouterr().err
