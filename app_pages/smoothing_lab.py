@@ -64,3 +64,11 @@ def lab() -> None:
 
 
 lab()
+
+split = ui.split_sigma_curve(state)
+if split is not None:
+    st.subheader("Over the whole test split")
+    st.markdown(split.reading() + " One image's curve (above) can peak elsewhere; this one is the claim tested.")
+    st.plotly_chart(views.split_sigma_curve_figure(
+        split.sigmas, split.mean_r, split.low, split.high, split.best_sigma, split.best_sigma_ci, split.paper_sigma,
+        title=f"Mean correlation against σ over {split.images} images, with its 95 % interval"))

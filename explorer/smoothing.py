@@ -15,15 +15,17 @@ is not GAP + linear (``synthetic_vgg``) the maps genuinely differ and the claim 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from explorer.backbones import Backbone
+from explorer.backbones import CHECKPOINT_DIR, Backbone
 from explorer.errors import ExplorerError
 from explorer.metrics.intervals import bootstrap_weights, mean_interval
 from explorer.pipeline import grid_maps
@@ -31,6 +33,10 @@ from explorer.upsample import normalise, upsample
 
 DEFAULT_SIGMAS = tuple(float(s) for s in (1, 2, 4, 6, 8, 10, 12, 15, 18, 21, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120,
                                           150))
+
+
+SHIPPED_CURVES_DIR = CHECKPOINT_DIR / "evaluations" / "smoothing"
+MAX_CURVE_BYTES = 1 << 20  # a curve over 21 sigmas is about 3 kB; anything near this is not one
 
 
 class SmoothingError(ExplorerError):
@@ -67,6 +73,76 @@ class SmoothingCurve:
             "best_sigma_ci": [float(np.percentile(best, 2.5)), float(np.percentile(best, 97.5))],
             "seconds": round(self.seconds, 1),
         }
+
+
+@dataclass(frozen=True)
+class SplitCurve:
+    """A finished ``smoothing-curve`` run over a split, as its JSON holds it: mean r over the images
+    at each sigma with its 95 % bootstrap interval, and where (with what interval) the mean peaks."""
+
+    sigmas: np.ndarray
+    mean_r: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    best_sigma: float
+    best_sigma_ci: tuple[float, float]
+    images: int
+    dataset: str
+    split: str
+    weights: str
+    paper_sigma: float | None
+
+    @property
+    def best_interval(self) -> tuple[float, float]:
+        """The 95 % interval of the mean r at the best sigma."""
+        at = int(np.argmin(np.abs(self.sigmas - self.best_sigma)))
+        return float(self.low[at]), float(self.high[at])
+
+    def reading(self) -> str:
+        """What the curve says, in one sentence a reader can check against the figure."""
+        low, high = self.best_interval
+        peak = (f"{self.best_sigma_ci[0]:g}-{self.best_sigma_ci[1]:g} px"
+                if self.best_sigma_ci[0] != self.best_sigma_ci[1] else f"{self.best_sigma_ci[0]:g} px")
+        text = (f"Over {self.images} images of the {self.dataset} {self.split} split, the mean correlation peaks at "
+                f"**σ = {self.best_sigma:g} px** (95 % interval of the peak's position {peak}), mean r "
+                f"{float(self.mean_r.max()):.3f} [{low:.3f}, {high:.3f}].")
+        if self.paper_sigma is not None:
+            text += f" The Extended-CAM paper reports about {self.paper_sigma:g} px for VGG16 on its photographs."
+        return text
+
+
+def read_split_curve(path: str | Path) -> SplitCurve:
+    """A ``smoothing-curve`` JSON; a file that is not one raises SmoothingError naming it."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_CURVE_BYTES:
+            raise SmoothingError(f"{path.name} is too large to be a smoothing curve; rerun `smoothing-curve`.")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        sigmas = np.asarray(data["sigmas"], dtype=np.float64)
+        mean_r = np.asarray(data["mean_r"], dtype=np.float64)
+        intervals = np.asarray(data["mean_r_ci"], dtype=np.float64).reshape(len(sigmas), 2)
+        paper = data.get("paper") or {}
+        curve = SplitCurve(sigmas, mean_r, intervals[:, 0], intervals[:, 1], float(data["best_sigma"]),
+                           (float(data["best_sigma_ci"][0]), float(data["best_sigma_ci"][1])), int(data["images"]),
+                           str(data["dataset"]), str(data["split"]), str(data["weights"]),
+                           float(paper["vgg16_sigma_px"]) if "vgg16_sigma_px" in paper else None)
+    except SmoothingError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise SmoothingError(f"{path.name} cannot be read as a smoothing curve ({exc}); rerun `smoothing-curve`.") from exc
+    if sigmas.ndim != 1 or len(sigmas) == 0 or mean_r.shape != sigmas.shape or curve.images < 1:
+        raise SmoothingError(f"{path.name} is not a smoothing curve (its sigmas and mean r do not match).")
+    return curve
+
+
+def shipped_split_curve(backbone: Backbone, layer: str, directory: Path = SHIPPED_CURVES_DIR) -> SplitCurve | None:
+    """The shipped curve over the test split for this backbone's layer, or None when there is none
+    for these weights (a curve of the shipped classifier says nothing about random or other weights)."""
+    path = directory / f"{backbone.name}__{layer}.json"
+    if backbone.weights != "pretrained" or not path.is_file():
+        return None
+    curve = read_split_curve(path)
+    return curve if curve.weights == backbone.weights_label else None
 
 
 def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

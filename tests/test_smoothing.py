@@ -74,3 +74,45 @@ def test_the_command_writes_its_json_with_the_command_that_made_it(data, tmp_pat
     assert card["command"].startswith("python -m explorer smoothing-curve") and card["targets"] == "label"
     assert main(["smoothing-curve", "--sigmas", "five", "--out", str(tmp_path / "x.json")]) == 2
     assert "--sigmas must be numbers" in capsys.readouterr().err
+
+
+def test_a_written_curve_reads_back_and_says_where_it_peaks(data, tmp_path, capsys):
+    from explorer.smoothing import read_split_curve
+
+    out = tmp_path / "curve.json"
+    assert main(["smoothing-curve", "--dataset", f"synthetic:{data}", "--backbone", "synthetic_vgg", "--weights", "random",
+                 "--sigmas", "5,20,40", "--limit", "4", "--out", str(out)]) == 0, capsys.readouterr().err
+    card = json.loads(out.read_text())
+    curve = read_split_curve(out)
+    assert curve.sigmas.tolist() == [5.0, 20.0, 40.0] and curve.images == 4 and curve.paper_sigma == 20
+    assert curve.mean_r.tolist() == card["mean_r"] and curve.best_sigma == card["best_sigma"]
+    at = card["sigmas"].index(card["best_sigma"])
+    assert curve.best_interval == tuple(card["mean_r_ci"][at])
+    assert f"σ = {card['best_sigma']:g} px" in curve.reading() and "Over 4 images" in curve.reading()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "cannot be read as a smoothing curve"),
+    ('{"sigmas": [1, 2]}', "cannot be read as a smoothing curve"),
+    ('{"sigmas": [1, 2], "mean_r": [0.5], "mean_r_ci": [[0.4, 0.6], [0.4, 0.6]], "best_sigma": 1, '
+     '"best_sigma_ci": [1, 1], "images": 3, "dataset": "d", "split": "test", "weights": "w"}', "do not match"),
+    (" " * (2 << 20), "too large"),
+])
+def test_a_damaged_curve_file_is_one_clear_error(tmp_path, text, message):
+    from explorer.smoothing import read_split_curve
+
+    path = tmp_path / "synthetic_vgg__conv5.json"
+    path.write_text(text)
+    with pytest.raises(SmoothingError, match=message) as caught:
+        read_split_curve(path)
+    assert path.name in str(caught.value)
+
+
+def test_the_shipped_curve_belongs_to_the_shipped_weights_only():
+    from explorer.smoothing import shipped_split_curve
+
+    shipped = load_backbone("synthetic_vgg", device="cpu")
+    curve = shipped_split_curve(shipped, "conv5")
+    assert curve is not None and curve.images == 1000 and curve.split == "test"  # the whole test split
+    assert shipped_split_curve(shipped, "blocks.2") is None  # no curve for that layer
+    assert shipped_split_curve(load_backbone("synthetic_vgg", "random", device="cpu"), "conv5") is None

@@ -12,6 +12,7 @@ import torch
 from explorer import views
 from explorer.pipeline import pixel_maps
 from explorer.presets import MANUAL_LABEL, PAPER_LABEL, PAPER_SIGMA, CardError, fitted_sigma, sigma_presets
+from explorer.smoothing import SmoothingError, SplitCurve, shipped_split_curve
 from explorer.ui.maps import GridResult
 from explorer.ui.sidebar import Selection
 from explorer.ui.widgets import STATE_PREFIX, remember, remembered, selectbox, set_widget, slider, toggle
@@ -116,6 +117,16 @@ def _sigma_curve(result_key: str, size: tuple[int, int], *, _explicit: np.ndarra
     correlations = [views.pearson(pixel_maps(explicit, size, "gaussian", (s, s), "minmax")[0].numpy(), implicit)
                     for s in SIGMA_SWEEP]
     return SigmaCurve(SIGMA_SWEEP.copy(), np.asarray(correlations))
+
+
+def split_sigma_curve(state: Selection) -> SplitCurve | None:
+    """The shipped curve over the test split for this backbone/layer and weights, or None where
+    there is none; a damaged file is reported and skipped, the page goes on."""
+    try:
+        return shipped_split_curve(state.backbone, state.layer)
+    except SmoothingError as exc:
+        st.warning(str(exc))
+        return None
 
 
 def sigma_on_slider(value: float) -> float:

@@ -50,6 +50,7 @@ from explorer.views.figures import (
     profile_pair_figure,
     seed_picture,
     sigma_curve_figure,
+    split_sigma_curve_figure,
     training_curve_figure,
     value_histogram_figure,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "r2_verdict",
     "seed_picture",
     "sigma_curve_figure",
+    "split_sigma_curve_figure",
     "to_numpy",
     "training_curve_figure",
     "value_histogram_figure",

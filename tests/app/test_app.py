@@ -209,6 +209,27 @@ def test_smoothing_lab_says_nothing_of_the_kind_where_the_equations_differ() -> 
     assert not at.error
 
 
+def test_smoothing_lab_shows_the_shipped_curve_over_the_test_split() -> None:
+    """Section 5 over the whole split (checkpoints/evaluations/smoothing) beside the one-image curve,
+    for the classifier and layer it was computed on only."""
+    import json
+
+    from explorer.smoothing import SHIPPED_CURVES_DIR
+
+    at = open_page("smoothing_lab")
+    assert "Over the whole test split" not in texts(at.subheader)  # ImageNet Lite0: no curve shipped
+    at.selectbox(key=widget("backbone")).set_value("synthetic_vgg")
+    run(at)
+    assert not at.error
+    assert "Over the whole test split" in texts(at.subheader)
+    shipped = json.loads((SHIPPED_CURVES_DIR / "synthetic_vgg__conv5.json").read_text())
+    reading = texts(at.markdown)
+    assert f"Over {shipped['images']} images" in reading and f"σ = {shipped['best_sigma']:g} px" in reading
+    assert "about 20 px for VGG16" in reading
+    charts = [str(chart.proto.spec) for chart in at.get("plotly_chart")]
+    assert any(f"over {shipped['images']} images" in spec for spec in charts)
+
+
 def test_compare_runs_every_method_the_peers_have() -> None:
     """The methods of issue 13 in the app: the one-pass ones at once, Ablation-CAM behind its button."""
     at = open_page("compare")

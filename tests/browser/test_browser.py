@@ -137,3 +137,23 @@ def test_sigma_moves_redraw_the_grid_and_choices_survive_page_switches(page: Pag
     expect(page.locator('[data-testid="stImageCaption"]', has_text="LayerCAM fused over 3 layers")).to_be_visible()
     page.locator('[data-testid="stImageCaption"]', has_text="LayerCAM fused").scroll_into_view_if_needed()
     shoot(page, screenshot_dir, "08-compare-layer-strip-layercam-fused")
+
+
+def test_smoothing_lab_shows_the_curve_over_the_test_split(page: Page, app_url: str, screenshot_dir: Path) -> None:
+    """The VGG-style classifier: the one-image curve, then the shipped curve over the whole test split
+    with its interval band, the peak and the paper's 20 px."""
+    page.goto(app_url)
+    settle(page, '[data-testid="stDataFrame"]')
+    page.locator('input[aria-label="Backbone"]').click()
+    page.locator('[role="option"]', has_text="synthetic_vgg").first.click()
+    settle(page, '[data-testid="stDataFrame"]')
+    open_page_from_nav(page, "Smoothing Lab", "Smoothing Lab")
+    page.wait_for_selector('[data-testid="stMetric"]')
+    heading = page.locator("h3", has_text="Over the whole test split")
+    expect(heading).to_be_visible()
+    expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="the mean correlation peaks at").first).to_be_visible()
+    chart = page.locator('[data-testid="stPlotlyChart"]', has_text="Mean correlation against")
+    expect(chart).to_contain_text("paper (VGG16)")
+    chart.scroll_into_view_if_needed()
+    assert page.locator('[data-testid="stAlert"]').filter(has_text="Error").count() == 0
+    shoot(page, screenshot_dir, "09-smoothing-lab-test-split")
