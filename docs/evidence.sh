@@ -104,10 +104,15 @@ $X fcam-ablation --backbone synthetic_lite0 --epochs 3 --train-limit 800 --val-l
 $X fcam-ablation --backbone synthetic_lite0 --train-limit 2400 --val-limit 300 --threads 2 --seeds 0,1,2 \
    --limit 300 --reuse checkpoints/fcam/synthetic_lite0__cam.pt --out checkpoints/ablation/synthetic_lite0
 
-# 4. Extended-CAM Table 4 over a sigma sweep (VGG-style head, its last conv layer).
-for s in 5 10 20 40 80; do
-  $X evaluate --dataset synthetic --backbone synthetic_vgg --methods gradcam,gradcampp,extendedcam \
-     --upsampler gaussian --sigma $s,$s --out $EVAL/table4/synthetic_vgg-sigma$s
+# 4. Extended-CAM Tables 2-4 over the whole test split (VGG-style head, its last conv layer): the
+#    evaluation at the fitted ERF sigma with the controls, then Table 4 over a sigma sweep.
+$X evaluate --dataset synthetic --backbone synthetic_vgg \
+   --methods gradcam,gradcampp,smoothgradcampp,xgradcam,layercam,extendedcam --upsampler bilinear,gaussian \
+   --out $EVAL/synthetic_vgg_test1000
+mkdir -p $EVAL/table4
+for s in 10 20 40 80; do
+  $X evaluate --dataset synthetic --backbone synthetic_vgg --layer conv5 --no-controls \
+     --methods gradcam,gradcampp,extendedcam --upsampler gaussian --sigma $s,$s --out $EVAL/table4/synthetic_vgg-sigma$s
 done
 
 # 5. Section 5: r(Grad-CAM + bilinear, Extended-CAM + Gaussian(sigma)) over the whole test split.

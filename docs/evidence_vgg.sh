@@ -21,16 +21,22 @@ find "$DATA/images/test" -name '*.jpg' | sort | sed -n '1,64p' | while read -r f
   $X evaluate --dataset synthetic --backbone synthetic_vgg --layer conv5 --limit 300 \
      --methods gradcam,gradcampp,smoothgradcampp,xgradcam,layercam,extendedcam --out $EVAL/synthetic_vgg
 
-# Table 4 over a sigma sweep (the controls do not depend on sigma: they are in the run above).
+# The same over the whole test split (1,000 images): Tables 2-3, the controls and the oracles.
+[ -f $EVAL/synthetic_vgg_test1000/summary.json ] || \
+  $X evaluate --dataset synthetic --backbone synthetic_vgg \
+     --methods gradcam,gradcampp,smoothgradcampp,xgradcam,layercam,extendedcam --upsampler bilinear,gaussian \
+     --out $EVAL/synthetic_vgg_test1000
+
+# Table 4 over a sigma sweep, whole test split (the controls do not depend on sigma: they are in the run above).
 mkdir -p $EVAL/table4
 for s in 10 20 40 80; do
   [ -f $EVAL/table4/synthetic_vgg-sigma$s/summary.json ] || \
-    $X evaluate --dataset synthetic --backbone synthetic_vgg --layer conv5 --limit 300 --no-controls \
+    $X evaluate --dataset synthetic --backbone synthetic_vgg --layer conv5 --no-controls \
        --methods gradcam,gradcampp,extendedcam --upsampler gaussian --sigma $s,$s --out $EVAL/table4/synthetic_vgg-sigma$s
 done
 
-# Section 5: r(Grad-CAM + bilinear, Extended-CAM + Gaussian(sigma)) against sigma over the split.
+# Section 5: r(Grad-CAM + bilinear, Extended-CAM + Gaussian(sigma)) against sigma over the whole test split.
 mkdir -p $EVAL/smoothing
 [ -f $EVAL/smoothing/synthetic_vgg__conv5.json ] || \
-  $X smoothing-curve --backbone synthetic_vgg --layer conv5 --limit 300 --out $EVAL/smoothing/synthetic_vgg__conv5.json
+  $X smoothing-curve --backbone synthetic_vgg --layer conv5 --out $EVAL/smoothing/synthetic_vgg__conv5.json
 echo "synthetic_vgg evidence complete $(date)"

@@ -377,3 +377,46 @@ def test_the_readme_table_script_prints_a_shipped_evaluation_and_refuses_a_missi
     assert "| Grad-CAM | gaussian | 4.6 [3.4, 5.8] |" in capsys.readouterr().out
     assert main([str(tmp_path)]) == 2
     assert "no summary; the evaluation has not finished" in capsys.readouterr().err
+
+
+def test_shipped_whole_split_vgg_evaluation_is_what_the_readme_says(capsys):
+    """checkpoints/evaluations/synthetic_vgg_test1000 (Extended-CAM Tables 2-4 on all 1,000 test
+    images): the network-free controls stay under the benchmark's target on the whole split, the
+    accuracy is the card's, eq. 8 needs its Gaussian, and the paired differences the README reads."""
+    import runpy
+
+    from explorer.backbones import CHECKPOINT_DIR
+    from explorer.runs import Run
+
+    summary, rows = shipped_rows("synthetic_vgg_test1000")
+    assert summary["num_images"] == 1000 and summary["config"]["split"] == "test"
+    card = json.loads((CHECKPOINT_DIR / "synthetic_vgg.json").read_text())
+    assert summary["classification_accuracy"] == pytest.approx(100 * card["test_accuracy"], abs=0.05)
+    controls = [r for (m, _), r in rows.items() if m.startswith("control_")]
+    assert len(controls) == 5
+    assert all(r["max_box_acc_ci"][1] <= 55 and r["pxap_ci"][1] <= 50 for r in controls)
+    # The two per-cell weightings (eq. 8, LayerCAM) make a checkerboard after the max-pool that bilinear
+    # upsampling keeps: they are the two worst maps on relative Average Drop, and the Gaussian repairs both.
+    maps = {key: r for key, r in rows.items() if not key[0].startswith(("control", "reference"))}
+    drops = sorted((r["average_drop_relative"], key) for key, r in maps.items())
+    assert {key for _, key in drops[-2:]} == {("extendedcam", "bilinear"), ("layercam", "bilinear")}
+    assert all(rows[(m, "gaussian")]["average_drop_relative_ci"][1] < rows[(m, "bilinear")]["average_drop_relative_ci"][0]
+               for m in ("gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "layercam", "extendedcam"))
+
+    script = runpy.run_path(str(CHECKPOINT_DIR.parent / "docs" / "paired_differences.py"))
+    folder = CHECKPOINT_DIR / "evaluations" / "synthetic_vgg_test1000"
+    run = Run(folder, summary, shipped=True)
+    paired = {(a, b): (mean, interval) for a, b, _, mean, interval in
+              script["paired_rows"](run, ["extendedcam@gaussian", "gradcam@bilinear", "gradcampp@bilinear",
+                                          "gradcam@gaussian", "gradcampp@gaussian"], "drop_relative")}
+    for other in ("gradcam@bilinear", "gradcampp@bilinear", "gradcampp@gaussian"):  # Extended-CAM lower, established
+        assert paired[("extendedcam@gaussian", other)][1][1] < 0, other
+    low, high = paired[("extendedcam@gaussian", "gradcam@gaussian")][1]  # ... but not over Grad-CAM + Gaussian
+    assert low < 0 < high
+    assert paired[("gradcam@bilinear", "gradcampp@bilinear")][1][1] < 0  # the paper's Grad-CAM++ edge reversed
+    assert paired[("gradcampp@bilinear", "gradcampp@gaussian")][1][0] > 0  # Gaussian helps Grad-CAM++ (paper: it hurts)
+
+    assert script["main"]([str(folder), "--maps", "gradcam@bilinear"]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert script["main"]([str(folder), "--maps", "gradcam@bilinear,nosuch@bilinear"]) == 2
+    assert "no per-image records for nosuch@bilinear" in capsys.readouterr().err
