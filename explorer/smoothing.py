@@ -29,6 +29,7 @@ from explorer.backbones import CHECKPOINT_DIR, Backbone
 from explorer.errors import ExplorerError
 from explorer.metrics.intervals import bootstrap_weights, mean_interval
 from explorer.pipeline import grid_maps
+from explorer.safe_files import UnsafeFileError, read_regular
 from explorer.upsample import normalise, upsample
 
 DEFAULT_SIGMAS = tuple(float(s) for s in (1, 2, 4, 6, 8, 10, 12, 15, 18, 21, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120,
@@ -36,7 +37,7 @@ DEFAULT_SIGMAS = tuple(float(s) for s in (1, 2, 4, 6, 8, 10, 12, 15, 18, 21, 25,
 
 
 SHIPPED_CURVES_DIR = CHECKPOINT_DIR / "evaluations" / "smoothing"
-MAX_CURVE_BYTES = 1 << 20  # a curve over 21 sigmas is about 3 kB; anything near this is not one
+MAX_CURVE_BYTES = 2**20  # a curve over 21 sigmas is about 3 kB; anything near this is not one
 
 
 class SmoothingError(ExplorerError):
@@ -115,9 +116,13 @@ def read_split_curve(path: str | Path) -> SplitCurve:
     """A ``smoothing-curve`` JSON; a file that is not one raises SmoothingError naming it."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_CURVE_BYTES:
-            raise SmoothingError(f"{path.name} is too large to be a smoothing curve; rerun `smoothing-curve`.")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_CURVE_BYTES).decode("utf-8"))
+    except UnsafeFileError as exc:
+        raise SmoothingError(f"{path.name} is not a readable smoothing curve, too large or not a regular file "
+                             f"({exc}); rerun `smoothing-curve`.") from exc
+    except ValueError as exc:
+        raise SmoothingError(f"{path.name} cannot be read as a smoothing curve ({exc}); rerun `smoothing-curve`.") from exc
+    try:
         sigmas = np.asarray(data["sigmas"], dtype=np.float64)
         mean_r = np.asarray(data["mean_r"], dtype=np.float64)
         intervals = np.asarray(data["mean_r_ci"], dtype=np.float64).reshape(len(sigmas), 2)
@@ -126,9 +131,7 @@ def read_split_curve(path: str | Path) -> SplitCurve:
                            (float(data["best_sigma_ci"][0]), float(data["best_sigma_ci"][1])), int(data["images"]),
                            str(data["dataset"]), str(data["split"]), str(data["weights"]),
                            float(paper["vgg16_sigma_px"]) if "vgg16_sigma_px" in paper else None)
-    except SmoothingError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise SmoothingError(f"{path.name} cannot be read as a smoothing curve ({exc}); rerun `smoothing-curve`.") from exc
     if sigmas.ndim != 1 or len(sigmas) == 0 or mean_r.shape != sigmas.shape or curve.images < 1:
         raise SmoothingError(f"{path.name} is not a smoothing curve (its sigmas and mean r do not match).")

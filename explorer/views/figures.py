@@ -175,12 +175,17 @@ def curve_figure(x: np.ndarray, curves: dict[str, np.ndarray], title: str, x_tit
     return consistent_styles(fig)
 
 
+def label_marker(fig, x: float, text: str):
+    """Name the dashed marker `curve_figure` draws at x, above the plot area."""
+    fig.add_annotation(x=x, y=1, yref="paper", text=text, showarrow=False, xanchor="left", xshift=4, yshift=8)
+    return fig
+
+
 def sigma_curve_figure(sigmas: np.ndarray, correlations: np.ndarray, best: float, current: float,
                        title: str = "", y_title: str = "Pearson r"):
     """Correlation against Gaussian sigma, with dashed markers at the best and the current sigma."""
-    fig = curve_figure(sigmas, {y_title: correlations}, title, "sigma (pixels)", y_title, marker_x=best)
-    fig.add_annotation(x=best, y=1, yref="paper", text=f"best {best:g}", showarrow=False, xanchor="left",
-                       xshift=4, yshift=8)
+    fig = label_marker(curve_figure(sigmas, {y_title: correlations}, title, "sigma (pixels)", y_title, marker_x=best),
+                       best, f"best {best:g}")
     fig.add_vline(x=current, line_color="crimson")
     fig.update_layout(showlegend=False, margin=dict(l=10, r=10, t=50, b=10))
     return fig
@@ -188,28 +193,25 @@ def sigma_curve_figure(sigmas: np.ndarray, correlations: np.ndarray, best: float
 
 def split_sigma_curve_figure(sigmas: np.ndarray, mean_r: np.ndarray, low: np.ndarray, high: np.ndarray, best: float,
                              best_interval: tuple[float, float], paper_sigma: float | None = None, title: str = ""):
-    """Mean r against sigma over a split: the mean, its 95 % band, the peak with the interval of its
-    position (shaded), and the paper's sigma (dotted) when there is one to compare with."""
+    """Mean r against sigma over a split (`curve_figure` with its dashed marker at the peak), its 95 %
+    band, the interval of the peak's position (shaded), and the paper's sigma (dotted) when there is one."""
     import plotly.graph_objects as go
 
     x = np.asarray(sigmas, dtype=np.float64)
-    fig = go.Figure()
+    fig = label_marker(curve_figure(x, {"mean r over the images": mean_r}, title, "sigma (pixels)", "Pearson r",
+                                    marker_x=best), best, f"peak {best:g} px")
+    line = fig.data[0]
+    line.update(mode="lines+markers", marker=dict(size=5))
     fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([np.asarray(high), np.asarray(low)[::-1]]),
-                             fill="toself", fillcolor="rgba(31, 119, 180, 0.2)", line=dict(width=0), hoverinfo="skip",
-                             showlegend=True, name="95 % interval of the mean"))
-    fig.add_trace(go.Scatter(x=x, y=np.asarray(mean_r), mode="lines+markers", name="mean r over the images",
-                             line=dict(color="#1f77b4"), marker=dict(size=5)))
+                             fill="toself", fillcolor=line.line.color, opacity=0.2, line=dict(width=0),
+                             hoverinfo="skip", name="95 % interval of the mean"))
     if best_interval[1] > best_interval[0]:
         fig.add_vrect(x0=best_interval[0], x1=best_interval[1], fillcolor="grey", opacity=0.15, line_width=0)
-    fig.add_vline(x=best, line_dash="dash", line_color="grey")
-    fig.add_annotation(x=best, y=1, yref="paper", text=f"peak {best:g} px", showarrow=False, xanchor="left", xshift=4,
-                       yshift=8)
     if paper_sigma is not None:
         fig.add_vline(x=paper_sigma, line_dash="dot", line_color="crimson")
         fig.add_annotation(x=paper_sigma, y=0, yref="paper", text=f"paper (VGG16) ≈ {paper_sigma:g} px", showarrow=False,
                            xanchor="right", xshift=-4, yshift=8, font=dict(color="crimson"))
-    fig.update_layout(title=title, height=340, xaxis_title="sigma (pixels)", yaxis_title="Pearson r",
-                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
 
