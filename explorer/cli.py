@@ -618,6 +618,9 @@ def _configure_fcam_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-limit", type=whole(1), default=None, help="use only the first N training images")
     p.add_argument("--val-limit", type=whole(1), default=None, help="use only the first N validation images")
     p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--seed-source", choices=("cam", "object", "part"), default=d.seed_source,
+                   help="what the seeds are drawn from: the base method's CAM (default, the paper), or a positive "
+                        "control: the object mask or the class-deciding part's mask reduced to the CAM's grid")
     p.add_argument("--device", type=device, default=None, help="cpu | cuda (default: cuda when present)")
     p.add_argument("--threads", type=whole(1), default=None, help="CPU threads for torch (default: torch's choice)")
 
@@ -635,7 +638,7 @@ def _fcam_config(args: argparse.Namespace, **changes):
                         layer=args.layer, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                         lr=args.lr, n_negative=args.n_negative, crf_weight=args.crf_weight, crf_scale=args.crf_scale,
                         size_weight=args.size_weight, train_limit=args.train_limit, val_limit=args.val_limit,
-                        seed=args.seed)
+                        seed=args.seed, seed_source=args.seed_source)
     config = dataclasses.replace(config, **changes)
     try:
         config.check()

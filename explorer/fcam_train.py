@@ -59,6 +59,10 @@ ABLATION_VARIANTS = {
 }
 
 
+#: Where seeds come from: the CAM (the method), or the ground truth on the CAM's grid (positive controls).
+SEED_SOURCES = ("cam", "object", "part")
+
+
 class FcamInterrupted(RuntimeError):
     """``max_steps`` was reached; the run state holds everything needed to resume."""
 
@@ -109,6 +113,10 @@ class FcamConfig:
     threshold_interval: float = 0.001
     seed: int = 0
     save_every: int = 20
+    # What the seeds are drawn from: the base method's CAM (the paper), or a positive control that
+    # replaces it with the ground truth reduced to the CAM's grid (F-CAM supplementary E): the
+    # object mask ("object") or the class-deciding part's mask ("part", the synthetic benchmark).
+    seed_source: str = "cam"
 
     def seeds(self) -> SeedConfig:
         return SeedConfig(n_negative=self.n_negative, fg_samples=self.fg_samples, bg_samples=self.bg_samples,
@@ -128,6 +136,8 @@ class FcamConfig:
                 raise FcamError(f"{name.replace('_', '-')} cannot be negative")
         if not 0 < self.threshold_interval < 1:
             raise FcamError("the threshold interval must lie strictly between 0 and 1")
+        if self.seed_source not in SEED_SOURCES:
+            raise FcamError(f"seed source {self.seed_source!r}: choose one of {', '.join(SEED_SOURCES)}")
 
 
 @dataclass
@@ -154,10 +164,11 @@ class SplitTensors:
     ignores: np.ndarray | None
     classes: list[str]
     kind: str
+    parts: np.ndarray | None = None  # the class-deciding part's mask (synthetic benchmark), when asked for
 
 
 def load_split(spec: str, split: str, size: tuple[int, int], limit: int | None = None,
-               progress: Callable[[int], object] | None = None) -> SplitTensors:
+               progress: Callable[[int], object] | None = None, parts: bool = False) -> SplitTensors:
     from explorer.datasets import open_dataset
 
     dataset = open_dataset(spec, split)
@@ -168,7 +179,7 @@ def load_split(spec: str, split: str, size: tuple[int, int], limit: int | None =
     images = torch.empty((count, 3, h, w), dtype=torch.uint8)
     labels = torch.full((count,), -1, dtype=torch.long)
     has_boxes, has_masks = "boxes" in dataset.kind, "masks" in dataset.kind
-    boxes, masks, ignores = [], [], []
+    boxes, masks, ignores, part_masks = [], [], [], []
     for i in range(count):
         image = dataset.load_image(i).convert("RGB")
         if image.size != (w, h):
@@ -182,11 +193,31 @@ def load_split(spec: str, split: str, size: tuple[int, int], limit: int | None =
             fg, ig = dataset.gt_mask(i, EVAL_SIZE)
             masks.append(fg)
             ignores.append(ig)
+        if parts:
+            part_masks.append(dataset.part_mask(i, EVAL_SIZE))
         if progress is not None:
             progress(1)
     return SplitTensors(images, labels, boxes if has_boxes else None,
                         np.stack(masks) if has_masks else None, np.stack(ignores) if has_masks else None,
-                        list(dataset.classes), dataset.kind)
+                        list(dataset.classes), dataset.kind, np.stack(part_masks) if parts else None)
+
+
+def ground_truth_masks(data: SplitTensors, source: str, size: tuple[int, int]) -> torch.Tensor:
+    """N x H x W float masks at the input size for an oracle seed source ("object" or "part")."""
+    masks = data.masks if source == "object" else data.parts
+    if masks is None:
+        raise FcamError(f"seeds from the {source} mask need data with {source} masks "
+                        f"({'the synthetic benchmark records parts' if source == 'part' else 'masks'})")
+    out = torch.from_numpy(np.ascontiguousarray(masks)).float()
+    if tuple(out.shape[-2:]) != tuple(size):
+        out = torch.nn.functional.interpolate(out[:, None], size=tuple(size), mode="area")[:, 0]
+    return out
+
+
+def oracle_grid_maps(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The ground truth reduced to the CAM's grid (F-CAM supplementary E): each cell holds the
+    share of its pixels that belong to the mask (area pooling), B x h x w."""
+    return torch.nn.functional.adaptive_avg_pool2d(masks[:, None].float(), tuple(grid))[:, 0]
 
 
 def normalise_uint8(images: torch.Tensor, backbone: Backbone) -> torch.Tensor:
@@ -310,6 +341,8 @@ def _load_state(path: Path, config: FcamConfig) -> dict | None:
 def config_dict(config: FcamConfig) -> dict:
     out = asdict(config)
     out["decoder_widths"] = list(config.decoder_widths) if config.decoder_widths else None
+    if out["seed_source"] == "cam":  # the cards and run states written before positive controls
+        del out["seed_source"]
     return out
 
 
@@ -359,7 +392,9 @@ def train_fcam(
         if progress is not None:
             progress("load", n, 0, {})
 
-    train = load_split(config.dataset, config.train_split, backbone.input_size, config.train_limit, loading)
+    train = load_split(config.dataset, config.train_split, backbone.input_size, config.train_limit, loading,
+                       parts=config.seed_source == "part")
+    oracle = ground_truth_masks(train, config.seed_source, backbone.input_size) if config.seed_source != "cam" else None
     try:
         val = load_split(config.dataset, config.val_split, backbone.input_size, config.val_limit, loading)
     except Exception:  # a folder has no split of its own: no model selection
@@ -424,11 +459,17 @@ def train_fcam(
                 raise FcamInterrupted(f"stopped after {steps_this_call} steps (epoch {epoch + 1}, step {step})")
             index = order[step * batch:(step + 1) * batch]
             generator = step_generator(config.seed, epoch, step)
-            images = augment(train.images[index], generator) if config.augment else train.images[index]
+            images, truth = train.images[index], oracle[index] if oracle is not None else None
+            if config.augment:
+                images, truth = augment(images, generator, truth) if truth is not None else (augment(images, generator), None)
             images = procs.shard(images)  # this rank's share of the global batch (all of it alone)
             x = normalise_uint8(images, backbone)
             targets = procs.shard(train_targets[index]).to(backbone.device)
-            maps, cap = base_cams(backbone, x, targets, config, decoder.taps)
+            if truth is None:
+                maps, cap = base_cams(backbone, x, targets, config, decoder.taps)
+            else:  # a positive control: the seeds come from the ground truth, never from the CAM
+                cap = capture(backbone, x, targets, config.layer, gradient=False, taps=decoder.taps)
+                maps = oracle_grid_maps(procs.shard(truth), tuple(cap.activations.shape[-2:])).to(backbone.device)
             _, _, _, labels = seeds_from_cam(maps, backbone.input_size, seeds_config, generator)
             logits = decoder.logits(cap.features, backbone.input_size)
             probs = torch.softmax(logits, dim=1)
@@ -496,6 +537,7 @@ def train_fcam(
         "backbone": config.backbone,
         "backbone_weights": config.weights,
         "base_method": config.base_method,
+        "seed_source": config.seed_source,
         "layer": layer,
         "relu": resolve_relu(config.base_method, config.relu),
         "taps": list(spec.taps),

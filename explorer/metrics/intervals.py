@@ -76,6 +76,68 @@ def pxap_interval(pos: np.ndarray, neg: np.ndarray, weights: np.ndarray) -> Inte
     return _percentiles(np.array([average_precision(p, q)[-1] for p, q in zip(pos_w, neg_w)]))
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """Statistic(A) - statistic(B) on the same images, with its paired 95 % bootstrap interval
+    (both maps scored on the same resampled images in each replicate). The interval holding 0
+    means the ranking is not established."""
+
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def reading(self) -> str:
+        return "A > B" if self.low > 0 else "A < B" if self.high < 0 else "not established"
+
+    def as_dict(self) -> dict:
+        return {"difference": round(self.difference, 4), "ci": [round(self.low, 4), round(self.high, 4)],
+                "reading": self.reading}
+
+
+def _paired(point: float, replicates: np.ndarray) -> PairedDifference:
+    interval = _percentiles(replicates)
+    return PairedDifference(point, interval.low, interval.high)
+
+
+def paired_max_acc_difference(hits_a: np.ndarray, hits_b: np.ndarray, weights: np.ndarray) -> PairedDifference:
+    """max_t mean_i A[i, t] - max_t mean_i B[i, t] (percent): each side keeps its own best
+    threshold in every replicate, as MaxBoxAcc is defined."""
+    if hits_a.shape[0] != hits_b.shape[0]:
+        raise MetricError("A paired difference needs the same images on both sides.")
+    n = hits_a.shape[0]
+    point = 100.0 * (hits_a.mean(axis=0).max() - hits_b.mean(axis=0).max())
+    reps = 100.0 * ((weights @ hits_a.astype(np.float64)).max(axis=1)
+                    - (weights @ hits_b.astype(np.float64)).max(axis=1)) / n
+    return _paired(float(point), reps)
+
+
+def paired_max_box_acc_v2_difference(curves_a: Sequence[ImageCurves], curves_b: Sequence[ImageCurves],
+                                     weights: np.ndarray, deltas: Sequence[int] = (30, 50, 70)) -> PairedDifference:
+    """MaxBoxAccV2(A) - MaxBoxAccV2(B), paired per replicate."""
+    n = len(curves_a)
+    ones = np.ones((1, n))
+
+    def v2(curves: Sequence[ImageCurves], w: np.ndarray) -> np.ndarray:
+        return np.mean([(w @ hit_curves(curves, d / 100, all_contours=True).astype(np.float64)).max(axis=1) / n
+                        for d in deltas], axis=0)
+
+    return _paired(float(100.0 * (v2(curves_a, ones) - v2(curves_b, ones))[0]),
+                   100.0 * (v2(curves_a, weights) - v2(curves_b, weights)))
+
+
+def paired_pxap_difference(pos_a: np.ndarray, neg_a: np.ndarray, pos_b: np.ndarray, neg_b: np.ndarray,
+                           weights: np.ndarray) -> PairedDifference:
+    """PxAP(A) - PxAP(B) from per-image histograms (N x bins each), paired per replicate."""
+    def pxap(pos: np.ndarray, neg: np.ndarray, w: np.ndarray) -> np.ndarray:
+        pw, nw = w @ pos.astype(np.float64), w @ neg.astype(np.float64)
+        return np.array([average_precision(p, q)[-1] for p, q in zip(pw, nw)])
+
+    ones = np.ones((1, len(pos_a)))
+    point = float((pxap(pos_a, neg_a, ones) - pxap(pos_b, neg_b, ones))[0])
+    return _paired(point, pxap(pos_a, neg_a, weights) - pxap(pos_b, neg_b, weights))
+
+
 def mean_interval(values: np.ndarray, weights: np.ndarray) -> Interval:
     """Interval of a mean over images (Average Drop %, % Increase, accuracy), in the values' units."""
     values = np.asarray(values, dtype=np.float64)
