@@ -217,7 +217,7 @@ def ground_truth_masks(data: SplitTensors, source: str, size: tuple[int, int]) -
 def oracle_grid_maps(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """The ground truth reduced to the CAM's grid (F-CAM supplementary E): each cell holds the
     share of its pixels that belong to the mask (area pooling), B x h x w."""
-    return torch.nn.functional.adaptive_avg_pool2d(masks[:, None].float(), tuple(grid))[:, 0]
+    return torch.nn.functional.adaptive_avg_pool2d(masks[:, None].float(), (int(grid[0]), int(grid[1])))[:, 0]
 
 
 def normalise_uint8(images: torch.Tensor, backbone: Backbone) -> torch.Tensor:
@@ -469,7 +469,8 @@ def train_fcam(
                 maps, cap = base_cams(backbone, x, targets, config, decoder.taps)
             else:  # a positive control: the seeds come from the ground truth, never from the CAM
                 cap = capture(backbone, x, targets, config.layer, gradient=False, taps=decoder.taps)
-                maps = oracle_grid_maps(procs.shard(truth), tuple(cap.activations.shape[-2:])).to(backbone.device)
+                grid = (cap.activations.shape[-2], cap.activations.shape[-1])
+                maps = oracle_grid_maps(procs.shard(truth), grid).to(backbone.device)
             _, _, _, labels = seeds_from_cam(maps, backbone.input_size, seeds_config, generator)
             logits = decoder.logits(cap.features, backbone.input_size)
             probs = torch.softmax(logits, dim=1)

@@ -10,13 +10,13 @@ shipped classifiers on the full synthetic test split).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from explorer.evaluate import EvaluateError, combo_key, read_summary
+from explorer.server_files import public_name, runs_dir
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 SHIPPED_RUNS_DIR = REPO_DIR / "checkpoints" / "evaluations"
@@ -27,10 +27,7 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")[:60] or "run"
 
 
-def runs_dir() -> Path:
-    """``$CAM_EXPLORER_RUNS`` when set, else ``runs/`` in the repository."""
-    env = os.environ.get("CAM_EXPLORER_RUNS")
-    return Path(env).expanduser() if env else REPO_DIR / "runs"
+__all__ = ["Run", "list_runs", "load_curves", "load_records", "runs_dir", "runs_with_decoder", "slug"]
 
 
 @dataclass(frozen=True)
@@ -38,13 +35,17 @@ class Run:
     path: Path
     summary: dict
     shipped: bool
+    mine: bool = False  # made in this visitor's session (its private space), not by the server's operator
+
+    @property
+    def owner(self) -> str:
+        return "shipped" if self.shipped else "yours" if self.mine else "this server's"
 
     @property
     def label(self) -> str:
         config = self.summary["config"]
-        where = "shipped" if self.shipped else "yours"
-        return (f"{self.path.name} · {config['backbone']} on {config['dataset']} ({config['split']}), "
-                f"{self.summary['num_images']} images [{where}]")
+        return (f"{self.path.name} · {config['backbone']} on {public_name(str(config['dataset']))} ({config['split']}), "
+                f"{self.summary['num_images']} images [{self.owner}]")
 
     @property
     def combos(self) -> list[tuple[str, str]]:
@@ -57,20 +58,22 @@ class Run:
         raise EvaluateError(f"{self.path.name} has no results for {method} with {upsampler}")
 
 
-def list_runs(*roots: Path) -> list[Run]:
-    """Every finished evaluation directly under the given folders (default: yours, then the
-    shipped ones). A folder without a readable summary is left out (it is unfinished)."""
+def list_runs(*roots: Path, own: Path | None = None) -> list[Run]:
+    """Every finished evaluation directly under the given folders (default: the server's runs,
+    then the shipped ones), after those in ``own`` (a session's private runs folder) when given.
+    A folder without a readable summary is left out (it is unfinished); no session's private
+    space is ever listed from the shared folders."""
     roots = roots or (runs_dir(), SHIPPED_RUNS_DIR)
     found = []
-    for root in roots:
+    for root, mine in ([(own, True)] if own is not None else []) + [(r, False) for r in roots]:
         if not root.is_dir():
             continue
-        for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
             try:
                 summary = read_summary(path)
             except EvaluateError:
                 continue
-            found.append(Run(path, summary, shipped=root == SHIPPED_RUNS_DIR))
+            found.append(Run(path, summary, shipped=root == SHIPPED_RUNS_DIR, mine=mine))
     return found
 
 

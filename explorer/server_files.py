@@ -7,6 +7,11 @@ folder and `data/` beside the app. A relative path is looked up inside the roots
 outside them and a path that does not exist get the same answer, so nobody can probe which
 files the server has, and nothing from outside the roots is ever listed or echoed.
 
+Each visitor (a browser session) has a private space, named by a random token only that session
+holds: its uploads under `data/uploads/<token>/` and its runs and decoders under
+`<runs>/sessions/<token>/`. A typed path that resolves into another session's space gets the same
+answer as a missing one, and a visitor sees their own uploads as `uploads/<name>`, never the token.
+
 An uploaded zip of a dataset is unpacked into the visitor's own folder under `data/uploads/`
 with every entry checked first: no absolute path, no `..`, no link, at most `MAX_FILES` files and
 `MAX_UNPACKED_BYTES` unpacked (declared sizes are checked before, and the bytes written counted
@@ -23,6 +28,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from explorer.errors import ExplorerError
@@ -31,6 +37,9 @@ ROOTS_ENV = "CAM_EXPLORER_ROOTS"
 REPO_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_DIR / "data"
 UPLOADS = "uploads"
+SESSIONS = "sessions"
+MAX_ENTRY_NAME = 255  # bytes of one path component, as most file systems allow
+MAX_ENTRY_PATH = 1024
 MAX_ZIP_BYTES = 200 * 2**20
 MAX_UNPACKED_BYTES = 1 * 2**30
 MAX_FILES = 20_000
@@ -41,6 +50,54 @@ class ServerPathError(ExplorerError):
     """A path a visitor typed is not one the server shares (or does not exist: the same words)."""
 
 
+def runs_dir() -> Path:
+    """``$CAM_EXPLORER_RUNS`` when set, else ``runs/`` in the repository."""
+    env = os.environ.get("CAM_EXPLORER_RUNS")
+    return Path(env).expanduser() if env else REPO_DIR / "runs"
+
+
+@dataclass(frozen=True)
+class SessionSpace:
+    """One visitor's private folders, named by their token (see `new_token`)."""
+
+    token: str
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[0-9a-f]{16,64}", self.token):
+            raise ServerPathError("That session folder name is not valid.")
+
+    @property
+    def uploads(self) -> Path:
+        return DATA_DIR / UPLOADS / self.token
+
+    @property
+    def runs(self) -> Path:
+        return runs_dir() / SESSIONS / self.token
+
+    @property
+    def decoders(self) -> Path:
+        return self.runs / "fcam"
+
+    def owns(self, resolved: Path) -> bool:
+        return any(resolved.is_relative_to(p.resolve()) for p in (self.uploads, self.runs))
+
+
+def private_roots() -> list[Path]:
+    """Where the sessions' private spaces live: nobody reaches into them but their owner."""
+    return [(DATA_DIR / UPLOADS).resolve(), (runs_dir() / SESSIONS).resolve()]
+
+
+def public_name(text: str) -> str:
+    """A path or dataset spec as it may be shown on a page: a session's upload folder becomes
+    `uploads/<name>` and a run folder inside a session space `<name>` (the token never shows)."""
+    for root in private_roots():
+        pattern = re.escape(str(root)) + r"/[0-9a-f]{16,64}(?=/|$)"
+        text = re.sub(pattern, UPLOADS if root.name == UPLOADS else SESSIONS, text)
+    for raw in (DATA_DIR / UPLOADS, runs_dir() / SESSIONS):  # an unresolved spelling of the same folders
+        text = re.sub(re.escape(str(raw)) + r"/[0-9a-f]{16,64}(?=/|$)", raw.name, text)
+    return text
+
+
 def allowed_roots() -> list[Path]:
     """The folders a typed path may point into, resolved."""
     env = os.environ.get(ROOTS_ENV)
@@ -48,7 +105,6 @@ def allowed_roots() -> list[Path]:
         roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
     else:
         from explorer.datasets.synthetic import default_cache_root
-        from explorer.runs import runs_dir
 
         roots = [DATA_DIR, runs_dir(), default_cache_root()]
     return [r.resolve() for r in roots]
@@ -70,31 +126,36 @@ def _not_shared(text: str) -> ServerPathError:
                            f"({describe_roots()}) or upload a zip of it.")
 
 
-def server_path(text: str, *, folder: bool = True) -> Path:
-    """The path a visitor typed, resolved inside the allowed roots; ServerPathError (always the
-    same words, whether it is missing or not allowed) otherwise."""
+def server_path(text: str, *, folder: bool = True, space: SessionSpace | None = None) -> Path:
+    """The path a visitor typed, resolved inside the allowed roots and outside every other
+    session's space; ServerPathError (always the same words, whether it is missing or not allowed)
+    otherwise. `uploads/<name>` names a folder of the visitor's own uploads (`space`)."""
     text = text.strip()
-    if not text or "\x00" in text:
+    if not text or "\x00" in text or len(text) > MAX_ENTRY_PATH:
         raise ServerPathError("Type the path of a folder on the server, for example data/photos.")
     typed = Path(text).expanduser()
-    roots = allowed_roots()
-    candidates = [typed] if typed.is_absolute() else [root / typed for root in roots] + [REPO_DIR / typed]
+    roots, private = allowed_roots(), private_roots()
+    own_upload = typed.parts[:1] == (UPLOADS,) and space is not None
+    candidates = ([space.uploads.joinpath(*typed.parts[1:])] if own_upload and space is not None else
+                  [typed] if typed.is_absolute() else [root / typed for root in roots] + [REPO_DIR / typed])
     for candidate in candidates:
         try:
             resolved = candidate.resolve()
             mode = resolved.stat().st_mode
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):
             continue
-        if not any(resolved.is_relative_to(root) for root in roots):
+        if not any(resolved.is_relative_to(root) for root in roots) and not own_upload:
             continue
+        if any(resolved.is_relative_to(root) for root in private) and not (space is not None and space.owns(resolved)):
+            continue  # another visitor's uploads or runs: the same answer as a missing folder
         if (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)) and os.access(resolved, os.R_OK):
             return resolved
     raise _not_shared(text)
 
 
-def dataset_spec(spec: str) -> str:
+def dataset_spec(spec: str, space: SessionSpace | None = None) -> str:
     """A dataset spec a visitor typed, with its folder resolved inside the roots: "synthetic" and
-    "gallery" pass as they are; "<kind>:<path>" must name a shared folder."""
+    "gallery" pass as they are; "<kind>:<path>" must name a shared folder (or one of `space`'s)."""
     spec = spec.strip()
     kind, sep, where = spec.partition(":")
     if spec in ("synthetic", "synthetic-v1", "gallery"):
@@ -102,16 +163,14 @@ def dataset_spec(spec: str) -> str:
     if kind not in DATASET_KINDS or not sep:
         raise ServerPathError(f"'{spec}' is not a dataset; give synthetic, synthetic-v1, gallery, or "
                               f"{', '.join(k + ':<folder>' for k in DATASET_KINDS)}.")
-    return f"{kind}:{server_path(where)}"
+    return f"{kind}:{server_path(where, space=space)}"
 
 
 # ----------------------------------------------------------------------------- uploads
 
 def session_upload_dir(token: str) -> Path:
     """This visitor's own folder for uploads (`token` is theirs alone: see `new_token`)."""
-    if not re.fullmatch(r"[0-9a-f]{16,64}", token):
-        raise ServerPathError("That upload folder name is not valid.")
-    return DATA_DIR / UPLOADS / token
+    return SessionSpace(token).uploads
 
 
 def new_token() -> str:

@@ -138,7 +138,7 @@ def evaluate(args: argparse.Namespace, decoder_file: Path, source: str) -> dict:
     for start in range(0, len(data.images), 16):
         x = normalise_uint8(data.images[start:start + 16], backbone)
         cap = capture(backbone, x, targets[start:start + 16], layer, gradient=False, taps=decoder.taps)
-        grid = oracle_grid_maps(truth[start:start + 16], tuple(cap.activations.shape[-2:]))
+        grid = oracle_grid_maps(truth[start:start + 16], (cap.activations.shape[-2], cap.activations.shape[-1]))
         pixels = {"fcam": decoder.foreground(cap.features, backbone.input_size),
                   "bilinear": normalise(upsample(grid, EVAL_SIZE, "bilinear"), "minmax"),
                   "gaussian": normalise(upsample(grid, EVAL_SIZE, "gaussian", sigma=sigma), "minmax")}
@@ -177,7 +177,8 @@ def summary(backbone: str) -> str:
             cells += [f"{d['difference']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] ({d['reading']})" for d in diffs]
             lines.append(f"| {source} | {crf:g} | {seed} | {metric} | " + " | ".join(cells) + " |")
             by_setting.setdefault((source, crf, metric), []).append(ev["rows"]["fcam"][metric])
-    lines += ["", "| seeds from | CRF weight | metric | F-CAM mean +- s.d. over training seeds | seeds |", "|---|---|---|---|---|"]
+    lines += ["", "| seeds from | CRF weight | metric | F-CAM mean +- s.d. over training seeds | seeds |",
+              "|---|---|---|---|---|"]
     for (source, crf, metric), values in by_setting.items():
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
         lines.append(f"| {source} | {crf:g} | {metric} | {statistics.mean(values):.1f} +- {sd:.1f} | {len(values)} |")

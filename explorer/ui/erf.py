@@ -37,8 +37,9 @@ from explorer.erf import (
 from explorer.errors import ExplorerError
 from explorer.jobs import ErfJob, ErfSettings, JobStatus
 from explorer.presets import ERF_DIR, CardError, erf_card_path
-from explorer.server_files import ServerPathError, server_path
+from explorer.server_files import ServerPathError
 from explorer.ui.loading import NETWORK_LOCK, server_governor
+from explorer.ui.uploads import typed_folder
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def folder_problem(path: str) -> str | None:
     missing and one outside the shared roots: explorer.server_files), or None when it can; the
     full check, that its files are images, runs when the estimate starts."""
     try:
-        folder = server_path(path)
+        folder = typed_folder(path)
     except ServerPathError as exc:
         return str(exc)
     if not any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir()):
@@ -67,7 +68,7 @@ def folder_problem(path: str) -> str | None:
 
 def folder_source(path: str) -> str:
     """The ERF source of a shared folder (ServerPathError for any other)."""
-    return "folder:" + str(server_path(path))
+    return "folder:" + str(typed_folder(path))
 
 
 def _erf_jobs() -> dict[str, ErfJob]:

@@ -22,10 +22,11 @@ from explorer.jobs import JobStatus, ThreadJob, TrainingJob
 from explorer.methods import METHODS
 from explorer.pipeline import grid_maps, pixel_maps
 from explorer.runs import runs_dir, slug
-from explorer.server_files import ServerPathError, dataset_spec
+from explorer.server_files import ServerPathError, public_name
 from explorer.ui.erf import folder_problem
 from explorer.ui.loading import NETWORK_LOCK, idle_timeout_s, server_governor, session_owner
 from explorer.ui.sidebar import Selection
+from explorer.ui.uploads import session_space, typed_dataset
 from explorer.ui.widgets import remember, remembered
 from explorer.upsample import FCAM, UPSAMPLERS
 
@@ -46,16 +47,23 @@ class DecoderChoice:
     base_method: str
     shipped: bool
     card: dict = field(default_factory=dict, compare=False, hash=False)
+    owner: str = ""  # "shipped", "yours" (fitted in this session) or "this server's" (trained from the CLI)
 
     @property
     def label(self) -> str:
-        where = "shipped" if self.shipped else "yours"
+        where = self.owner or ("shipped" if self.shipped else "yours")
         val = self.card.get("val", {})
         score = f", val MaxBoxAcc {val['max_box_acc']:.1f}" if "max_box_acc" in val else ""
         return f"{Path(self.path).name} · from {METHODS[self.base_method].label}{score} [{where}]"
 
 
 def fcam_user_dir() -> Path:
+    """Where this session's fitted decoders go: its private space, never listed for another."""
+    return session_space().decoders
+
+
+def fcam_server_dir() -> Path:
+    """Decoders the server's operator trained into runs/fcam (python -m explorer train-fcam)."""
     return runs_dir() / "fcam"
 
 
@@ -66,7 +74,8 @@ def decoder_choices(state: Selection) -> tuple[list[DecoderChoice], list[str]]:
 
     backbone = state.backbone
     found, problems = [], []
-    for folder, shipped in ((FCAM_DIR, True), (fcam_user_dir(), False)):
+    for folder, owner in ((FCAM_DIR, "shipped"), (fcam_server_dir(), "this server's"), (fcam_user_dir(), "yours")):
+        shipped = owner == "shipped"
         if not folder.is_dir():
             continue
         paths = sorted(folder.glob(f"{backbone.name}__*.pt"), key=lambda p: (-p.stat().st_mtime, p.name))
@@ -80,7 +89,7 @@ def decoder_choices(state: Selection) -> tuple[list[DecoderChoice], list[str]]:
                 continue
             if str(card.get("backbone_weights", "pretrained")) != backbone.weights:
                 continue
-            found.append(DecoderChoice(str(path), path.stat().st_mtime, card["base_method"], shipped, card))
+            found.append(DecoderChoice(str(path), path.stat().st_mtime, card["base_method"], shipped, card, owner))
     return found, problems
 
 
@@ -226,7 +235,7 @@ def start_fcam_fit(state: Selection, spec: str, base_method: str, epochs: int, l
     """Start fitting a decoder on `spec` (a folder, a synthetic or protocol dataset) in a thread."""
     from explorer.fcam_train import FcamConfig, train_fcam
 
-    spec = dataset_spec(spec)  # inside the shared roots, resolved
+    spec = typed_dataset(spec)  # inside the shared roots or this session's uploads, resolved
     backbone = state.backbone
     val_limit = min(int(limit), 300)
     config = FcamConfig(backbone=backbone.name, weights=backbone.weights, base_method=base_method, layer=state.layer,
@@ -234,7 +243,7 @@ def start_fcam_fit(state: Selection, spec: str, base_method: str, epochs: int, l
     config.check()
     digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
     kind, _, where = spec.partition(":")
-    name = slug(f"{kind}-{Path(where).name}" if where else kind)  # e.g. folder-photos
+    name = slug(f"{kind}-{Path(where).name}" if where else kind)  # e.g. folder-photos (never the token)
     out = fcam_user_dir() / f"{backbone.name}__{base_method}__{name}-{digest}.pt"
     # The card records the command that reproduces the decoder: an argument list, quoted once.
     argv = ["python", "-m", "explorer", "train-fcam", "--backbone", backbone.name, "--weights", backbone.weights,
@@ -247,7 +256,7 @@ def start_fcam_fit(state: Selection, spec: str, base_method: str, epochs: int, l
                    should_stop=job.should_stop)
 
     owner, alive = session_owner()
-    fit = TrainingJob(work, {"spec": spec, "base_method": base_method, "epochs": epochs, "limit": limit,
+    fit = TrainingJob(work, {"spec": public_name(spec), "base_method": base_method, "epochs": epochs, "limit": limit,
                              "backbone": backbone.name, "weights": backbone.weights, "layer": state.layer}, out,
                       name="fcam-fit", classify=_classify_fit_error, governor=server_governor(), owner=owner,
                       alive=alive, idle_timeout_s=idle_timeout_s())
@@ -265,7 +274,7 @@ def dataset_problem(spec: str) -> str | None:
     """A quick check of a dataset typed on the F-CAM page (inside the shared roots only); None
     when it looks usable."""
     try:
-        checked = dataset_spec(spec)
+        checked = typed_dataset(spec)
     except ServerPathError as exc:
         return str(exc)
     kind, _, where = checked.partition(":")

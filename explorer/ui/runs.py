@@ -24,11 +24,12 @@ from explorer.methods import METHODS
 from explorer.metrics.intervals import with_interval
 from explorer.pipeline import grid_maps
 from explorer.presets import sigma_presets
-from explorer.runs import slug
-from explorer.server_files import dataset_spec
+from explorer.runs import runs_dir, slug
+from explorer.server_files import public_name
 from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone, server_governor
 from explorer.ui.maps import DEFAULT_METHODS, method_name
 from explorer.ui.sidebar import WEIGHT_LABELS, ImageChoice, Selection
+from explorer.ui.uploads import session_space, typed_dataset
 from explorer.ui.widgets import (
     WIDGET_PREFIX,
     attempt,
@@ -64,9 +65,10 @@ def combo_label(method: str, upsampler: str) -> str:
 
 
 def available_runs():
+    """This session's own evaluations, the server's, then the shipped ones (never another session's)."""
     from explorer.runs import list_runs
 
-    return list_runs()
+    return list_runs(own=session_space().runs)
 
 
 def choose_run(name: str = "run"):
@@ -271,13 +273,12 @@ def evaluation_form(state: Selection, name: str = "evalform") -> None:
             return
         if st.button("Run evaluation", key=WIDGET_PREFIX + f"{name}.go", type="primary"):
             attempt("evaluating the dataset",
-                    lambda: _run_evaluation(dataset_spec(spec), split, backbone_name, methods, upsamplers, int(limit)))
+                    lambda: _run_evaluation(typed_dataset(spec), split, backbone_name, methods, upsamplers, int(limit)))
 
 
 def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence[str], upsamplers: Sequence[str],
                     limit: int) -> None:
     from explorer.evaluate import EvalConfig, evaluate
-    from explorer.runs import runs_dir
 
     # A private copy of the network: a long evaluation never holds the shared model's lock.
     backbone = load_backbone(backbone_name, "pretrained")
@@ -296,7 +297,7 @@ def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence
     config = EvalConfig(dataset=spec, split=split, backbone=backbone_name, layer=layer, methods=tuple(methods),
                         upsamplers=tuple(upsamplers), sigma=(float(sigma[0]), float(sigma[1])), limit=limit, decoders=decoders)
     digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
-    out = runs_dir() / f"{slug(backbone_name)}-{slug(spec)}-{split}-{limit}-{digest}"
+    out = session_space().runs / f"{slug(backbone_name)}-{slug(public_name(spec))}-{split}-{limit}-{digest}"
     bar = st.progress(0.0, text="Starting…")
 
     def progress(done: int, total: int) -> None:
@@ -397,7 +398,7 @@ def confidence_grid(spec: str, backbone: Backbone, layer: str, sigma: tuple[floa
     """Extended-CAM Table 4 on a dataset: Average Drop % and % Increase (normal and relative
     masking) for Grad-CAM, Grad-CAM++ and Extended-CAM with Gaussian and bilinear upsampling.
     Written under runs/ like any evaluation, so it is computed once per choice."""
-    return _confidence_grid(dataset_spec(spec), backbone.name, backbone.weights, layer, (float(sigma[0]), float(sigma[1])),
+    return _confidence_grid(typed_dataset(spec), backbone.name, backbone.weights, layer, (float(sigma[0]), float(sigma[1])),
                             _backbone=backbone)
 
 
@@ -405,14 +406,13 @@ def confidence_grid(spec: str, backbone: Backbone, layer: str, sigma: tuple[floa
 def _confidence_grid(spec: str, backbone_name: str, weights: str, layer: str, sigma: tuple[float, float], *,
                      _backbone: Backbone) -> dict:
     from explorer.evaluate import EvalConfig, evaluate
-    from explorer.runs import runs_dir
 
     split = "val" if spec.startswith("voc:") else "test"  # VOC 2007's test half is often not installed
     config = EvalConfig(dataset=spec, split=split, backbone=backbone_name, weights=weights, layer=layer,
                         methods=TABLE4_METHODS, upsamplers=TABLE4_UPSAMPLERS, sigma=sigma, references=False,
                         batch_size=8)
     digest = hashlib.sha256(repr(config).encode()).hexdigest()[:10]
-    out = runs_dir() / "table4" / f"{slug(backbone_name)}-{slug(spec)}-{digest}"
+    out = runs_dir() / "table4" / f"{slug(backbone_name)}-{slug(public_name(spec))}-{digest}"
     with server_governor().slot(Job(), cancelled=lambda: False), NETWORK_LOCK:
         summary = evaluate(config, out, backbone=_backbone)
     assert summary is not None  # one process: always summarised
@@ -424,7 +424,7 @@ DOWNSCALE_IMAGES = (10, 300, 100)
 
 
 def downscale_curves(spec: str, split: str, count: int, sigma_cells: float, downscale: str) -> dict:
-    return _downscale_curves(dataset_spec(spec), split, int(count), float(sigma_cells), downscale)
+    return _downscale_curves(typed_dataset(spec), split, int(count), float(sigma_cells), downscale)
 
 
 @st.cache_data(max_entries=16, show_spinner="Downscaling and restoring the masks…")

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from explorer.runs import slug
-from explorer.server_files import DATA_DIR, new_token, session_upload_dir, unpack_zip
+from explorer.server_files import UPLOADS, SessionSpace, dataset_spec, new_token, server_path, unpack_zip
 from explorer.ui.widgets import WIDGET_PREFIX, attempt
 
 MAX_ZIP_MB = 25  # the server's own upload ceiling (.streamlit/config.toml)
@@ -17,10 +17,24 @@ _TOKEN = "cam.upload_token"
 _UNPACKED = "cam.uploads"
 
 
+def session_space() -> SessionSpace:
+    """This session's private folders (named by a random token only this session knows): its
+    uploads, runs and decoders, which no other session lists or opens."""
+    return SessionSpace(st.session_state.setdefault(_TOKEN, new_token()))
+
+
 def upload_folder() -> Path:
-    """This session's upload folder (its name is a random token only this session knows)."""
-    token = st.session_state.setdefault(_TOKEN, new_token())
-    return session_upload_dir(token)
+    return session_space().uploads
+
+
+def typed_folder(text: str) -> Path:
+    """A folder a visitor typed: shared, or one of their own uploads (`uploads/<name>`)."""
+    return server_path(text, space=session_space())
+
+
+def typed_dataset(spec: str) -> str:
+    """A dataset spec a visitor typed, resolved as `typed_folder` resolves folders."""
+    return dataset_spec(spec, space=session_space())
 
 
 def data_uploader() -> None:
@@ -37,7 +51,7 @@ def data_uploader() -> None:
             if digest not in unpacked:
                 dest = upload_folder() / f"{slug(Path(upload.name).stem)}-{digest}"
                 if dest.is_dir() or attempt("unpacking the zip", lambda: unpack_zip(data, dest)) is not None:
-                    unpacked[digest] = str(dest.relative_to(DATA_DIR.parent))
+                    unpacked[digest] = f"{UPLOADS}/{dest.name}"
         for name in unpacked.values():
             st.caption(f"`{name}`: type `folder:{name}` for photos, or `cub:` / `openimages:` / `voc:` with it "
                        "for a dataset.")
