@@ -14,7 +14,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from explorer.cli_args import Parser, csv_list, device, names, number, numbers, output_file, output_folder, whole, whole_numbers
+from explorer.cli_args import (
+    BATCH_MAX,
+    CRF_SCALE_MAX,
+    EPOCHS_MAX,
+    ERF_IMAGES_MAX,
+    IMAGES_MAX,
+    LOSS_WEIGHT_MAX,
+    LR_MAX,
+    SEED_MAX,
+    THREADS_MAX,
+    Parser,
+    csv_list,
+    device,
+    names,
+    number,
+    numbers,
+    output_file,
+    output_folder,
+    whole,
+    whole_numbers,
+)
 from explorer.erf import MODES as ERF_MODES
 from explorer.errors import ExplorerError
 from explorer.fcam.decoder import FcamError
@@ -218,14 +238,14 @@ def _configure_erf(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", default="pretrained", help="pretrained | random | path to a state_dict")
     p.add_argument("--layer", default=None, help="target layer (default: the backbone's)")
-    p.add_argument("--images", type=whole(1), default=64, help="number of images to average (default 64)")
+    p.add_argument("--images", type=whole(1, ERF_IMAGES_MAX), default=64, help="number of images to average (default 64)")
     p.add_argument("--source", default="gallery",
                    help="noise (N(0,1) in the normalised input space) | gallery (random crops of the "
                         "sample photos) | folder:<dir> (random crops of your images); default gallery")
     p.add_argument("--mode", default="abs", choices=ERF_MODES,
                    help="how the input gradient is turned into the map: abs (|g|, default), relu, square, signed")
-    p.add_argument("--batch-size", type=whole(1), default=8)
-    p.add_argument("--seed", type=whole(0), default=0, help="seeds the images (and random weights)")
+    p.add_argument("--batch-size", type=whole(1, BATCH_MAX), default=8)
+    p.add_argument("--seed", type=whole(0, SEED_MAX), default=0, help="seeds the images (and random weights)")
     p.add_argument("--offset", action="store_true", help="fit a constant offset too")
     p.add_argument("--rotation", action="store_true", help="fit a rotated Gaussian")
     p.add_argument("--out", type=output_file(".json"), default=None,
@@ -308,17 +328,14 @@ def run_erf(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- make-synthetic
 
-def image_count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'")
-    return int(text)
+image_count = whole(0, IMAGES_MAX)
 
 
 def _configure_make_synthetic(p: argparse.ArgumentParser) -> None:
     from explorer.datasets.synthetic import DEFAULT_SIZES, V1_WEAKNESS, VERSION, VERSIONS
 
     p.add_argument("--out", type=output_folder, required=True, help="folder to create (absent or empty)")
-    p.add_argument("--seed", type=whole(0), default=0, help="the same seed gives the same bytes (default 0)")
+    p.add_argument("--seed", type=whole(0, SEED_MAX), default=0, help="the same seed gives the same bytes (default 0)")
     p.add_argument("--version", type=int, choices=VERSIONS, default=VERSION,
                    help=f"benchmark version (default {VERSION}; 1 is kept for teaching: {V1_WEAKNESS})")
     for split, count in DEFAULT_SIZES.items():
@@ -370,20 +387,20 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
                    help="a synthetic dataset folder (default: the cached one, generated on first use)")
     p.add_argument("--out", type=output_file(".pt"), default=None, help="weights file (default: checkpoints/<arch>.pt); "
                    "the card is written beside it with .json")
-    p.add_argument("--epochs", type=whole(1), default=None,
+    p.add_argument("--epochs", type=whole(1, EPOCHS_MAX), default=None,
                    help="default: 50 for synthetic_cnn, 6 for synthetic_lite0, 8 for synthetic_vgg")
-    p.add_argument("--batch-size", type=whole(1), default=32)
-    p.add_argument("--lr", type=number(0, above=True), default=None, help="peak learning rate (default per architecture)")
-    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--batch-size", type=whole(1, BATCH_MAX), default=32)
+    p.add_argument("--lr", type=number(0, LR_MAX, above=True), default=None, help="peak learning rate (default per architecture)")
+    p.add_argument("--seed", type=whole(0, SEED_MAX), default=0)
     p.add_argument("--teacher", default=None,
                    help="a registered classifier whose CAM guides the student by attention transfer "
                         "(default: synthetic_lite0 for synthetic_cnn, none for synthetic_lite0; 'none' turns it off)")
-    p.add_argument("--attention-weight", type=number(0), default=None,
+    p.add_argument("--attention-weight", type=number(0, LOSS_WEIGHT_MAX), default=None,
                    help="weight of the attention-transfer term (default 5 with a teacher)")
-    p.add_argument("--distill-weight", type=number(0), default=None,
+    p.add_argument("--distill-weight", type=number(0, LOSS_WEIGHT_MAX), default=None,
                    help="share of the loss given to the teacher's softened class scores, 0-1 "
                         "(knowledge distillation; default 0.7 for synthetic_cnn, 0 otherwise; 0 turns it off)")
-    p.add_argument("--distill-temperature", type=number(0, above=True), default=None,
+    p.add_argument("--distill-temperature", type=number(0, 1000, above=True), default=None,
                    help="temperature T softening the teacher's and student's scores (default 4)")
     p.add_argument("--init-from", default=None,
                    help="a registered classifier, or a .pt file, of the same architecture whose layers (all but "
@@ -392,7 +409,7 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the resumable run state lives (default: <out without .pt>.run/)")
     p.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when present, else cpu)")
-    p.add_argument("--threads", type=whole(1), default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=whole(1, THREADS_MAX), default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 @command("train-classifier", "train a synthetic-benchmark classifier (resumes an interrupted run)",
@@ -494,8 +511,8 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relu", default="none",
                    help="ReLU policy: none (default), after (the channel sum), before, or published (each method's own)")
     p.add_argument("--threshold-interval", type=number(1e-4, 0.5), default=0.001, help="the protocol's 0.001 by default")
-    p.add_argument("--batch-size", type=whole(1), default=16)
-    p.add_argument("--limit", type=whole(1), default=None, help="evaluate only the first N images")
+    p.add_argument("--batch-size", type=whole(1, BATCH_MAX), default=16)
+    p.add_argument("--limit", type=whole(1, IMAGES_MAX), default=None, help="evaluate only the first N images")
     p.add_argument("--no-confidence", action="store_true", help="skip Average Drop / %% Increase (2 forwards per map)")
     p.add_argument("--no-controls", action="store_true",
                    help="skip the network-free control rows (they do not depend on the backbone, sigma or method: "
@@ -605,24 +622,25 @@ def _configure_fcam_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=d.dataset,
                    help="synthetic (default, generated on first use), synthetic:<dir>, cub:<root>, openimages:<root>, "
                         "voc:<root> or folder:<dir> (a folder: targets are the classifier's top-1, no model selection)")
-    p.add_argument("--epochs", type=whole(1), default=d.epochs, help=f"default {d.epochs} (the paper: 50 on a GPU)")
-    p.add_argument("--batch-size", type=whole(1), default=d.batch_size)
-    p.add_argument("--lr", type=number(0, above=True), default=d.lr, help=f"SGD, Nesterov momentum 0.9 (default {d.lr})")
+    p.add_argument("--epochs", type=whole(1, EPOCHS_MAX), default=d.epochs, help=f"default {d.epochs} (the paper: 50 on a GPU)")
+    p.add_argument("--batch-size", type=whole(1, BATCH_MAX), default=d.batch_size)
+    p.add_argument("--lr", type=number(0, LR_MAX, above=True), default=d.lr, help=f"SGD, Nesterov momentum 0.9 (default {d.lr})")
     p.add_argument("--n-negative", type=number(0, 1, above=True), default=d.n_negative,
                    help=f"fraction of lowest-CAM pixels that may be background seeds (default {d.n_negative})")
-    p.add_argument("--crf-weight", type=number(0), default=d.crf_weight,
+    p.add_argument("--crf-weight", type=number(0, LOSS_WEIGHT_MAX), default=d.crf_weight,
                    help=f"lambda of the CRF loss (default {d.crf_weight:g}; 0 turns it off)")
-    p.add_argument("--crf-scale", type=whole(1), default=d.crf_scale, help=f"CRF block size in pixels (default {d.crf_scale})")
-    p.add_argument("--size-weight", type=number(0), default=d.size_weight,
+    p.add_argument("--crf-scale", type=whole(1, CRF_SCALE_MAX), default=d.crf_scale,
+                   help=f"CRF block size in pixels (default {d.crf_scale})")
+    p.add_argument("--size-weight", type=number(0, LOSS_WEIGHT_MAX), default=d.size_weight,
                    help=f"weight of the size constraint (default {d.size_weight:g}; 0 turns it off)")
-    p.add_argument("--train-limit", type=whole(1), default=None, help="use only the first N training images")
-    p.add_argument("--val-limit", type=whole(1), default=None, help="use only the first N validation images")
-    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--train-limit", type=whole(1, IMAGES_MAX), default=None, help="use only the first N training images")
+    p.add_argument("--val-limit", type=whole(1, IMAGES_MAX), default=None, help="use only the first N validation images")
+    p.add_argument("--seed", type=whole(0, SEED_MAX), default=0)
     p.add_argument("--seed-source", choices=("cam", "object", "part"), default=d.seed_source,
                    help="what the seeds are drawn from: the base method's CAM (default, the paper), or a positive "
                         "control: the object mask or the class-deciding part's mask reduced to the CAM's grid")
     p.add_argument("--device", type=device, default=None, help="cpu | cuda (default: cuda when present)")
-    p.add_argument("--threads", type=whole(1), default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=whole(1, THREADS_MAX), default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def _fcam_config(args: argparse.Namespace, **changes):
@@ -715,7 +733,7 @@ def _configure_ablation(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", type=names, default=list(ABLATION_VARIANTS),
                    help=f"comma-separated, from: {', '.join(ABLATION_VARIANTS)} (default: all four)")
     p.add_argument("--split", default="test", help="where the trained decoders are scored (default test)")
-    p.add_argument("--limit", type=whole(1), default=None, help="score only the first N images of that split")
+    p.add_argument("--limit", type=whole(1, IMAGES_MAX), default=None, help="score only the first N images of that split")
     p.add_argument("--reuse", type=Path, default=None,
                    help="a decoder trained with the full loss and the same settings (e.g. the shipped one): used "
                         "for the seeds+crf+size row instead of training it again (with --seeds: for its own "
@@ -833,8 +851,8 @@ def _configure_smoothing_curve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None, help="target layer (default: the backbone's)")
     p.add_argument("--sigmas", type=csv_list, default=[f"{s:g}" for s in DEFAULT_SIGMAS],
                    help="comma-separated sigmas in pixels (default: 1 to 150)")
-    p.add_argument("--limit", type=whole(1), default=None, help="only the first N images")
-    p.add_argument("--batch-size", type=whole(1), default=16)
+    p.add_argument("--limit", type=whole(1, IMAGES_MAX), default=None, help="only the first N images")
+    p.add_argument("--batch-size", type=whole(1, BATCH_MAX), default=16)
     p.add_argument("--out", type=output_file(".json"), required=True, help="JSON file to write")
     p.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when present)")
 

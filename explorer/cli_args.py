@@ -18,22 +18,44 @@ def csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+# Every count and size a user can type is bounded where it is parsed; --help states each bound.
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit on some paths
+THREADS_MAX = 256  # OpenMP aborts the process when asked for far more threads than it can start
+EPOCHS_MAX = 1000
+BATCH_MAX = 4096
+IMAGES_MAX = 1_000_000  # images of a split, a limit, a generated dataset
+ERF_IMAGES_MAX = 100_000
+CRF_SCALE_MAX = 64
+LR_MAX = 10.0
+LOSS_WEIGHT_MAX = 1e6
+
+
 class Parser(argparse.ArgumentParser):
+    def add_argument(self, *args, **kwargs):
+        """An argument whose type has bounds says them in its help: "[1 to 1,000]"."""
+        bounds = getattr(kwargs.get("type"), "bounds", None)
+        if bounds and kwargs.get("help") != argparse.SUPPRESS:
+            kwargs["help"] = f"{kwargs.get('help') or ''} [{bounds}]".strip()
+        return super().add_argument(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         """One `error:` line and status 2 (argparse would print the usage before it)."""
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
-def whole(low: int) -> Callable[[str], int]:
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A whole number in [low, high]; the parser carries its bounds for --help."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if not re.fullmatch(r"\s*[+-]?\d{1,40}\s*", text):
+            raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a whole number")
+        value = int(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, not {value:,}")
         return value
+    parse.bounds = f"{low:,} to {high:,}" if high is not None else f"at least {low:,}"  # type: ignore[attr-defined]
     return parse
 
 
@@ -42,8 +64,8 @@ def number(low: float | None = None, high: float | None = None, *, above: bool =
     def parse(text: str) -> float:
         try:
             value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a number") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
         if low is not None and (value <= low if above else value < low):
@@ -51,6 +73,9 @@ def number(low: float | None = None, high: float | None = None, *, above: bool =
         if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"must be at most {high:g}, not {value:g}")
         return value
+    if low is not None or high is not None:
+        parse.bounds = (f"{'above' if above else 'from'} {low:g}" if low is not None else "")  # type: ignore[attr-defined]
+        parse.bounds += (" to " if low is not None else "at most ") + f"{high:g}" if high is not None else ""  # type: ignore[attr-defined]
     return parse
 
 
@@ -65,7 +90,7 @@ def numbers(text: str) -> list[float]:
 
 def whole_numbers(text: str) -> list[int]:
     """A non-empty comma-separated list of distinct whole numbers at least 0 (e.g. training seeds)."""
-    one = whole(0)
+    one = whole(0, SEED_MAX)
     values = [one(part) for part in csv_list(text)]
     if not values:
         raise argparse.ArgumentTypeError("give at least one whole number (comma-separated)")

@@ -14,11 +14,30 @@ share only. Only rank 0 writes files; a resumed run reads the same run folder on
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from explorer.errors import ExplorerError
+
+MAX_WORLD = 4096
+JOIN_TIMEOUT = datetime.timedelta(minutes=5)  # the other processes must arrive by then, or this one says so
+
+
+class DistributedError(ExplorerError):
+    """torchrun's environment does not describe a job this process can join."""
+
+
+def _env_whole(name: str, default: str, low: int, high: int) -> int:
+    text = os.environ.get(name, default).strip()
+    if not re.fullmatch(r"\d{1,6}", text) or not low <= int(text) <= high:
+        raise DistributedError(f"the environment variable {name}={text[:40]!r} must be a whole number from {low} to "
+                               f"{high} (torchrun sets it; unset it to run as one process)")
+    return int(text)
 
 
 @dataclass
@@ -70,18 +89,27 @@ class Processes:
 def join(device: str | torch.device | None = None) -> Processes:
     """This process under torchrun (its rank, the world size, cuda:<local rank> or the CPU), or a
     world of one on ``device`` (default: CUDA when present)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _env_whole("WORLD_SIZE", "1", 1, MAX_WORLD)
     wants_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     if world == 1:
         chosen = torch.device(device) if device is not None else torch.device("cuda" if wants_cuda else "cpu")
         return Processes(0, 1, chosen)
     import torch.distributed as dist
 
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local = _env_whole("RANK", "0", 0, world - 1), _env_whole("LOCAL_RANK", "0", 0, world - 1)
+    if wants_cuda and local >= torch.cuda.device_count():
+        raise DistributedError(f"LOCAL_RANK={local}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name, "").strip()]
+    if missing and not dist.is_initialized():
+        raise DistributedError(f"WORLD_SIZE={world} asks for {world} processes, but {' and '.join(missing)} "
+                               "is not set: start the job with torchrun, or unset WORLD_SIZE to run as one process")
     chosen = torch.device(f"cuda:{local}") if wants_cuda else torch.device("cpu")
     if wants_cuda:
         torch.cuda.set_device(chosen)
     started = not dist.is_initialized()
     if started:
-        dist.init_process_group("nccl" if wants_cuda else "gloo")
+        try:
+            dist.init_process_group("nccl" if wants_cuda else "gloo", timeout=JOIN_TIMEOUT)
+        except (RuntimeError, ValueError) as exc:  # a bad address or port, peers that never arrive
+            raise DistributedError(f"could not join the torchrun job ({str(exc).splitlines()[0][:200]})") from exc
     return Processes(rank, world, chosen, started)

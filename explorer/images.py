@@ -286,7 +286,7 @@ def _decode(data: bytes, *, max_pixels: int) -> Image.Image:
 
         with image:
             _check_dimensions(image.width, image.height, max_pixels)
-            _check_data_covers_pixels(image, len(data))
+            _check_data_covers_pixels(image, data)
             try:
                 # Animated GIF/WebP: Image.open leaves us on frame 0, which is what we want.
                 image.load()
@@ -352,12 +352,25 @@ def _bomb_message(pillow_message: str, max_pixels: int) -> str:
 MIN_JPEG_BYTES_PER_PIXEL = 1 / 1024
 
 
-def _check_data_covers_pixels(image: Image.Image, n_bytes: int) -> None:
+def jpeg_scan_bytes(data: bytes) -> int:
+    """Bytes from the first start-of-scan marker (FF DA) to the end: the compressed picture
+    itself. Headers, comments and colour profiles come before it, so padding them cannot make a
+    truncated picture look whole."""
+    start = data.find(b"\xff\xda")
+    return 0 if start < 0 else len(data) - start
+
+
+def _check_data_covers_pixels(image: Image.Image, data: bytes) -> None:
+    """Every JPEG, whatever its size: its compressed picture must hold at least a byte per
+    32 x 32 pixels, or its decoder would fill the missing rest with grey without a word."""
     pixels = image.width * image.height
-    if image.format == "JPEG" and pixels > 1_000_000 and n_bytes < pixels * MIN_JPEG_BYTES_PER_PIXEL:
+    if image.format != "JPEG":
+        return
+    scan = jpeg_scan_bytes(data)
+    if scan < max(pixels * MIN_JPEG_BYTES_PER_PIXEL, 2):
         raise ImageError(
-            f"This JPEG declares {image.width:,} × {image.height:,} pixels but holds only {_file_size(n_bytes)} of "
-            "data: its picture ends long before its declared size (a truncated or crafted file). "
+            f"This JPEG declares {image.width:,} × {image.height:,} pixels but its picture holds only "
+            f"{_file_size(scan)} of data: it ends long before its declared size (a truncated or crafted file). "
             "Please re-save the image and try again."
         )
 

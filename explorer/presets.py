@@ -8,12 +8,12 @@ the Extended-CAM paper's VGG16 values, and manual.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import ExplorerError
+from explorer.safe_files import read_json
 
 ERF_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "erf"
 PAPER_SIGMA = (31.78, 33.36)  # Extended-CAM Table 1, pretrained VGG16 conv5_3
@@ -49,7 +49,9 @@ def fitted_sigma(backbone: str, layer: str, directory: Path = ERF_DIR) -> Fitted
     if not path.is_file():
         return None
     try:
-        card = json.loads(path.read_text())
+        card = read_json(path)  # a pipe or a device in its place is refused, not read
+        if not isinstance(card, dict):
+            raise TypeError("not a JSON object")
         sx, sy, r2 = float(card["sigma_x"]), float(card["sigma_y"]), float(card["r2"])
         weights = str(card.get("weights", "unknown"))
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -71,6 +72,19 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise UnsafeFileError(f"{path}: more than the {max_bytes / 2**20:.0f} MB allowed")
     return data
+
+
+MAX_CARD_BYTES = 16 * 2**20  # a card, a class-name list, a metadata file: text, never this large
+
+
+def read_json(path: str | os.PathLike[str], max_bytes: int = MAX_CARD_BYTES) -> object:
+    """The JSON in the regular file `path` (size-checked before reading, as `read_regular`);
+    UnsafeFileError saying why when it is missing, not a file, too large, or not JSON."""
+    data = read_regular(path, max_bytes)
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UnsafeFileError(f"{path}: not valid JSON ({str(exc)[:120]})") from exc
 
 
 def is_inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:

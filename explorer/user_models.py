@@ -21,6 +21,7 @@ Nothing is downloaded: the weights come from the user's file only (or `weights="
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ TORCHVISION = "torchvision:"
 TIMM = "timm:"
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 MAX_NAMES_BYTES = 16 * 2**20
+MAX_CLASSES = 50_000  # ImageNet-21k has 21,843; a 10^6-class head alone would take gigabytes
+INPUT_SIDE = (16, 2048)  # pixels of each side of the network's input
+MIN_STD = 1e-4  # a smaller std (or 0) makes every normalised pixel overflow to inf / NaN
+MAX_TEXT = 2000  # characters of a card's name or description
 
 
 def torchvision_architectures() -> list[str]:
@@ -159,6 +164,8 @@ def read_class_names(path: str | os.PathLike[str], count: int, exact: bool = Tru
         names = [str(n) for n in data] if isinstance(data, list) else []
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) > MAX_CLASSES:
+        raise BackboneError(f"{path} names {len(names):,} classes; at most {MAX_CLASSES:,} are allowed.")
     if exact and len(names) != count:
         raise BackboneError(f"{path} names {len(names)} classes, but the network has {count} outputs.")
     return names
@@ -172,7 +179,8 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
     """Any classifier `nn.Module` (B x 3 x H x W -> B x classes) as a Backbone, layers found by
     `discover_layers`; the module is put in eval mode and moved to `device` (default: CUDA when
     present), never copied."""
-    size = (int(input_size[0]), int(input_size[1]))
+    size = check_input_size(list(input_size) if isinstance(input_size, tuple) else input_size, name)
+    mean, std = check_normalisation(list(mean), list(std), name)
     model.eval()
     model.to(torch.device(device) if device is not None else default_device())
     layers, shapes, default, outputs = discover_layers(model, size)
@@ -229,8 +237,17 @@ def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_nam
     return build_torchvision(arch, weights, num_classes).backbone(class_names, device)
 
 
+def check_class_count(num_classes: int | None, what: str) -> None:
+    """A head of more than MAX_CLASSES outputs is refused before it is built (it alone would
+    take gigabytes)."""
+    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
+        raise BackboneError(f"{what} asks for {num_classes:,} classes; 1 to {MAX_CLASSES:,} are allowed.")
+
+
 def build_torchvision(arch: str, weights: str | Path = "random", num_classes: int | None = None) -> Built:
     import torchvision
+
+    check_class_count(num_classes, f"torchvision's {arch}")
 
     if arch not in torchvision_architectures():
         raise BackboneError(f"torchvision has no classifier '{arch}'. Known: {', '.join(torchvision_architectures())}.")
@@ -262,6 +279,7 @@ def build_timm(name: str, weights: str | Path = "random", num_classes: int | Non
         raise BackboneError("timm is not installed: pip install timm") from exc
     if name not in timm.list_models():
         raise BackboneError(f"timm has no model '{name}' (timm.list_models() lists them).")
+    check_class_count(num_classes, f"timm's {name}")
     state = _user_state(weights)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
@@ -422,6 +440,7 @@ def build_wsol(arch: str, weights: str | Path = "random", num_classes: int | Non
     if state is not None and (fc := state.get(head_key)) is not None:
         num_classes = int(fc.shape[0])  # the file decides how many classes
     classes = num_classes or 1000
+    check_class_count(classes, f"wsol:{arch}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model = _wsol_network(base, classes, grid)
@@ -433,6 +452,68 @@ def build_wsol(arch: str, weights: str | Path = "random", num_classes: int | Non
 
 CARD = "card:"
 CARD_KEYS = {"architecture", "weights", "input_size", "mean", "std", "class_names", "layer", "name", "description"}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _three_numbers(value: object, field_name: str, where: str) -> tuple[float, float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(v) for v in value):
+        raise BackboneError(f"{where}: \"{field_name}\" must be three finite numbers (R, G, B), got {str(value)[:80]}.")
+    return float(value[0]), float(value[1]), float(value[2])
+
+
+def check_normalisation(mean: object, std: object, where: str) -> tuple[tuple[float, float, float],
+                                                                        tuple[float, float, float]]:
+    """Three finite means (|m| <= 1000) and three finite stds >= MIN_STD, else one BackboneError."""
+    means, stds = _three_numbers(mean, "mean", where), _three_numbers(std, "std", where)
+    if any(abs(v) > 1000 for v in means):
+        raise BackboneError(f"{where}: \"mean\" must lie within +-1000 (pixels are read in [0, 1]).")
+    if any(v < MIN_STD for v in stds):
+        raise BackboneError(f"{where}: every \"std\" must be at least {MIN_STD:g} (a smaller one, or 0, turns every "
+                            "pixel into inf or NaN).")
+    return means, stds
+
+
+def check_input_size(value: object, where: str) -> tuple[int, int]:
+    """[height, width] (or one side) of whole pixels within INPUT_SIDE, else one BackboneError."""
+    sides = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    low, high = INPUT_SIDE
+    if (not isinstance(sides, (list, tuple)) or len(sides) not in (1, 2)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in sides)):
+        raise BackboneError(f"{where}: \"input_size\" must be [height, width] in whole pixels from {low} to {high}, "
+                            f"got {str(value)[:80]}.")
+    return (int(sides[0]), int(sides[-1]))
+
+
+def check_card(card: object, where: str) -> dict:
+    """Every field of a model card checked before anything is built: types, ranges, finite
+    values, std > 0, at most MAX_CLASSES class names; one message naming the field."""
+    if not isinstance(card, dict):
+        raise BackboneError(f"{where} must hold a JSON object, not {type(card).__name__}.")
+    unknown = sorted(set(card) - CARD_KEYS)
+    if unknown:
+        raise BackboneError(f"{where} has unknown keys {unknown}; it knows {sorted(CARD_KEYS)}.")
+    if not isinstance(card.get("architecture"), str) or not 0 < len(card["architecture"]) <= 200:
+        raise BackboneError(f"{where} needs an \"architecture\" such as \"torchvision:resnet18\".")
+    for key in ("weights", "layer", "name", "description"):
+        value = card.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+            raise BackboneError(f"{where}: \"{key}\" must be text (at most {MAX_TEXT} characters), "
+                                f"not {type(value).__name__}.")
+    if "input_size" in card:
+        check_input_size(card["input_size"], where)
+    if "mean" in card or "std" in card:
+        check_normalisation(card.get("mean", IMAGENET_MEAN), card.get("std", IMAGENET_STD), where)
+    names = card.get("class_names")
+    if names is not None and not isinstance(names, str):
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise BackboneError(f"{where}: \"class_names\" must name a file or be a list of names, "
+                                f"not {type(names).__name__}.")
+        if not 1 <= len(names) <= MAX_CLASSES:
+            raise BackboneError(f"{where}: \"class_names\" lists {len(names):,} names; 1 to {MAX_CLASSES:,} are allowed.")
+    return card
 
 
 def load_card(path: str | os.PathLike[str], weights: str | Path = "pretrained",
@@ -453,11 +534,7 @@ def load_card(path: str | os.PathLike[str], weights: str | Path = "pretrained",
         card = json.loads(read_regular(card_path, MAX_NAMES_BYTES).decode("utf-8-sig"))
     except (UnsafeFileError, UnicodeDecodeError, ValueError) as exc:
         raise BackboneError(f"The model card {card_path} cannot be read ({exc}).") from exc
-    if not isinstance(card, dict) or not isinstance(card.get("architecture"), str):
-        raise BackboneError(f"The model card {card_path} needs an \"architecture\" such as \"torchvision:resnet18\".")
-    unknown = sorted(set(card) - CARD_KEYS)
-    if unknown:
-        raise BackboneError(f"The model card {card_path} has unknown keys {unknown}; it knows {sorted(CARD_KEYS)}.")
+    card = check_card(card, f"The model card {card_path}")
     here = card_path.parent
 
     def beside(value: object, what: str) -> Path:

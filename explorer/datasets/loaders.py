@@ -214,8 +214,9 @@ def _check_mask_size(path: str | os.PathLike[str], raw: bytes) -> None:
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         raise DatasetError(f"{path}: the mask declares {int(declared.group(1)) if declared else 0:,} pixels, more than "
                            f"the {MAX_MASK_PIXELS:,} allowed (masks are capped as images are)") from exc
-    except Exception:  # not an image at all: OpenCV's decoder says so below
-        return
+    except Exception as exc:  # no header Pillow knows: never handed to a decoder that reads it whole unchecked
+        raise DatasetError(f"{path}: not a readable mask image (PNG, as the protocol's, or another format whose "
+                           "size can be checked first: JPEG, BMP, TIFF, GIF)") from exc
     if width * height > MAX_MASK_PIXELS:
         raise DatasetError(f"{path}: the mask declares {width * height:,} pixels ({width}x{height}), more than the "
                            f"{MAX_MASK_PIXELS:,} allowed (masks are capped as images are)")
@@ -249,6 +250,8 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
     The protocol's files end without a newline; one final newline (as editors add) is tolerated,
     and Windows line ends are read as plain ones.
     """
+    if (problem := contained_problem(path.parent, path)) is not None and problem != "file not found":
+        raise DatasetError(f"{path}: {problem}")  # a metadata file linked out of its folder is never read
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first id.
         text = read_regular(path, MAX_METADATA_BYTES).decode("utf-8-sig")
@@ -608,14 +611,16 @@ def load_voc2007(root: str | os.PathLike[str], split: str = "val", *, strict: bo
 
 def _voc_sample(report: _Report, xml_path: Path, image_id: str, image_path: Path) -> Sample | None:
     try:
-        tree = ElementTree.parse(xml_path)
+        annotation = ElementTree.fromstring(read_regular(xml_path, MAX_METADATA_BYTES))
+    except UnsafeFileError as exc:
+        report.problem(f"{xml_path}", str(exc))
+        return None
     except ElementTree.ParseError as exc:
         report.problem(f"{xml_path} line {exc.position[0]}", f"not well-formed XML ({exc})")
         return None
-    annotation = tree.getroot()
     width, height = (_to_int(annotation.findtext(f"size/{tag}", "")) for tag in ("width", "height"))
-    if width is None or height is None or width <= 0 or height <= 0:
-        report.problem(f"{xml_path}", "<size> needs whole-number <width> and <height> > 0")
+    if width is None or height is None or not 0 < width <= MAX_SIDE or not 0 < height <= MAX_SIDE:
+        report.problem(f"{xml_path}", f"<size> needs whole-number <width> and <height> from 1 to {MAX_SIDE:,}")
         return None
     labels, boxes = [], []
     for k, obj in enumerate(annotation.iter("object"), start=1):
@@ -625,9 +630,10 @@ def _voc_sample(report: _Report, xml_path: Path, image_id: str, image_path: Path
             report.problem(where, f"unknown class '{name}' (not one of the 20 VOC classes)")
             return None
         parsed = [_to_int(obj.findtext(f"bndbox/{tag}", "")) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        coords = [c for c in parsed if c is not None and c >= 1]
+        coords = [c for c in parsed if c is not None and 1 <= c <= MAX_SIDE]
         if len(coords) != 4:
-            report.problem(where, "<bndbox> needs whole-number xmin, ymin, xmax, ymax >= 1 (VOC is 1-based)")
+            report.problem(where, f"<bndbox> needs whole-number xmin, ymin, xmax, ymax from 1 to {MAX_SIDE:,} "
+                                  "(VOC is 1-based)")
             return None
         x0, y0, x1, y1 = (c - 1 for c in coords)  # 1-based inclusive -> 0-based inclusive
         if x1 < x0 or y1 < y0:

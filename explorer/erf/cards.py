@@ -19,6 +19,7 @@ from explorer.erf.common import MODES
 from explorer.erf.estimate import ErfEstimate
 from explorer.erf.fit import PARAMS, ErfFit
 from explorer.presets import CardError
+from explorer.safe_files import UnsafeFileError, read_json
 
 _REQUIRED = {"backbone": str, "layer": str, "weights": str, "mode": str, "n_images": int,
              "sigma_x": float, "sigma_y": float, "r2": float, "command": str}
@@ -64,8 +65,8 @@ def load_erf_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a card; CardError (from explorer.presets) when it is damaged."""
     path = Path(path)
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        card = read_json(path)
+    except UnsafeFileError as exc:
         raise CardError(f"The ERF card {path} cannot be read ({exc.__class__.__name__}: {exc}); "
                         f"re-create it with the command recorded in it or delete it.") from exc
     if not isinstance(card, dict):

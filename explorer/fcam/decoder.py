@@ -18,7 +18,6 @@ Where each backbone is tapped, and the block widths, are declared in the backbon
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from torch import nn
 from explorer.backbones import CHECKPOINT_DIR, Backbone, DecoderSpec
 from explorer.checkpoints import CheckpointError, load_state_dict
 from explorer.errors import ExplorerError
+from explorer.safe_files import UnsafeFileError, file_problem, read_json
 
 FCAM_DIR = CHECKPOINT_DIR / "fcam"
 
@@ -184,13 +184,13 @@ def decoder_path(backbone: str, base_method: str = "cam") -> Path:
 def read_decoder_card(path: str | Path) -> dict:
     """The card beside a decoder's weights (same name, .json), or a clear error."""
     path = Path(path).with_suffix(".json")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
+    if file_problem(path) == "file not found":
         raise FcamError(f"{path}: no card beside the decoder weights (it says which backbone, taps and widths "
-                        f"they belong to)") from exc
-    except (ValueError, OSError) as exc:
-        raise FcamError(f"{path}: the card is damaged ({exc}); retrain the decoder or restore the file") from exc
+                        f"they belong to)")
+    try:  # a pipe or /dev/zero in its place is refused before anything is read
+        card = read_json(path)
+    except UnsafeFileError as exc:
+        raise FcamError(f"{exc}; the decoder's card cannot be used: retrain the decoder or restore the file") from exc
     needed = ("kind", "backbone", "base_method", "layer", "taps", "widths", "command")
     if not isinstance(card, dict) or card.get("kind") != "fcam_decoder" or any(k not in card for k in needed):
         raise FcamError(f"{path}: not an F-CAM decoder card (needs kind 'fcam_decoder' and {', '.join(needed[1:])})")
