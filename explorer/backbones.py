@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,26 @@ class DecoderSpec:
 def default_device() -> torch.device:
     """CUDA when present, never required."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def checked_device(device: object) -> torch.device:
+    """A device this machine has: None means the default; "cuda" without a GPU, a device index
+    beyond the GPUs, or anything that is not a device is one BackboneError."""
+    if device is None:
+        return default_device()
+    if not isinstance(device, (str, torch.device)):
+        raise BackboneError(f"device must be 'cpu', 'cuda' or 'cuda:<n>', not {type(device).__name__}")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise BackboneError(f"'{device}' is not a device; use 'cpu', 'cuda' or 'cuda:<n>'") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise BackboneError(f"device '{device}' was asked for, but this machine has no CUDA GPU; use 'cpu'")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise BackboneError(f"device '{device}': this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if chosen.type not in ("cpu", "cuda"):
+        raise BackboneError(f"device '{device}' is not supported here; use 'cpu' or 'cuda'")
+    return chosen
 
 
 def imagenet_class_names() -> list[str]:
@@ -438,6 +459,12 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path = "pretr
     or a path to a state_dict file, loaded
     with `torch.load(..., weights_only=True)`.
     """
+    if not isinstance(name, str):
+        raise BackboneError(f"The backbone is named by text (e.g. 'efficientnet_lite0'), not {type(name).__name__}; "
+                            f"choose one of: {', '.join(REGISTRY)}.")
+    if not isinstance(weights, (str, os.PathLike)):
+        raise BackboneError(f"weights must be 'pretrained', 'random' or a file path, not {type(weights).__name__}.")
+    device = checked_device(device)
     if name.startswith(("torchvision:", "timm:", "wsol:", "card:")):  # the user's own network (user_models)
         from explorer.user_models import load_card, timm_backbone, torchvision_backbone, wsol_backbone
 

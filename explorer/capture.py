@@ -9,6 +9,7 @@ works when the caller sits inside `torch.no_grad()`.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -95,6 +96,49 @@ def target_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, targets[:, None])[:, 0]
 
 
+MAX_TARGET = 2**31  # far beyond any head; keeps a target within torch.long before it is compared
+
+
+def check_batch(backbone: Backbone, images: object, targets: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image batch and its targets as the network needs them, or one CaptureError a notebook
+    user can act on: B x 3 x H x W real floats on the network's device, finite, and one class
+    index per image within the network's classes."""
+    if not isinstance(images, torch.Tensor):
+        raise CaptureError(f"images must be a tensor B x 3 x H x W (backbone.preprocess([image]) makes one), "
+                           f"not {type(images).__name__}.")
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1 or min(images.shape[2:]) < 1:
+        raise CaptureError(f"images must be B x 3 x H x W (RGB, at least one image), not {tuple(images.shape)}; "
+                           "backbone.preprocess([image]) makes one.")
+    if images.is_complex() or not images.is_floating_point():
+        raise CaptureError(f"images must hold real floats (normalised pixels), not {images.dtype}; use "
+                           "backbone.preprocess, or images.float() after normalising.")
+    device = next(iter(backbone.model.parameters()), images).device
+    if images.device != device:
+        raise CaptureError(f"the images are on {images.device} but the network is on {device}; "
+                           f"move them with images.to('{device}').")
+    if not bool(torch.isfinite(images).all()):
+        raise CaptureError("the images hold NaN or infinite values; no map can be computed from them.")
+    if isinstance(targets, torch.Tensor):
+        if targets.is_complex() or targets.is_floating_point() or targets.dtype == torch.bool:
+            raise CaptureError(f"targets must be whole class indices, not {targets.dtype} values.")
+        values = [int(v) for v in targets.reshape(-1).tolist()]
+    else:
+        items = [targets] if isinstance(targets, int) else targets
+        try:
+            values = [operator.index(v) for v in items]  # type: ignore[attr-defined]
+        except TypeError:
+            raise CaptureError(f"targets must be one class index per image (whole numbers), not {str(targets)[:60]}.") \
+                from None
+    classes = len(backbone.class_names)
+    wrong = [v for v in values if not 0 <= v < min(classes, MAX_TARGET)]
+    if wrong:
+        raise CaptureError(f"target {wrong[0]} is not a class of {backbone.name}: it has {classes} classes, "
+                           f"numbered 0 to {classes - 1}.")
+    if len(values) != images.shape[0]:
+        raise CaptureError(f"Got {images.shape[0]} images but {len(values)} targets; give one class per image.")
+    return images, torch.tensor(values, dtype=torch.long, device=images.device)
+
+
 def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
             layer: str | None = None, gradient: bool = True, taps: Sequence[str] = (),
             score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_logits) -> Capture:
@@ -108,9 +152,7 @@ def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Se
     layer = backbone.resolve_layer(layer)
     module = backbone.module(layer)
     tap_names = [backbone.resolve_layer(t) for t in dict.fromkeys(taps)]
-    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
-    if targets.numel() != images.shape[0]:
-        raise CaptureError(f"Got {images.shape[0]} images but {targets.numel()} targets; give one class per image.")
+    images, targets = check_batch(backbone, images, targets)
     with ExitStack() as stack:
         recorded = stack.enter_context(recording(module, requires_grad=gradient))
         tapped = {t: stack.enter_context(recording(backbone.module(t), requires_grad=False)) for t in tap_names}
@@ -164,9 +206,7 @@ def capture_layers(backbone: Backbone, images: torch.Tensor, targets: torch.Tens
     dy_c/dA of every layer comes from a single torch.autograd.grad. A layer that runs more than
     once per forward raises CaptureError, as in `capture`."""
     names = [backbone.resolve_layer(layer) for layer in dict.fromkeys(layers)]
-    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
-    if targets.numel() != images.shape[0]:
-        raise CaptureError(f"Got {images.shape[0]} images but {targets.numel()} targets; give one class per image.")
+    images, targets = check_batch(backbone, images, targets)
     with recording_with_graph([backbone.module(name) for name in names]) as recorded, torch.enable_grad():
         logits = backbone.model(images)
         outputs = [_single(found, name) for found, name in zip(recorded, names)]

@@ -64,6 +64,7 @@ def load_state_dict(path: str | Path, expected: Mapping[str, Sequence[int]] | No
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
+    _check_views(obj, path)
     if expected is not None:
         check_shapes(obj, expected, path, fits)
     state = dequantize_state(obj, path)
@@ -72,6 +73,18 @@ def load_state_dict(path: str | Path, expected: Mapping[str, Sequence[int]] | No
             raise CheckpointError(f"{path}: the tensor {key} holds NaN or infinite values; the weights are "
                                   "damaged (a diverged training run?) and would give meaningless maps.")
     return state
+
+
+def _check_views(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Each tensor must address no more bytes than its storage holds: a view with zero or
+    overlapping strides can declare a shape of terabytes over a few bytes, and any check that
+    reads it (NaN, dequantising) would materialise all of it."""
+    for key, value in state.items():
+        declared = value.numel() * value.element_size()
+        if declared > value.untyped_storage().nbytes():
+            raise CheckpointError(f"{path}: the tensor {key} declares {tuple(value.shape)} ({declared / 2**20:,.0f} MB) "
+                                  f"over {value.untyped_storage().nbytes():,} bytes of data (a repeating view); "
+                                  "torch.save of a real state_dict writes none. Refused.")
 
 
 def _check_zip_entries(path: Path, size: int) -> None:

@@ -24,6 +24,7 @@ the best epoch is kept. Data without ground truth (a folder) keeps the last epoc
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import time
@@ -44,7 +45,7 @@ from explorer.fcam.losses import barrier_t, crf_loss, partial_cross_entropy, siz
 from explorer.fcam.seeds import SeedConfig, seeds_from_cam
 from explorer.methods import METHODS, compute_cams, resolve_relu, validate_methods
 from explorer.metrics import BoxEvaluator, PixelEvaluator, thresholds
-from explorer.train import augment, epoch_permutation, step_generator
+from explorer.train import augment, check_finite_step, epoch_permutation, step_generator
 
 STATE_VERSION = 1
 EVAL_SIZE = 224
@@ -131,6 +132,11 @@ class FcamConfig:
         for name in ("lr", "ce_weight"):
             if not getattr(self, name) > 0:
                 raise FcamError(f"{name.replace('_', '-')} must be positive")
+        for name, high in (("epochs", 1000), ("batch_size", 4096), ("crf_scale", 64), ("lr", 10.0), ("ce_weight", 1e6),
+                           ("crf_weight", 1e6), ("size_weight", 1e6), ("save_every", 10**6)):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value > high:
+                raise FcamError(f"{name.replace('_', '-')} must be at most {high:g}, not {value:g}")
         for name in ("crf_weight", "size_weight", "weight_decay", "momentum"):
             if getattr(self, name) < 0:
                 raise FcamError(f"{name.replace('_', '-')} cannot be negative")
@@ -486,9 +492,11 @@ def train_fcam(
                 size = size_loss(probs, t)
                 loss = loss + config.size_weight * size
                 parts["size"] = size.item() * config.size_weight
+            check_finite_step(loss, None, epoch, step, FcamError)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            check_finite_step(loss, net, epoch, step, FcamError)
             parts["loss"] = loss.item()
             for acc in (running, window):
                 acc["count"] += 1

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.backbones import Backbone
-from explorer.capture import Capture, capture, capture_layers, recording
+from explorer.capture import Capture, capture, capture_layers, check_batch, recording
 from explorer.errors import ExplorerError
 from explorer.input_gradients import fullgrad_map, guided_backprop_map, guided_gradcam_map
 from explorer.perturbation import (
@@ -512,6 +512,22 @@ def weights_from_capture(method: str, cap: Capture, backbone: Backbone, images: 
     raise MethodError(f"Unknown method '{method}'.")
 
 
+def check_method_options(**options: object) -> None:
+    """The knobs of the methods with extra passes, bounded before any pass runs: whole counts
+    from 1 (samples, chunk, batch; at most 4096), a seed from 0 to 2^32 - 1, and the noise of
+    Smooth Grad-CAM++ a finite std from 0 to 10 (in normalised pixel units)."""
+    for name in ("smooth_samples", "scorecam_chunk", "score_samples", "batch_size"):
+        value = options[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+            raise MethodError(f"{name} must be a whole number from 1 to 4096, not {value!r:.40}")
+    seed = options["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise MethodError(f"seed must be a whole number from 0 to 2^32 - 1, not {seed!r:.40}")
+    std = options["smooth_std"]
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 <= std <= 10:  # NaN fails too
+        raise MethodError(f"smooth_std must be a finite number from 0 to 10, not {std!r:.40}")
+
+
 def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | list[int],
                  methods: Iterable[str], layer: str | None = None, *,
                  relu: str | Mapping[str, str] = "none", cap: Capture | None = None,
@@ -531,6 +547,9 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
     aug_smooth; a `cap` given with it must be the capture of `augment(images)`.
     """
     methods = validate_methods(methods)
+    images, targets = check_batch(backbone, images, targets)
+    check_method_options(smooth_samples=smooth_samples, smooth_std=smooth_std, scorecam_chunk=scorecam_chunk,
+                         score_samples=score_samples, seed=seed, batch_size=batch_size)
     if aug_smooth:
         batch = augment(images)
         if cap is not None and cap.activations.shape[0] != batch.shape[0]:

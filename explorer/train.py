@@ -105,6 +105,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise TrainError(f"--{name.replace('_', '-')} must be positive, not {value}")
+        for name, high in (("epochs", 1000), ("batch_size", 4096), ("lr", 10.0), ("attention_weight", 1e6),
+                           ("distill_temperature", 1000.0), ("warmup_epochs", 1000)):
+            if getattr(self, name) > high:
+                raise TrainError(f"--{name.replace('_', '-')} must be at most {high:g}, not {getattr(self, name):g}")
         for name in ("backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_epochs", "attention_weight",
                      "distill_weight", "distill_temperature"):
             value = getattr(self, name)
@@ -264,6 +268,22 @@ def load_split_tensor(root: Path, split: str, size: int = 224,
 def normalise_batch(images: torch.Tensor) -> torch.Tensor:
     """uint8 -> the (x/255 - 0.5) / 0.5 input both classifiers are registered with."""
     return images.float().div_(127.5).sub_(1.0)
+
+
+def check_finite_step(loss: torch.Tensor, module: nn.Module | None, epoch: int, step: int,
+                      error: type[ExplorerError]) -> None:
+    """Training stops at the first inf or NaN, in the loss (before its step) or in the weights
+    (after it), and nothing non-finite is ever written: the run state on disk is the last finite
+    checkpoint, and no result file is written. ``module`` None checks the loss alone."""
+    if module is None and torch.isfinite(loss).all():
+        return
+    finite = bool(torch.isfinite(loss).all()) and (
+        module is None or all(bool(torch.isfinite(p).all()) for p in module.parameters()))
+    if not finite:
+        raise error(f"training diverged at epoch {epoch + 1}, step {step + 1}: the "
+                    f"{'loss' if not torch.isfinite(loss).all() else 'weights'} became inf or NaN (a learning rate "
+                    "or loss weight too large?). Nothing was written as a result; the run folder keeps the last "
+                    "finite checkpoint. Delete it and start again with a lower --lr.")
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, maps: torch.Tensor | None = None):
@@ -548,9 +568,11 @@ def train_classifier(
                         * distillation_loss(logits, procs.shard(soft[index]).to(device), config.distill_temperature))
             if guided:
                 loss = loss + config.attention_weight * attention_transfer_loss(student_map, teacher_map)
+            check_finite_step(loss, None, epoch, step, TrainError)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            check_finite_step(loss, model, epoch, step, TrainError)
             running["loss"] += loss.item() * len(y)
             running["correct"] += int((logits.argmax(1) == y).sum())
             running["seen"] += len(y)

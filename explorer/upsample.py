@@ -16,6 +16,7 @@ out: scaling is the normaliser's job.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -39,11 +40,45 @@ class UpsampleError(ExplorerError):
     """Bad upsampling or normalisation arguments; the message says what is allowed."""
 
 
+MAX_SIDE = 16_384  # pixels of an upsampled side; a 16k x 16k float map is 1 GB already
+MAX_OUTPUT_ELEMENTS = 2**28  # B x H x W of one call (1 GiB of float32)
+
+
+def _side(value: object) -> int:
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise UpsampleError(f"a size must be a whole number of pixels, not {value!r:.40}.")
+    try:
+        side = int(value) if isinstance(value, float) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise UpsampleError(f"a size must be a whole number of pixels, not {value!r:.40}.") from None
+    if not 1 <= side <= MAX_SIDE:
+        raise UpsampleError(f"a size must be from 1 to {MAX_SIDE:,} pixels, not {side:,}.")
+    return side
+
+
 def _size(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return int(h), int(w)
+    """(H, W) from one side or two, each a whole number from 1 to MAX_SIDE."""
+    if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) and not hasattr(size, "__index__") \
+            and not isinstance(size, float):
+        raise UpsampleError(f"size must be one number of pixels or (height, width), not {size!r:.40}.")
+    if isinstance(size, Sequence):
+        if len(size) != 2:
+            raise UpsampleError(f"size must be one number of pixels or (height, width), not {len(size)} numbers.")
+        return _side(size[0]), _side(size[1])
+    side = _side(size)
+    return side, side
+
+
+def check_maps(maps: object, what: str = "maps") -> torch.Tensor:
+    """Grid maps B x h x w of real numbers (at least one map and one cell), else UpsampleError."""
+    if not isinstance(maps, torch.Tensor):
+        raise UpsampleError(f"{what} must be a tensor B x h x w, not {type(maps).__name__}.")
+    if maps.dim() != 3 or min(maps.shape) < 1:
+        raise UpsampleError(f"Expected {what} of shape B x h x w (a batch of 2D maps), got {tuple(maps.shape)}; "
+                            "a single map m is m[None].")
+    if maps.is_complex() or maps.dtype == torch.bool:
+        raise UpsampleError(f"{what} must hold real numbers, not {maps.dtype}.")
+    return maps
 
 
 def cell_centres(n_cells: int, n_pixels: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -70,10 +105,18 @@ def check_sigma(sigma) -> tuple[float, float]:
     """sigma as (sigma_x, sigma_y) in input pixels, bounded to [SIGMA_MIN, SIGMA_MAX]."""
     if sigma is None:
         raise UpsampleError("Gaussian upsampling needs sigma (in input pixels), e.g. the fitted ERF's.")
+    if isinstance(sigma, (str, bytes, bool, complex)):  # "12" would otherwise read as (1, 2)
+        raise UpsampleError(f"sigma must be a number or (sigma_x, sigma_y) in pixels, not {sigma!r:.40}.")
     if isinstance(sigma, (int, float)):
         sx = sy = float(sigma)
     else:
-        sx, sy = (float(s) for s in sigma)
+        try:
+            values = list(sigma)
+        except TypeError:
+            raise UpsampleError(f"sigma must be a number or (sigma_x, sigma_y) in pixels, not {sigma!r:.40}.") from None
+        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise UpsampleError(f"sigma must be one number or two (sigma_x, sigma_y), not {sigma!r:.60}.")
+        sx, sy = float(values[0]), float(values[1])
     for s in (sx, sy):
         if not (SIGMA_MIN <= s <= SIGMA_MAX):  # also rejects NaN
             raise UpsampleError(f"sigma must lie between {SIGMA_MIN} and {SIGMA_MAX:g} pixels; got {s}.")
@@ -85,13 +128,21 @@ def gaussian_upsample(maps: torch.Tensor, size: int | Sequence[int], sigma) -> t
 
     sigma: one number or (sigma_x, sigma_y), in input pixels.
     """
+    maps = check_maps(maps)
     H, W = _size(size)
+    _check_output(maps, H, W)
     sx, sy = check_sigma(sigma)
     h, w = maps.shape[-2:]
     dtype = maps.dtype if maps.is_floating_point() else torch.float32
     gy = gaussian_matrix(int(h), H, sy, device=maps.device, dtype=dtype)
     gx = gaussian_matrix(int(w), W, sx, device=maps.device, dtype=dtype)
     return gy @ maps.to(dtype) @ gx.T
+
+
+def _check_output(maps: torch.Tensor, H: int, W: int) -> None:
+    if maps.shape[0] * H * W > MAX_OUTPUT_ELEMENTS:
+        raise UpsampleError(f"{maps.shape[0]} maps of {H} x {W} pixels is more than {MAX_OUTPUT_ELEMENTS:,} values in one "
+                            "call; upsample fewer maps at a time.")
 
 
 def upsample(maps: torch.Tensor, size: int | Sequence[int], method: str = "bilinear",
@@ -101,9 +152,9 @@ def upsample(maps: torch.Tensor, size: int | Sequence[int], method: str = "bilin
     nearest / bilinear / bicubic: torch interpolation with align_corners=False (the convention
     of the WSOL protocol's resize). gaussian: `gaussian_upsample` with sigma (x, y) in pixels.
     """
-    if maps.dim() != 3:
-        raise UpsampleError(f"Expected maps of shape B x h x w, got {tuple(maps.shape)}.")
+    maps = check_maps(maps)
     H, W = _size(size)
+    _check_output(maps, H, W)
     if method == "gaussian":
         return gaussian_upsample(maps, (H, W), sigma)
     if method == FCAM:
@@ -125,6 +176,9 @@ def normalise(maps: torch.Tensor, method: str = "minmax") -> torch.Tensor:
     """
     if method not in NORMALISERS:
         raise UpsampleError(f"Unknown normaliser '{method}'; use one of {', '.join(NORMALISERS)}.")
+    if not isinstance(maps, torch.Tensor) or maps.dim() < 2 or maps.is_complex() or maps.dtype == torch.bool:
+        raise UpsampleError(f"normalise takes a batch of maps (B x ...) of real numbers, not "
+                            f"{tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__}.")
     flat = maps.flatten(1)
     flat = flat if flat.dtype == torch.float64 else flat.float()  # float64 stays: the protocol normalises in it
     # amin / amax propagate NaN and show an infinity, so one pair of reductions both finds the

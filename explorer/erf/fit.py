@@ -81,6 +81,9 @@ def _moments(data: np.ndarray, x: np.ndarray, y: np.ndarray, base: float) -> dic
     return {"mass": mass, "cx": cx, "cy": cy, "vxx": max(vxx, 0.25), "vyy": max(vyy, 0.25), "vxy": vxy}
 
 
+MAX_FIT_PIXELS = 2048 * 2048  # the largest input a model card may declare; lmfit's time grows with the pixels
+
+
 def fit_erf(erf_map: np.ndarray, offset: bool = False, rotation: bool = False,
             min_r2: float = MIN_R2) -> ErfFit:
     """Fit a 2D Gaussian (lmfit.models.Gaussian2dModel; a rotated variant when `rotation`; plus
@@ -101,6 +104,9 @@ def fit_erf(erf_map: np.ndarray, offset: bool = False, rotation: bool = False,
     data = np.asarray(erf_map, dtype=np.float64)
     if data.ndim != 2 or min(data.shape) < 2:
         raise ErfFitError(f"Cannot fit a 2D Gaussian to a map of shape {data.shape}; it needs an H x W map.")
+    if data.size > MAX_FIT_PIXELS:
+        raise ErfFitError(f"Cannot fit a map of {data.shape[0]} x {data.shape[1]} pixels: at most {MAX_FIT_PIXELS:,} "
+                          "(2048 x 2048) are fitted; downscale the map first.")
     if not np.isfinite(data).all():
         raise ErfFitError("Cannot fit a 2D Gaussian: the map holds NaN or infinite values.")
     H, W = data.shape

@@ -42,7 +42,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from explorer.errors import ExplorerError
 from explorer.fcam.seeds import IGNORE
+
+
+class LossError(ExplorerError):
+    """A loss setting the image cannot be cut by (the CRF block size)."""
 
 CRF_SIGMA_RGB = 15.0
 CRF_SIGMA_XY = 100.0
@@ -139,7 +144,7 @@ def crf_loss(probs: torch.Tensor, images255: torch.Tensor, *, sigma_rgb: float =
     """
     B, K, H, W = probs.shape
     if H % scale or W % scale:
-        raise ValueError(f"the CRF block size {scale} must divide the image size {H}x{W}")
+        raise LossError(f"the CRF block size {scale} must divide the image size {H}x{W}")
     images255 = images255.to(probs.device)
     if scale == 1:  # every pixel is its own block: the exact sum, the diagonal from the same pixel
         ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")

@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from explorer.errors import ExplorerError
 from explorer.upsample import normalise
+
+
+class SeedError(ExplorerError):
+    """A seed setting that cannot draw seeds (n- outside (0, 1), an even patch, ...)."""
 
 IGNORE = -100  # label of unsupervised pixels (torch's cross-entropy default ignore_index)
 
@@ -39,12 +44,12 @@ class SeedConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.n_negative < 1.0:
-            raise ValueError(f"n_negative must lie strictly between 0 and 1, not {self.n_negative}")
+            raise SeedError(f"n_negative must lie strictly between 0 and 1, not {self.n_negative}")
         for name in ("fg_samples", "bg_samples", "patch", "erode"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise SeedError(f"{name} must be at least 1")
         if self.patch % 2 == 0 or self.erode % 2 == 0:
-            raise ValueError("patch and erode must be odd (a centred square)")
+            raise SeedError("patch and erode must be odd (a centred square)")
 
 
 def cam_for_seeds(grid_maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
