@@ -101,14 +101,16 @@ MAX_TARGET = 2**31  # far beyond any head; keeps a target within torch.long befo
 
 def check_batch(backbone: Backbone, images: object, targets: object) -> tuple[torch.Tensor, torch.Tensor]:
     """The image batch and its targets as the network needs them, or one CaptureError a notebook
-    user can act on: B x 3 x H x W real floats on the network's device, finite, and one class
-    index per image within the network's classes."""
+    user can act on: B x C x H x W real floats (C the first convolution's input channels, 3 for
+    RGB) on the network's device, finite, and one class index per image within its classes."""
     if not isinstance(images, torch.Tensor):
         raise CaptureError(f"images must be a tensor B x 3 x H x W (backbone.preprocess([image]) makes one), "
                            f"not {type(images).__name__}.")
-    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1 or min(images.shape[2:]) < 1:
-        raise CaptureError(f"images must be B x 3 x H x W (RGB, at least one image), not {tuple(images.shape)}; "
-                           "backbone.preprocess([image]) makes one.")
+    channels = next((m.in_channels for m in backbone.model.modules() if isinstance(m, nn.Conv2d)), None)
+    if images.dim() != 4 or images.shape[0] < 1 or min(images.shape[2:]) < 1 or (
+            channels is not None and images.shape[1] != channels):
+        raise CaptureError(f"images must be B x {channels or 'C'} x H x W (at least one image), not "
+                           f"{tuple(images.shape)}; backbone.preprocess([image]) makes one.")
     if images.is_complex() or not images.is_floating_point():
         raise CaptureError(f"images must hold real floats (normalised pixels), not {images.dtype}; use "
                            "backbone.preprocess, or images.float() after normalising.")

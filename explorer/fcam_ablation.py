@@ -14,7 +14,6 @@ evaluations.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from explorer.evaluate import EvalConfig, evaluate
 from explorer.fcam.decoder import FcamError, read_decoder_card
 from explorer.fcam_train import ABLATION_VARIANTS, FcamConfig, config_dict, train_fcam
 from explorer.metrics.intervals import with_interval
+from explorer.safe_files import UnsafeFileError, read_json
 
 VARIANT_LABELS = {
     "seeds": "CAM + seeds (SR)",
@@ -159,7 +159,10 @@ def aggregate_ablations(folders: Sequence[str | Path]) -> dict:
         path = Path(folder) / "ablation.json"
         if not path.is_file():
             raise FcamError(f"{path} does not exist: run python -m explorer fcam-ablation for that seed first")
-        runs.append(json.loads(path.read_text()))
+        try:
+            runs.append(read_json(path))
+        except UnsafeFileError as exc:
+            raise FcamError(f"{exc}; rerun that seed's ablation") from exc
     if not runs:
         raise FcamError("no ablation runs to aggregate")
     first = runs[0]

@@ -14,6 +14,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from explorer.errors import ExplorerError
 
@@ -77,7 +78,7 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
 MAX_CARD_BYTES = 16 * 2**20  # a card, a class-name list, a metadata file: text, never this large
 
 
-def read_json(path: str | os.PathLike[str], max_bytes: int = MAX_CARD_BYTES) -> object:
+def read_json(path: str | os.PathLike[str], max_bytes: int = MAX_CARD_BYTES) -> Any:
     """The JSON in the regular file `path` (size-checked before reading, as `read_regular`);
     UnsafeFileError saying why when it is missing, not a file, too large, or not JSON."""
     data = read_regular(path, max_bytes)

@@ -177,6 +177,47 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+               zipfile.ZIP_LZMA: "lzma"}
+
+
+def _entry_parts(entry: zipfile.ZipInfo) -> tuple[str, ...]:
+    """The entry's path parts, once every rule about one entry holds: inside the zip's folder,
+    not a link, not encrypted, a compression Python can undo, names a file system accepts."""
+    shown = entry.filename[:100]
+    name = entry.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in parts or not parts or "\x00" in name:
+        raise ServerPathError(f"The zip entry '{shown}' points outside the zip's folder; refused.")
+    if stat.S_ISLNK(entry.external_attr >> 16):
+        raise ServerPathError(f"The zip entry '{shown}' is a symbolic link; links are not unpacked.")
+    if entry.flag_bits & 0x1:
+        raise ServerPathError(f"The zip entry '{shown}' is encrypted; upload a zip without a password.")
+    if entry.compress_type not in ZIP_METHODS:
+        raise ServerPathError(f"The zip entry '{shown}' uses compression method {entry.compress_type}, which cannot be "
+                              f"unpacked here; re-create the zip with ordinary compression ({', '.join(ZIP_METHODS.values())}).")
+    if len(name.encode("utf-8")) > MAX_ENTRY_PATH or any(len(p.encode("utf-8")) > MAX_ENTRY_NAME for p in parts):
+        raise ServerPathError(f"The zip entry '{shown}...' has a name longer than a file system allows "
+                              f"({MAX_ENTRY_NAME} bytes a name, {MAX_ENTRY_PATH} a path); shorten it and zip again.")
+    return parts
+
+
+def _check_entry_names(names: list[tuple[str, ...]]) -> None:
+    """No two entries may land on one path: the same name twice, or a file where another entry
+    needs a folder of that name."""
+    seen: set[tuple[str, ...]] = set()
+    for parts in names:
+        if parts in seen:
+            raise ServerPathError(f"The zip holds '{'/'.join(parts)[:100]}' twice; which one is meant cannot be told. "
+                                  "Remove the duplicate and zip again.")
+        seen.add(parts)
+    folders = {parts[:i] for parts in names for i in range(1, len(parts))}
+    clash = next((parts for parts in names if parts in folders), None)
+    if clash is not None:
+        raise ServerPathError(f"The zip holds a file '{'/'.join(clash)[:100]}' and a folder of the same name; "
+                              "rename one and zip again.")
+
+
 def unpack_zip(data: bytes, dest: Path, *, max_unpacked: int = MAX_UNPACKED_BYTES, max_files: int = MAX_FILES) -> Path:
     """Unpack an uploaded zip into the new folder `dest` (which must not exist) and return it.
 
@@ -203,15 +244,8 @@ def unpack_zip(data: bytes, dest: Path, *, max_unpacked: int = MAX_UNPACKED_BYTE
     if declared > max_unpacked:
         raise ServerPathError(f"The zip unpacks to {declared / 2**20:.0f} MB; at most {max_unpacked / 2**20:.0f} MB "
                               "are allowed.")
-    names = []
-    for entry in files:
-        name = entry.filename.replace("\\", "/")
-        parts = PurePosixPath(name).parts
-        if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in parts or not parts or "\x00" in name:
-            raise ServerPathError(f"The zip entry '{entry.filename[:100]}' points outside the zip's folder; refused.")
-        if stat.S_ISLNK(entry.external_attr >> 16):
-            raise ServerPathError(f"The zip entry '{entry.filename[:100]}' is a symbolic link; links are not unpacked.")
-        names.append(parts)
+    names = [_entry_parts(entry) for entry in files]
+    _check_entry_names(names)
     if dest.exists():
         raise ServerPathError(f"{dest.name} exists already; upload under another name.")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -229,9 +263,13 @@ def unpack_zip(data: bytes, dest: Path, *, max_unpacked: int = MAX_UNPACKED_BYTE
                     out.write(chunk)
         staging.chmod(0o755)
         staging.rename(dest)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged entry (CRC, truncated data)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:  # damaged, or unreadable
         shutil.rmtree(staging, ignore_errors=True)
         raise ServerPathError(f"The zip is damaged ({exc}); nothing was unpacked.") from exc
+    except OSError as exc:  # the server's disk refused (full, a name it cannot hold): say so, keep nothing
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ServerPathError(f"The zip could not be unpacked on this server ({exc.strerror or exc}); nothing was "
+                              "kept.") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

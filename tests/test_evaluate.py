@@ -420,3 +420,27 @@ def test_shipped_whole_split_vgg_evaluation_is_what_the_readme_says(capsys):
     assert "at least two" in capsys.readouterr().err
     assert script["main"]([str(folder), "--maps", "gradcam@bilinear,nosuch@bilinear"]) == 2
     assert "no per-image records for nosuch@bilinear" in capsys.readouterr().err
+
+
+def test_controls_are_scored_once_per_image_and_reused_bit_for_bit(data, backbone, tmp_path, monkeypatch):
+    """The five network-free controls depend on the image alone: a second evaluation of the same
+    split (any classifier, any methods) reads them from the content-addressed cache and computes
+    no control map, with every stored array equal to the first evaluation's."""
+    monkeypatch.setenv("CAM_EXPLORER_CONTROL_CACHE", str(tmp_path / "cache"))
+    first = evaluate(config_for(data, methods=("gradcam",), upsamplers=("bilinear",)), tmp_path / "a",
+                     backbone=backbone)
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == SIZES["test"]
+
+    def computed(*_args, **_kwargs):
+        raise AssertionError("a control map was computed although the cache holds it")
+
+    monkeypatch.setattr("explorer.evaluate.control_maps", computed)
+    second = evaluate(config_for(data, methods=("extendedcam",), upsamplers=("gaussian",), batch_size=3),
+                      tmp_path / "b", backbone=backbone)
+    controls = [key for key in rows_of(first) if key[0].startswith("control_")]
+    assert len(controls) == len(CONTROLS)
+    for key in controls:
+        assert rows_of(first)[key] == rows_of(second)[key]
+    with np.load(tmp_path / "a" / "curves.npz") as a, np.load(tmp_path / "b" / "curves.npz") as b:
+        shared = [k for k in a.files if k.startswith("control_")]
+        assert shared and all(np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in shared)

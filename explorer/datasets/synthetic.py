@@ -54,6 +54,7 @@ from scipy import ndimage
 
 from explorer.datasets import synthetic_v2 as _v2
 from explorer.datasets.errors import DatasetError
+from explorer.safe_files import UnsafeFileError, file_problem, read_json
 
 __all__ = [
     "CLASSES",
@@ -236,12 +237,15 @@ def is_complete(root: str | os.PathLike[str], expected_hash: str | None = None) 
 def read_manifest(root: str | os.PathLike[str]) -> dict:
     """The ``dataset.json`` of a generated dataset."""
     path = Path(root) / "dataset.json"
+    if file_problem(path) == "file not found":
+        raise DatasetError(f"{path}: file not found; is this a synthetic dataset folder?")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: file not found; is this a synthetic dataset folder?") from exc
-    except (ValueError, OSError) as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc}); regenerate the dataset") from exc
+        manifest = read_json(path)
+    except UnsafeFileError as exc:
+        raise DatasetError(f"{exc}; regenerate the dataset") from exc
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: not a dataset manifest; regenerate the dataset")
+    return manifest
 
 
 def ensure_synthetic(

@@ -12,7 +12,7 @@ import pytest
 
 from explorer.datasets import make_synthetic
 from explorer.runs import list_runs
-from explorer.server_files import SessionSpace, ServerPathError, dataset_spec, new_token, public_name, server_path
+from explorer.server_files import ServerPathError, SessionSpace, dataset_spec, new_token, public_name, server_path
 from tests.app.conftest import all_text, open_page, run, widget
 
 TOKEN_KEY = "cam.upload_token"
