@@ -45,6 +45,6 @@ for start in range(0, len(tiles), ui.TILES_PER_LINE):
         with column:
             st.image(tile.picture, caption=f"{tile.record['image_id'].rsplit('/', 1)[-1]} · {tile.caption}",
                      output_format="PNG", width="stretch")
-            if st.button("Open in Compare", key=f"open.{tile.record['image_id']}"):
-                ui.open_in_compare(run, tile, *combo)
+            if st.button("Open in Compare", key=f"open.{tile.record['image_id']}") and ui.attempt(
+                    "opening the image in Compare", lambda tile=tile: ui.open_in_compare(run, tile, *combo)):
                 st.switch_page("app_pages/compare.py")

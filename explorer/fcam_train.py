@@ -299,6 +299,11 @@ def score_split(backbone: Backbone, decoder: FcamDecoder | None, data: SplitTens
             else:
                 cap = capture(backbone, x, t, config.layer, gradient=False, taps=decoder.taps)
                 pixel = _resize_to_eval(decoder.foreground(cap.features, backbone.input_size))
+                if not bool(torch.isfinite(pixel).all()):  # finite weights so large that the logits overflow
+                    raise FcamError("training diverged: the decoder's maps hold inf or NaN on the validation images "
+                                    "(a learning rate or loss weight too large?). Nothing was written as a result; "
+                                    "the run folder keeps the last finite checkpoint. Delete it and start again "
+                                    "with a lower --lr.")
             values = pixel.cpu().numpy().astype(np.float64)
             if boxes is not None and data.boxes is not None:
                 boxes.accumulate(values, data.boxes[start:start + batch_size])

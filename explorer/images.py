@@ -49,6 +49,9 @@ ImageSource: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview
 #: be meaningless, so such images are refused rather than silently upscaled.
 MIN_SIDE = 8
 
+#: Largest image file read, in bytes (a 50-megapixel photo is about 20 MB as JPEG, 150 MB as PNG).
+MAX_FILE_BYTES = 200 * 1024 * 1024
+
 #: Prefix that makes :func:`load_image` return a gallery photo instead of a file.
 GALLERY_PREFIX = "gallery:"
 
@@ -100,7 +103,7 @@ def load_image(
     source: ImageSource,
     *,
     max_pixels: int = 50_000_000,
-    max_bytes: int = 200 * 1024 * 1024,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> Image.Image:
     """Decode ``source`` into a fully loaded 8-bit ``"RGB"`` image, or raise :class:`ImageError`.
 

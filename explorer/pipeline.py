@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.backbones import Backbone
-from explorer.capture import capture
+from explorer.capture import capture, check_batch
 from explorer.methods import AUG_COUNT, METHODS, augment, compute_cams, resolve_relu, validate_methods
 from explorer.upsample import FCAM, UpsampleError, normalise, upsample
 
@@ -69,7 +69,7 @@ def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | 
     taps = tuple(dict.fromkeys(t for d in decoders.values() for t in d.taps))
     aug_smooth = bool(options.get("aug_smooth", False))
     count = images.shape[0]
-    targets = torch.as_tensor(targets, dtype=torch.long, device=device).reshape(-1)
+    images, targets = check_batch(backbone, images, targets)
     start = time.perf_counter()
     need_grad = any(METHODS[m].needs_gradient for m in methods)
     # With aug-smooth the one shared capture is that of the augmented batch (the images are its first rows).

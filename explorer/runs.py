@@ -96,6 +96,21 @@ def runs_with_decoder(decoder: str | Path, runs: list[Run] | None = None) -> lis
     return found
 
 
+def run_decoder_file(run: Run, method: str) -> Path:
+    """The F-CAM decoder an evaluation scored for `method`, in this checkout: a path relative to
+    the repository, or an absolute one; a shipped decoder named by another checkout's absolute
+    path is this checkout's shipped file of the same name."""
+    named = (run.summary["config"].get("decoders") or {}).get(method)
+    if not named:
+        raise EvaluateError(f"{run.path.name} scored no F-CAM decoder for {method}")
+    where = Path(named)
+    local = where if where.is_absolute() else REPO_DIR / where
+    shipped = REPO_DIR / "checkpoints" / "fcam" / where.name
+    if not local.is_file() and where.parent.parts[-2:] == ("checkpoints", "fcam") and shipped.is_file():
+        return shipped
+    return local
+
+
 def load_curves(run: Run) -> dict[str, np.ndarray]:
     path = run.path / "curves.npz"
     try:

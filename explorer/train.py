@@ -272,13 +272,13 @@ def normalise_batch(images: torch.Tensor) -> torch.Tensor:
 
 def check_finite_step(loss: torch.Tensor, module: nn.Module | None, epoch: int, step: int,
                       error: type[ExplorerError]) -> None:
-    """Training stops at the first inf or NaN, in the loss (before its step) or in the weights
-    (after it), and nothing non-finite is ever written: the run state on disk is the last finite
+    """Training stops at the first inf or NaN, in the loss (before its step) or in the weights and
+    buffers (after it), and nothing non-finite is ever written: the run state on disk is the last finite
     checkpoint, and no result file is written. ``module`` None checks the loss alone."""
     if module is None and torch.isfinite(loss).all():
         return
-    finite = bool(torch.isfinite(loss).all()) and (
-        module is None or all(bool(torch.isfinite(p).all()) for p in module.parameters()))
+    finite = bool(torch.isfinite(loss).all()) and (  # buffers too: BatchNorm's running statistics
+        module is None or all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point()))
     if not finite:
         raise error(f"training diverged at epoch {epoch + 1}, step {step + 1}: the "
                     f"{'loss' if not torch.isfinite(loss).all() else 'weights'} became inf or NaN (a learning rate "

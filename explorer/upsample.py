@@ -16,6 +16,7 @@ out: scaling is the normaliser's job.
 from __future__ import annotations
 
 import functools
+import numbers
 import operator
 from collections.abc import Sequence
 
@@ -107,14 +108,14 @@ def check_sigma(sigma) -> tuple[float, float]:
         raise UpsampleError("Gaussian upsampling needs sigma (in input pixels), e.g. the fitted ERF's.")
     if isinstance(sigma, (str, bytes, bool, complex)):  # "12" would otherwise read as (1, 2)
         raise UpsampleError(f"sigma must be a number or (sigma_x, sigma_y) in pixels, not {sigma!r:.40}.")
-    if isinstance(sigma, (int, float)):
+    if isinstance(sigma, numbers.Real):
         sx = sy = float(sigma)
     else:
         try:
             values = list(sigma)
         except TypeError:
             raise UpsampleError(f"sigma must be a number or (sigma_x, sigma_y) in pixels, not {sigma!r:.40}.") from None
-        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if len(values) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
             raise UpsampleError(f"sigma must be one number or two (sigma_x, sigma_y), not {sigma!r:.60}.")
         sx, sy = float(values[0]), float(values[1])
     for s in (sx, sy):

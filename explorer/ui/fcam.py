@@ -90,7 +90,29 @@ def decoder_choices(state: Selection) -> tuple[list[DecoderChoice], list[str]]:
             if str(card.get("backbone_weights", "pretrained")) != backbone.weights:
                 continue
             found.append(DecoderChoice(str(path), path.stat().st_mtime, card["base_method"], shipped, card, owner))
+    found += _carried_decoders(state, {choice.path for choice in found}, problems)
     return found, problems
+
+
+def _carried_decoders(state: Selection, listed: set[str], problems: list[str]) -> list[DecoderChoice]:
+    """Decoders chosen elsewhere in this session that no folder above lists: the one an
+    evaluation scored, carried by Failure Cases' "Open in Compare" (a server-side path from the
+    evaluation's summary, never one a visitor typed)."""
+    from explorer.fcam.decoder import read_decoder_card
+
+    carried: list[DecoderChoice] = []
+    for method in METHODS:
+        wanted = remembered(f"decoder.{state.backbone.name}.{state.layer}.{method}", None)
+        if not wanted or wanted in listed or not Path(wanted).is_file():
+            continue
+        try:
+            card = read_decoder_card(wanted)
+        except FcamError as exc:
+            problems.append(str(exc))
+            continue
+        if card["backbone"] == state.backbone.name and card["layer"] == state.layer and card["base_method"] == method:
+            carried.append(DecoderChoice(wanted, Path(wanted).stat().st_mtime, method, False, card, "the evaluation's"))
+    return carried
 
 
 def active_decoders(state: Selection) -> dict[str, DecoderChoice]:

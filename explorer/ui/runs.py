@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from explorer.images import image_digest
 from explorer.jobs import Job
 from explorer.methods import METHODS
 from explorer.metrics.intervals import with_interval
-from explorer.pipeline import grid_maps
+from explorer.pipeline import fcam_at, grid_maps
 from explorer.presets import sigma_presets
 from explorer.runs import runs_dir, slug
 from explorer.server_files import public_name
@@ -350,10 +349,15 @@ def _failure_tiles(stamp: str, method: str, upsampler: str, ids: tuple[str, ...]
     images = [dataset.load_image(i) for i in indices]
     targets = [r["target"] for r in records]
     sigma = tuple(config["sigma"]) if config.get("sigma") else None
+    decoders = {method: _run_decoder(_run, method, backbone)} if upsampler == FCAM else {}
     with NETWORK_LOCK:
         batch = backbone.preprocess(images)
-        result = grid_maps(backbone, batch, targets, [method], config.get("layer"), relu=config.get("relu", "none"))
-    maps = normalise(upsample(result.maps[method], (224, 224), upsampler, sigma), "minmax").cpu().numpy()
+        result = grid_maps(backbone, batch, targets, [method], config.get("layer"), relu=config.get("relu", "none"),
+                           decoders=decoders)
+    if upsampler == FCAM:  # the decoder's foreground probability, as the evaluation scored it
+        maps = fcam_at(result.fcam[method], (224, 224)).cpu().numpy()
+    else:
+        maps = normalise(upsample(result.maps[method], (224, 224), upsampler, sigma), "minmax").cpu().numpy()
     tiles = []
     for image, i, record, values in zip(images, indices, records, maps):
         seen = np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
@@ -376,11 +380,31 @@ def _failure_tiles(stamp: str, method: str, upsampler: str, ids: tuple[str, ...]
     return tiles
 
 
-def open_in_compare(run, tile: FailureTile, method: str, upsampler: str) -> None:
+def _run_decoder(run, method: str, backbone: Backbone):
+    """The decoder an evaluation scored for `method`, loaded once per file and backbone."""
+    from explorer.runs import run_decoder_file
+
+    path = run_decoder_file(run, method)
+    return _cached_run_decoder(str(path), path.stat().st_mtime if path.is_file() else 0.0, backbone.name,
+                               backbone.weights, _backbone=backbone)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the evaluation's F-CAM decoder…")
+def _cached_run_decoder(path: str, stamp: float, backbone_name: str, weights: str, *, _backbone: Backbone):
+    """Shared by all sessions and never modified: eval mode, forwards only."""
+    from explorer.fcam import load_decoder
+
+    return load_decoder(path, _backbone)
+
+
+def open_in_compare(run, tile: FailureTile, method: str, upsampler: str) -> bool:
     """Make this image, backbone, layer, class, method and upsampler the current choices (the
     caller then switches to the Compare page)."""
+    from explorer.images import MAX_FILE_BYTES
+    from explorer.safe_files import read_regular
+
     config = run.summary["config"]
-    data = Path(tile.image_path).read_bytes()
+    data = read_regular(tile.image_path, MAX_FILE_BYTES)  # the one size-checked reader, as every dataset file
     remember("image", ImageChoice(image_digest(data), tile.record["image_id"], data))
     remember("image_source", "upload")
     remember("backbone", config["backbone"])
@@ -392,6 +416,12 @@ def open_in_compare(run, tile: FailureTile, method: str, upsampler: str) -> None
     remember("methods", list(dict.fromkeys([method, *methods])))
     ups = list(remembered("upsamplers", ["bilinear", "gaussian"]))
     remember("upsamplers", list(dict.fromkeys([upsampler, *ups])))
+    if upsampler == FCAM:  # the decoder the evaluation scored, not whichever the F-CAM page last chose
+        from explorer.runs import run_decoder_file
+
+        layer = config.get("layer") or load_cached_backbone(config["backbone"], config["weights"]).default_layer
+        remember(f"decoder.{config['backbone']}.{layer}.{method}", str(run_decoder_file(run, method)))
+    return True
 
 
 def confidence_grid(spec: str, backbone: Backbone, layer: str, sigma: tuple[float, float]):

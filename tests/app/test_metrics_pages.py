@@ -137,3 +137,39 @@ def test_confidence_table_shows_faithfulness_when_the_evaluation_measured_it() -
     assert line["deletion AUC (lower is better), 95 % interval"] == "0.100 to 0.150"
     assert "insertion AUC (higher is better)" not in line  # not measured: no column, never None
     assert line["confidence change p_c(x*M) - p_c(x), 95 % interval"] == "not stored"
+
+
+@pytest.fixture(scope="module")
+def fcam_runs(tmp_path_factory) -> Path:
+    """A tiny evaluation that holds every kind of map: interpolations, the F-CAM decoder (one
+    trained for an epoch on eight images), the network-free controls and the references."""
+    from explorer.fcam_train import FcamConfig, train_fcam
+
+    root = tmp_path_factory.mktemp("fcam-pages")
+    data = make_synthetic(root / "synthetic", seed=13, sizes={"train": 8, "val": 4, "test": 6})
+    decoder = root / "decoders" / "synthetic_cnn__cam.pt"
+    train_fcam(FcamConfig(backbone="synthetic_cnn", dataset=f"synthetic:{data}", weights="random", epochs=1,
+                          batch_size=4), decoder, device="cpu")
+    config = EvalConfig(dataset=f"synthetic:{data}", backbone="synthetic_cnn", weights="random",
+                        methods=("cam",), upsamplers=("bilinear", "gaussian", "fcam"), sigma=(24.0, 24.0),
+                        batch_size=6, threshold_interval=0.01, decoders={"cam": str(decoder)})
+    evaluate(config, root / "runs" / "with-fcam", device="cpu")
+    return root / "runs"
+
+
+@pytest.mark.parametrize("combo", ["cam@bilinear", "cam@gaussian", "cam@fcam"])
+def test_failure_cases_draws_every_kind_of_map_and_opens_it_in_compare(fcam_runs, monkeypatch, combo):
+    monkeypatch.setenv("CAM_EXPLORER_RUNS", str(fcam_runs))
+    monkeypatch.setenv("CAM_EXPLORER_ROOTS", str(fcam_runs.parent))
+    at = open_page("failure_cases")
+    at.selectbox(key=widget("failure.run")).set_value(str(fcam_runs / "with-fcam"))
+    run(at)
+    at.selectbox(key=widget("failure.combo")).set_value(combo)
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.image) == 6
+    at.button[0].click()
+    at.run()
+    assert combo.split("@")[1] in at.session_state["cam.upsamplers"]
+    if combo.endswith("fcam"):
+        assert at.session_state["cam.decoder.synthetic_cnn.stage4.cam"].endswith("synthetic_cnn__cam.pt")
