@@ -22,7 +22,7 @@ def csv_list(text: str) -> list[str]:
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit on some paths
 THREADS_MAX = 256  # OpenMP aborts the process when asked for far more threads than it can start
 EPOCHS_MAX = 1000
-BATCH_MAX = 4096
+BATCH_MAX = 256  # images in one forward; 256 at 224 px is 150 MB of input before any activation
 IMAGES_MAX = 1_000_000  # images of a split, a limit, a generated dataset
 ERF_IMAGES_MAX = 100_000
 CRF_SCALE_MAX = 64

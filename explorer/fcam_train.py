@@ -132,7 +132,7 @@ class FcamConfig:
         for name in ("lr", "ce_weight"):
             if not getattr(self, name) > 0:
                 raise FcamError(f"{name.replace('_', '-')} must be positive")
-        for name, high in (("epochs", 1000), ("batch_size", 4096), ("crf_scale", 64), ("lr", 10.0), ("ce_weight", 1e6),
+        for name, high in (("epochs", 1000), ("batch_size", 256), ("crf_scale", 64), ("lr", 10.0), ("ce_weight", 1e6),
                            ("crf_weight", 1e6), ("size_weight", 1e6), ("save_every", 10**6)):
             value = getattr(self, name)
             if not math.isfinite(value) or value > high:

@@ -514,12 +514,13 @@ def weights_from_capture(method: str, cap: Capture, backbone: Backbone, images: 
 
 def check_method_options(**options: object) -> None:
     """The knobs of the methods with extra passes, bounded before any pass runs: whole counts
-    from 1 (samples, chunk, batch; at most 4096), a seed from 0 to 2^32 - 1, and the noise of
+    from 1 (samples, chunk, batch; at most 4096, the batch at most 256), a seed from 0 to 2^32 - 1, and the noise of
     Smooth Grad-CAM++ a finite std from 0 to 10 (in normalised pixel units)."""
     for name in ("smooth_samples", "scorecam_chunk", "score_samples", "batch_size"):
         value = options[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
-            raise MethodError(f"{name} must be a whole number from 1 to 4096, not {value!r:.40}")
+        high = 256 if name == "batch_size" else 4096
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise MethodError(f"{name} must be a whole number from 1 to {high}, not {value!r:.40}")
     seed = options["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise MethodError(f"seed must be a whole number from 0 to 2^32 - 1, not {seed!r:.40}")

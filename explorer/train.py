@@ -105,7 +105,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise TrainError(f"--{name.replace('_', '-')} must be positive, not {value}")
-        for name, high in (("epochs", 1000), ("batch_size", 4096), ("lr", 10.0), ("attention_weight", 1e6),
+        for name, high in (("epochs", 1000), ("batch_size", 256), ("lr", 10.0), ("attention_weight", 1e6),
                            ("distill_temperature", 1000.0), ("warmup_epochs", 1000)):
             if getattr(self, name) > high:
                 raise TrainError(f"--{name.replace('_', '-')} must be at most {high:g}, not {getattr(self, name):g}")

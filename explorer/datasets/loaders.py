@@ -50,7 +50,8 @@ __all__ = [
 #: The evaluation resolution of the protocol.
 EVAL_SIZE = 224
 
-MAX_METADATA_BYTES = 256 * 2**20  # a metadata text file; CUB's largest is 0.5 MB
+MAX_METADATA_BYTES = 64 * 2**20  # a metadata text file; CUB's largest is 0.5 MB
+MAX_METADATA_LINES = 2_000_000  # lines of one metadata file: each becomes Python objects (~1 kB a line)
 MAX_MASK_BYTES = 64 * 2**20
 MAX_MASK_PIXELS = 50_000_000  # as explorer.images.load_image caps images
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
@@ -261,6 +262,9 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
         raise DatasetError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
     if not text:
         return []
+    if text.count("\n") > MAX_METADATA_LINES:
+        raise DatasetError(f"{path}: more than {MAX_METADATA_LINES:,} lines; a dataset split here holds fewer images "
+                           "(split the file, or evaluate a part with --limit)")
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()

@@ -144,7 +144,7 @@ def test_a_jpeg_whose_data_end_before_its_declared_size_is_refused() -> None:
     data = bytearray(buffer.getvalue())
     sof = data.find(b"\xff\xc0")
     struct.pack_into(">HH", data, sof + 5, 7000, 7000)
-    with pytest.raises(ImageError, match="declares 7,000 × 7,000 pixels but holds only"):
+    with pytest.raises(ImageError, match="declares 7,000 × 7,000 pixels but its picture holds only"):
         load_image(bytes(data))
 
 
