@@ -16,6 +16,7 @@ MaxBoxAccV2 and PxAP, each difference with a paired 95 % bootstrap interval over
 
     python scripts/fcam_positive_control.py --threads 1          # resumable; rerun to continue
     python scripts/fcam_positive_control.py --summary            # the table, from what is finished
+    python scripts/fcam_positive_control.py --readme             # ... written into README.md's F-CAM section
 
 Everything lands in checkpoints/fcam/positive_control/: each decoder (.pt + card), each
 evaluation (.eval.json) and summary.json / summary.md.
@@ -185,6 +186,16 @@ def summary(backbone: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_MARKS = ("<!-- positive-control:start -->", "<!-- positive-control:end -->")
+
+
+def sync_readme(table: str, readme: Path = Path("README.md")) -> None:
+    """Put the finished table between the README's positive-control marks."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = (text.index(mark) for mark in README_MARKS)
+    write_text_atomically(readme, text[:start + len(README_MARKS[0])] + "\n" + table.strip() + "\n" + text[end:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="synthetic_cnn", help="the frozen classifier whose taps feed the decoder")
@@ -194,9 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-limit", type=int, default=300)
     parser.add_argument("--only", type=int, default=None, help="run only the first N of the planned runs")
     parser.add_argument("--summary", action="store_true", help="print the table of what is finished and stop")
+    parser.add_argument("--readme", action="store_true", help="write the table of what is finished into README.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.readme:
+        table = summary(args.backbone)
+        write_text_atomically(OUT / "summary.md", table)
+        sync_readme(table)
+        return 0
     if not args.summary:
         for source, crf, seed in RUNS[:args.only]:
             decoder = train(args, source, crf, seed)

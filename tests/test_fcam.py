@@ -591,3 +591,22 @@ def test_shipped_short_sweeps_are_what_the_readme_says():
     # the README: on pixels eight rows (n- 0.3 and 0.5, every CRF weight) sit below CAM + bilinear, intervals clear
     below = [r for sweep in (n_sweep, crf_sweep) for r in sweep["rows"] if r["value"] not in (0.1, 0.7)]
     assert len(below) == 8 and all(r["pxap_ci"][1] < n_sweep["baseline"]["pxap_ci"][0] for r in below)
+
+
+def test_positive_control_decoders_are_shipped_with_their_cards_and_the_readme_shows_their_table():
+    """Every finished positive-control decoder ships with a card that names the command and the
+    seed source, its evaluation names it, and the README's table is the summary written from them."""
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "fcam" / "positive_control"
+    evaluations = sorted(folder.glob("*.eval.json"))
+    assert evaluations, "the first positive-control decoder is shipped"
+    for path in evaluations:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        card = json.loads(path.with_name(path.name.replace(".eval.json", ".json")).read_text(encoding="utf-8"))
+        assert card["seed_source"] == result["seed_source"] in ("object", "part")
+        assert "fcam_positive_control.py" in card["command"] and "--seed-source" in card["command"]
+        assert Path(result["decoder"]).name == path.name.replace(".eval.json", ".pt")
+        assert set(result["paired"]) == {"fcam - bilinear", "fcam - gaussian", "gaussian - bilinear"}
+        for row in result["rows"].values():
+            assert row["max_box_acc_ci"][0] <= row["max_box_acc"] <= row["max_box_acc_ci"][1]
+    readme = (folder.parents[2] / "README.md").read_text(encoding="utf-8")
+    assert (folder / "summary.md").read_text(encoding="utf-8").strip() in readme
