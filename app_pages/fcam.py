@@ -20,9 +20,21 @@ st.markdown(
     "loss makes pixels of similar colour nearby agree, and a log-barrier size constraint keeps both regions "
     "from collapsing. No box or mask is ever used."
 )
+choices, problems = ui.decoder_choices(state)
+fallback = ui.fallback_decoder_backbone() if not choices else None
+if fallback is not None and not ui.remembered("fcam.opened_on_decoder", False):
+    # Once per session: a first visit lands where there is something to see, and says so.
+    ui.remember("fcam.opened_on_decoder", True)
+    ui.remember("fcam.switched_from", state.backbone.name)
+    ui.request_backbone(fallback[0])
+    st.rerun()
+switched_from = ui.remembered("fcam.switched_from", None)
+if switched_from and switched_from != state.backbone.name and choices:
+    st.info(f"`{switched_from}` has no F-CAM decoder, so this page opened on `{state.backbone.name}`, whose best "
+            f"decoder scored highest on its validation split. Pick another backbone in the sidebar at any time.")
+    ui.remember("fcam.switched_from", None)
 ui.context_banner(state)
 
-choices, problems = ui.decoder_choices(state)
 for problem in problems:
     st.warning(problem)
 if not choices:
@@ -31,13 +43,12 @@ if not choices:
             "(pick one in the sidebar and upload an image of the synthetic benchmark version it was trained on), "
             "or fit one below for this backbone.")
 else:
-    active = ui.active_decoders(state)
     labels = {c.path: c.label for c in choices}
-    default = next(iter(active.values())).path
+    default = ui.best_decoder(choices).path  # by validation score, so a first look shows the strongest
     path = ui.selectbox("Decoder", f"fcam.decoder.{state.backbone.name}.{state.layer}", list(labels), default,
                         format_func=labels.get)
     choice = next(c for c in choices if c.path == path)
-    if active.get(choice.base_method) != choice:
+    if ui.active_decoders(state).get(choice.base_method) != choice:
         st.button("Use this decoder on the other pages", on_click=ui.use_decoder, args=(state, choice),
                   help="Compare and the evaluation form then use it as the F-CAM upsampler.")
     card = choice.card
@@ -65,14 +76,18 @@ else:
 
         st.subheader("CAM versus F-CAM, with their boxes")
         val = card.get("val", {})
+        eval_cam, eval_fcam = ui.evaluation_thresholds(choice)
         t1, t2 = st.columns(2)
         with t1:
-            tau_cam = ui.slider("τ for the CAM", "fcam.tau_cam", 0.0, 0.99,
-                                float(card.get("val_baseline", {}).get("best_threshold", 0.2)), step=0.01,
-                                help="Default: the threshold that gave the base CAM its best validation MaxBoxAcc.")
+            tau_cam = ui.slider("τ for the CAM", f"fcam.tau_cam.{choice.path}", 0.0, 0.99, round(float(
+                eval_cam if eval_cam is not None else card.get("val_baseline", {}).get("best_threshold", 0.2)), 2),
+                step=0.01, help="Default: the threshold at which the base CAM + bilinear scored its best MaxBoxAcc "
+                                "in the evaluation that scored this decoder (else on the validation split).")
         with t2:
-            tau_fcam = ui.slider("τ for the F-CAM", "fcam.tau_fcam", 0.0, 0.99, float(val.get("best_threshold", 0.5)),
-                                 step=0.01, help="Default: the decoder's best validation threshold.")
+            tau_fcam = ui.slider("τ for the F-CAM", f"fcam.tau_fcam.{choice.path}", 0.0, 0.99, round(float(
+                eval_fcam if eval_fcam is not None else val.get("best_threshold", 0.5)), 2),
+                step=0.01, help="Default: the decoder's best-MaxBoxAcc threshold in the evaluation that scored it "
+                                "(else on the validation split).")
         left, right = st.columns(2, gap="large")
         cam_boxes = ui.largest_box(view.cam_bilinear, tau_cam)
         fcam_boxes = ui.largest_box(view.fcam, tau_fcam)
@@ -89,8 +104,8 @@ else:
         st.caption("A CAM piles its values near 0 with a long tail, so its box depends delicately on τ; the "
                    "decoder's cross-entropy pushes values to 0 or 1, and the second mode near 1 makes the box "
                    "robust to τ.")
-        timing = {k: round(1000 * v, 1) for k, v in view.seconds.items()}
-        st.caption(f"Timings (ms): {timing}.")
+        st.dataframe([{"step": name, "milliseconds": round(1000 * seconds, 1)} for name, seconds in view.seconds.items()],
+                     hide_index=True, width="content")
 
     st.subheader("How this decoder was trained")
     history = card.get("history") or []
@@ -124,9 +139,10 @@ else:
 st.subheader("Fit a decoder on your own data")
 job = ui.fcam_job()
 with st.form("fcam.fit"):
-    spec = st.text_input("Dataset", value="folder:data/photos",
-                         help="folder:<path> (photos only: each image's CAM explains the classifier's top-1, the "
-                              "last epoch is kept), or synthetic, synthetic:<path>, cub:<root>, openimages:<root>.")
+    spec = st.text_input("Dataset", value="synthetic",
+                         help="synthetic (the benchmark, generated on first use), or folder:<path> (photos only: each "
+                              "image's CAM explains the classifier's top-1, the last epoch is kept; uploads/<name> "
+                              "for a zip from 'Your data'), synthetic:<path>, cub:<root>, openimages:<root>.")
     f1, f2, f3 = st.columns(3)
     method = f1.selectbox("Base CAM", ui.available_methods(state), format_func=ui.method_name)
     epochs = f2.slider("Epochs", *ui.FCAM_FIT_EPOCHS)
@@ -158,7 +174,8 @@ def fit_progress() -> None:
                       help="Stops after the current step; the run state is kept, so fitting the same settings "
                            "again continues it.")
         elif job.status == "done":
-            st.success(f"Done: {job.out.name} is in the decoder list above (and in runs/fcam/).")
+            st.success(f"Done: {job.out.name} is in the decoder list above, marked [yours] (kept in this session's "
+                       "own folder; no other visitor sees it).")
             if not getattr(job, "announced", False):
                 job.announced = True
                 st.rerun(scope="app")  # the decoder list at the top of the page now includes it

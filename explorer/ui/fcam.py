@@ -21,7 +21,7 @@ from explorer.fcam.decoder import FcamDecoder, FcamError
 from explorer.jobs import JobStatus, ThreadJob, TrainingJob
 from explorer.methods import METHODS
 from explorer.pipeline import grid_maps, pixel_maps
-from explorer.runs import runs_dir, slug
+from explorer.runs import list_runs, runs_dir, runs_with_decoder, slug
 from explorer.server_files import ServerPathError, public_name
 from explorer.ui.erf import folder_problem
 from explorer.ui.loading import NETWORK_LOCK, idle_timeout_s, server_governor, session_owner
@@ -113,6 +113,56 @@ def _carried_decoders(state: Selection, listed: set[str], problems: list[str]) -
         if card["backbone"] == state.backbone.name and card["layer"] == state.layer and card["base_method"] == method:
             carried.append(DecoderChoice(wanted, Path(wanted).stat().st_mtime, method, False, card, "the evaluation's"))
     return carried
+
+
+def validation_score(choice: DecoderChoice) -> float:
+    """How a decoder scored when it was selected: validation MaxBoxAcc (PxAP for masks-only data)."""
+    val = choice.card.get("val", {})
+    return float(val.get("max_box_acc", val.get("pxap", float("-inf"))))
+
+
+def best_decoder(choices: list[DecoderChoice]) -> DecoderChoice:
+    """The decoder with the best validation score (the first of equals)."""
+    return max(choices, key=validation_score)
+
+
+#: Kept for teaching benchmark v1, which colour alone solves; never offered in place of the current ones.
+TEACHING_BACKBONES = ("synthetic_v1_lite0", "synthetic_v1_cnn")
+
+
+def fallback_decoder_backbone() -> tuple[str, float] | None:
+    """The backbone (of the current benchmark) whose best shipped decoder scored highest on its
+    validation split, with that score: where the F-CAM page opens when the sidebar's backbone has
+    no decoder."""
+    from explorer.fcam.decoder import backbones_with_shipped_decoders, read_decoder_card, shipped_decoders
+
+    best: tuple[str, float] | None = None
+    for name in backbones_with_shipped_decoders():
+        if name in TEACHING_BACKBONES:
+            continue
+        for path in shipped_decoders(name).values():
+            try:
+                val = read_decoder_card(path).get("val", {})
+            except FcamError:
+                continue
+            score = float(val.get("max_box_acc", val.get("pxap", float("-inf"))))
+            if best is None or score > best[1]:
+                best = (name, score)
+    return best
+
+
+def evaluation_thresholds(choice: DecoderChoice) -> tuple[float | None, float | None]:
+    """(tau of the base CAM + bilinear, tau of the F-CAM) as the newest evaluation that scored this
+    decoder chose them (its best MaxBoxAcc thresholds); None where no evaluation did."""
+    for run, method in runs_with_decoder(choice.path, list_runs(own=session_space().runs)):
+        taus = []
+        for upsampler in ("bilinear", FCAM):
+            try:
+                taus.append(run.row(method, upsampler).get("best_threshold"))
+            except ExplorerError:
+                taus.append(None)
+        return taus[0], taus[1]
+    return None, None
 
 
 def active_decoders(state: Selection) -> dict[str, DecoderChoice]:

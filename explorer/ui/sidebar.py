@@ -16,7 +16,7 @@ from explorer.errors import ExplorerError
 from explorer.images import GALLERY, GALLERY_PREFIX, ImageError, gallery_image, gallery_names, image_digest
 from explorer.server_files import DATA_DIR
 from explorer.ui.loading import decode_upload, layer_shapes, load_cached_backbone, top5
-from explorer.ui.widgets import WIDGET_PREFIX, attempt, radio, remember, remembered, selectbox
+from explorer.ui.widgets import WIDGET_PREFIX, attempt, radio, remember, remembered, selectbox, set_widget
 from explorer.user_models import model_cards
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -183,9 +183,21 @@ def weight_labels(name: str) -> dict[str, str]:
     return {"pretrained": what, "random": WEIGHT_LABELS["random"]}
 
 
+PENDING_BACKBONE = "cam.pending_backbone"
+
+
+def request_backbone(name: str) -> None:
+    """Make `name` the sidebar's backbone from the next run on (a page cannot change a widget
+    that has already been drawn in this run); the caller reruns."""
+    st.session_state[PENDING_BACKBONE] = name
+
+
 def _choose_backbone() -> Backbone:
     """The asked backbone when it loads; otherwise its error and the last backbone that loaded."""
     cards = [f"card:{path}" for path in model_cards(MODELS_DIR)]  # the visitors' own networks (data/models/)
+    pending = st.session_state.pop(PENDING_BACKBONE, None)
+    if pending is not None:  # a page asked for another backbone (request_backbone); applied before the widget exists
+        set_widget("backbone", pending)
     name = selectbox("Backbone", "backbone", backbone_names() + cards, DEFAULT_BACKBONE,
                      format_func=lambda n: f"your model: {Path(n[5:]).stem}" if n.startswith("card:") else n,
                      help="The registered backbones, then the model cards (JSON) in data/models/.")

@@ -59,9 +59,26 @@ def use_random_cnn(at: AppTest) -> AppTest:
     return run(at)
 
 
-def test_page_says_when_no_decoder_fits_the_backbone(env):
+def test_page_opens_on_a_backbone_with_decoders_and_says_so(env):
+    """A first visit with a backbone that has no decoder lands on the backbone of the current
+    benchmark whose shipped decoder scored best on validation, on that best decoder, and says so;
+    choosing a backbone without a decoder afterwards is respected and explained."""
+    import json
+
+    from explorer.fcam.decoder import shipped_decoders
+    from explorer.ui.fcam import fallback_decoder_backbone
+
     at = open_page("fcam")
     assert at.title[0].value == "F-CAM Decoder"
+    name, score = fallback_decoder_backbone()
+    assert at.session_state["cam.backbone"] == name and not name.startswith("synthetic_v1")
+    assert "`efficientnet_lite0` has no F-CAM decoder, so this page opened on" in all_text(at)
+    decoder = next(s for s in at.selectbox if s.key and s.key.startswith(widget(f"fcam.decoder.{name}.")))
+    scores = {str(p): json.loads(p.with_suffix(".json").read_text())["val"]["max_box_acc"]
+              for p in shipped_decoders(name).values()}
+    assert scores[str(decoder.value)] == max(scores.values()) == score
+    at.selectbox(key=widget("backbone")).set_value("efficientnet_lite0")
+    run(at)
     assert "No F-CAM decoder is trained for `efficientnet_lite0`" in all_text(at)
 
 
@@ -78,7 +95,7 @@ def test_page_shows_cam_seeds_fcam_boxes_and_training(env):
     at.number_input(key=widget("fcam.draw")).set_value(3)
     run(at)
     assert "patches of draw 3" in image_captions(at)
-    at.slider(key=widget("fcam.tau_fcam")).set_value(0.9)
+    next(s for s in at.slider if s.key.startswith(widget("fcam.tau_fcam."))).set_value(0.9)
     run(at)
     assert "F-CAM · box at τ = 0.90" in image_captions(at)
 
