@@ -566,3 +566,29 @@ def test_confidence_defaults_and_errors():
         average_drop_increase(net, images, np.full((2, 4, 4), 2.0))
     with pytest.raises(MetricError, match="targets"):
         average_drop_increase(net, images, np.ones((2, 4, 4)), targets=[0, 7])
+
+
+def test_failure_types_follow_the_box_against_the_object():
+    from explorer.metrics.failures import HIT, NO_REGION, TOO_LARGE, TOO_SMALL, WRONG_PLACE, covers_image, failure_type
+
+    truth = np.array([[50, 50, 149, 149]])
+    assert failure_type([55, 52, 150, 148], truth) == HIT
+    assert failure_type(None, truth) == NO_REGION
+    assert failure_type([60, 60, 90, 90], truth) == TOO_SMALL  # a part inside the object
+    assert failure_type([0, 0, 223, 223], truth) == TOO_LARGE  # the whole image contains it
+    assert failure_type([120, 0, 223, 60], truth) == WRONG_PLACE
+    assert failure_type([160, 160, 200, 200], truth) == WRONG_PLACE
+    # two objects: judged against the one the box overlaps most
+    assert failure_type([10, 10, 40, 40], np.array([[50, 50, 149, 149], [5, 5, 100, 100]])) == TOO_SMALL
+    assert covers_image([0, 0, 223, 223], 224, 224) and not covers_image([0, 0, 200, 223], 224, 224)
+
+
+def test_a_whole_image_box_is_drawn_inside_the_frame_not_on_it():
+    from explorer.views.figures import draw_boxes
+
+    base = np.zeros((224, 224, 3), dtype=np.uint8)
+    drawn = draw_boxes(base, [[0, 0, 223, 223]], (255, 0, 0))
+    assert drawn[0].sum() == 0 and drawn[:, 0].sum() == 0  # the frame stays clear
+    assert drawn[6:8, 6:14, 0].max() == 255 and drawn[100:108, 6:8, 0].max() == 255  # dashed, inset
+    plain = draw_boxes(base, [[20, 20, 100, 100]], (255, 0, 0))
+    assert plain[20, 20:100, 0].min() == 255

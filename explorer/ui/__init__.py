@@ -21,6 +21,7 @@ Job control itself (status, progress, stop, the server-wide limit) is Streamlit-
 """
 
 from explorer.fcam.decoder import backbones_with_shipped_decoders
+from explorer.metrics.failures import FAILURE_TYPES
 from explorer.runtime import tune_allocator
 from explorer.ui.erf import (
     ERF_BATCH,
@@ -105,7 +106,9 @@ from explorer.ui.runs import (
     decoder_test_rows,
     downscale_curves,
     evaluation_form,
+    failure_counts,
     failure_tiles,
+    failure_types,
     open_in_compare,
     run_curves,
     run_records,
@@ -179,9 +182,10 @@ __all__ = [
     "cam_unavailable_reason", "cost_notes", "grid", "export_settings", "faithfulness_curves", "grid_npz", "histograms",
     "heatmap_chart", "histogram_chart", "method_name", "pixel_map",
     "pixel_table", "sheet_png", "show_overlay_grid", "timing_rows", "upsampler_label",
-    "DOWNSCALE_IMAGES", "choose_combo", "choose_combos", "choose_run", "combo_label", "confidence_grid",
+    "DOWNSCALE_IMAGES", "FAILURE_TYPES", "choose_combo", "choose_combos", "choose_run", "combo_label", "confidence_grid",
     "confidence_table", "confidence_warnings",
-    "downscale_curves", "evaluation_form", "failure_tiles", "open_in_compare", "run_curves", "run_records",
+    "downscale_curves", "evaluation_form", "failure_counts", "failure_tiles", "failure_types",
+    "open_in_compare", "run_curves", "run_records",
     "decoder_test_rows",
     "summary_table",
     "SANITY_METHODS", "sanity_curves", "sanity_result", "sanity_strip", "sanity_verdicts",

@@ -315,6 +315,51 @@ def _run_evaluation(spec: str, split: str, backbone_name: str, methods: Sequence
     st.rerun()
 
 
+def failure_types(run, method: str, upsampler: str) -> dict[str, tuple[str, bool]]:
+    """image id -> (failure type, wrong class) of every image the evaluation scored with this map
+    (explorer.metrics.failures); empty when its dataset has no boxes."""
+    return _failure_types(_run_stamp(run), method, upsampler, _run=run)
+
+
+@st.cache_data(max_entries=32, show_spinner="Sorting the failures by type…")
+def _failure_types(stamp: str, method: str, upsampler: str, *, _run) -> dict[str, tuple[str, bool]]:
+    from explorer.metrics.failures import failure_type
+
+    config = _run.summary["config"]
+    dataset = open_cached_dataset(config["dataset"], config["split"])
+    if "boxes" not in dataset.kind:
+        return {}
+    index_of = {sample.image_id: i for i, sample in enumerate(dataset)}
+    out = {}
+    for record in run_records(_run, method, upsampler):
+        i = index_of.get(record["image_id"])
+        if i is None:
+            continue
+        box = None if record.get("box_x0") is None else [record[k] for k in ("box_x0", "box_y0", "box_x1", "box_y1")]
+        wrong_class = record.get("label") is not None and record.get("predicted") not in (None, record["label"])
+        out[record["image_id"]] = (failure_type(box, dataset.gt_boxes(i)), bool(wrong_class))
+    return out
+
+
+def failure_counts(run) -> list[dict[str, Any]]:
+    """Per method x upsampler of the evaluation: how many images fall in each failure type (and
+    how many were classified wrongly), as a table."""
+    from explorer.metrics.failures import FAILURE_TYPES, HIT
+
+    rows = []
+    for method, upsampler in run.combos:
+        if method.startswith(("reference_", "control_")):
+            continue
+        types = failure_types(run, method, upsampler)
+        if not types:
+            return []
+        kinds = [kind for kind, _ in types.values()]
+        rows.append({"map": combo_label(method, upsampler), HIT: kinds.count(HIT),
+                     **{kind: kinds.count(kind) for kind in FAILURE_TYPES},
+                     "wrong class": sum(wrong for _, wrong in types.values()), "images": len(kinds)})
+    return rows
+
+
 @dataclass(frozen=True)
 class FailureTile:
     picture: np.ndarray

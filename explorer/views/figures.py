@@ -310,13 +310,34 @@ def precision_recall_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, floa
 
 def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[int]], colour: tuple[int, int, int],
                width: int = 2) -> np.ndarray:
-    """A copy of an H x W x 3 uint8 picture with inclusive boxes [x0, y0, x1, y1] outlined."""
+    """A copy of an H x W x 3 uint8 picture with inclusive boxes [x0, y0, x1, y1] outlined. A box
+    that covers the whole picture would sit on the tile's frame and vanish: it is drawn inset,
+    dashed, with a "whole image" tag."""
     picture = Image.fromarray(np.array(image, dtype=np.uint8, copy=True))
     draw = ImageDraw.Draw(picture)
+    height, width_px = picture.height, picture.width
     for box in boxes:
         x0, y0, x1, y1 = (int(v) for v in box)
-        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+        if x0 <= 1 and y0 <= 1 and x1 >= width_px - 2 and y1 >= height - 2:
+            _dashed_rectangle(draw, (6, 6, width_px - 7, height - 7), colour, width)
+            draw.rectangle([8, 8, 84, 22], fill=(0, 0, 0))
+            draw.text((11, 9), "whole image", fill=colour)
+        else:
+            draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
     return np.asarray(picture)
+
+
+def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], colour: tuple[int, int, int],
+                      width: int, dash: int = 8) -> None:
+    x0, y0, x1, y1 = box
+    for start in range(x0, x1, 2 * dash):
+        end = min(start + dash, x1)
+        draw.line([(start, y0), (end, y0)], fill=colour, width=width)
+        draw.line([(start, y1), (end, y1)], fill=colour, width=width)
+    for start in range(y0, y1, 2 * dash):
+        end = min(start + dash, y1)
+        draw.line([(x0, start), (x0, end)], fill=colour, width=width)
+        draw.line([(x1, start), (x1, end)], fill=colour, width=width)
 
 
 def confusion_overlay(image: np.ndarray, confusion: np.ndarray, alpha: float = 0.55) -> np.ndarray:

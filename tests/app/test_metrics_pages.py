@@ -173,3 +173,20 @@ def test_failure_cases_draws_every_kind_of_map_and_opens_it_in_compare(fcam_runs
     assert combo.split("@")[1] in at.session_state["cam.upsamplers"]
     if combo.endswith("fcam"):
         assert at.session_state["cam.decoder.synthetic_cnn.stage4.cam"].endswith("synthetic_cnn__cam.pt")
+
+
+def test_failure_cases_counts_and_filters_failure_types(env):
+    from explorer.metrics.failures import FAILURE_TYPES
+
+    at = open_page("failure_cases")
+    counts = at.dataframe[0].value
+    assert {"localised", *FAILURE_TYPES, "wrong class", "images"} <= set(counts.columns)
+    per_type = counts[["localised", *FAILURE_TYPES]].sum(axis=1)
+    assert (per_type == counts["images"]).all()  # every image has exactly one type
+    row = counts.iloc[0]
+    kinds = [k for k in FAILURE_TYPES if row[k] > 0]
+    assert kinds
+    at.selectbox(key=widget("failure.kind")).set_value(kinds[0])
+    run(at)
+    assert len(at.image) == min(int(row[kinds[0]]), 8)
+    assert all(kinds[0] in c for image in at.image for c in image.captions)
