@@ -13,6 +13,7 @@ from one forward and one gradient, and a result that shows itself in Jupyter.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from explorer.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_backb
 from explorer.images import load_image
 from explorer.methods import METHODS, MethodError, method_label
 from explorer.pipeline import grid_maps, pixel_maps
-from explorer.upsample import UPSAMPLERS, UpsampleError
+from explorer.upsample import UPSAMPLERS, UpsampleError, check_sigma
 from explorer.user_models import module_backbone
 
 
@@ -108,19 +109,15 @@ def explain(model: Backbone | nn.Module | str, image: Image.Image | str | os.Pat
         raise UpsampleError(f"Unknown upsampler '{upsampler}'; use one of {', '.join(UPSAMPLERS)}.")
     sigmas: tuple[float, float] | None = None
     if upsampler == "gaussian":
-        if sigma is None:
-            raise UpsampleError("The Gaussian upsampler needs sigma (pixels: one number, or x and y).")
-        values = [float(sigma)] * 2 if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
-        if len(values) != 2:
-            raise UpsampleError(f"sigma takes one or two numbers, not {sigma!r}.")
-        sigmas = (values[0], values[1])
+        sigmas = check_sigma(sigma)  # the one rule for sigma: "12" is refused, never read as (1, 2)
     picture = image if isinstance(image, Image.Image) else load_image(image)
     batch = backbone.preprocess(picture)
     chosen = backbone.resolve_layer(layer)
     if target is None:
         target = backbone.top_k(batch, 1)[0][0][0]
-    if not 0 <= int(target) < len(backbone.class_names):
-        raise MethodError(f"Class {target} is out of range 0..{len(backbone.class_names) - 1}.")
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral) \
+            or not 0 <= int(target) < len(backbone.class_names):
+        raise MethodError(f"target must be a class index from 0 to {len(backbone.class_names) - 1}, not {target!r:.40}.")
     result = grid_maps(backbone, batch, [int(target)], methods, chosen, relu=relu)
     pixels = {m: pixel_maps(result.maps[m], backbone.input_size, upsampler, sigmas, normaliser)[0].cpu().numpy()
               for m in methods}

@@ -362,6 +362,11 @@ API_CASES = {
     "device cuda:7 or no GPU": (lambda b, x: ex.load_backbone("synthetic_cnn", "random", device="cuda:7"),
                                 BackboneError, "cuda"),
     "device tpu": (lambda b, x: ex.load_backbone("synthetic_cnn", "random", device="tpu"), BackboneError, "device"),
+    "explain sigma as text": (lambda b, x: ex.explain(b, "gallery:chelsea", upsampler="gaussian", sigma="12"),
+                              UpsampleError, "'12'"),
+    "explain target 1.5": (lambda b, x: ex.explain(b, "gallery:chelsea", target=1.5), MethodError, "class index"),
+    "explain target text": (lambda b, x: ex.explain(b, "gallery:chelsea", target="abc"), MethodError, "class index"),
+    "explain a number": (lambda b, x: ex.explain(123, "gallery:chelsea"), MethodError, "nn.Module"),
 }
 
 
