@@ -36,8 +36,17 @@ if source != "gallery":
 if state.layer_shape[1] * state.layer_shape[2] > 64 * 64:
     st.warning("This layer is very fine; pick a deeper one in the sidebar for a meaningful comparison.")
 sigma = ui.sigma_controls(state, with_presets=True)
-grid = ui.attempt("computing the confidence metrics",
+grid = None
+if ui.requested("confidence.table4", (spec, state.backbone.name, state.backbone.weights, state.layer, tuple(sigma)),
+                "Compute Table 4 for these images",
+                help="Masks every image by six maps and classifies it again (about a minute for the sample "
+                     "photos on a CPU); computed once per choice, then shown at once."):
+    grid = ui.attempt("computing the confidence metrics",
                       lambda: ui.confidence_grid(spec, state.backbone, state.layer, sigma))
+else:
+    st.caption("Six maps per image, each image masked and classified again: press the button to compute it for "
+               "the images, backbone, layer and σ chosen (a result already computed shows at once). The shipped "
+               "evaluations' tables are below.")
 if grid is not None:
     st.caption(f"{grid['images']} images with `{state.backbone.name}` layer `{state.layer}`; each map explains "
                f"{'the image label' if grid['policy'] == 'label' else 'the top-1 prediction'}; Gaussian σ = "

@@ -23,6 +23,15 @@ sigma = ui.sigma_controls(state, with_presets=True)
 if not methods:
     st.info("Choose at least one method.")
     st.stop()
+settings = (state.backbone.name, state.backbone.weights, state.layer, state.image_choice.key, state.target,
+            tuple(methods), tuple(sigma))
+if not ui.requested("sanity", settings, "Run the cascade",
+                    help="Re-initialises the network block by block on a copy and recomputes every chosen map after "
+                         "each step: about a minute on a CPU. Streamlit's Stop (top right) ends it."):
+    st.info("The cascade re-initialises a copy of the network one block at a time and recomputes each map after "
+            "every step, so it takes about a minute here: press **Run the cascade** when the methods and σ are "
+            "the ones you want. A result already computed for these choices shows at once.")
+    st.stop()
 result = ui.attempt("randomising the network", lambda: ui.sanity_result(state, methods, sigma))
 if result is None:
     st.stop()

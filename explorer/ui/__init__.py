@@ -158,6 +158,7 @@ from explorer.ui.widgets import (
     radio,
     remember,
     remembered,
+    requested,
     selectbox,
     set_widget,
     slider,
@@ -196,6 +197,6 @@ __all__ = [
     "MANUAL_LABEL", "SIGMA_MAX", "SIGMA_MIN", "SigmaCurve", "shared_sigma", "sigma_controls", "sigma_correlation",
     "sigma_on_slider", "split_sigma_curve", "use_sigma", "use_sigmas", "use_stored_sigma",
     "data_uploader",
-    "attempt", "checkbox", "multiselect", "number_input", "persistent", "radio", "remember", "remembered",
+    "attempt", "checkbox", "multiselect", "number_input", "persistent", "radio", "remember", "remembered", "requested",
     "selectbox", "set_widget", "slider", "text_input", "toggle",
 ]

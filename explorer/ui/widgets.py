@@ -7,6 +7,7 @@ choices survive page switches, and an invalid choice falls back to the last vali
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -38,6 +39,19 @@ def attempt(doing: str, action: Callable[[], T]) -> T | None:
         st.error(f"Something went wrong while {doing}; the details are in the server log. "
                  f"Try another choice.")
     return None
+
+
+def requested(name: str, settings: object, label: str, help: str = "") -> bool:
+    """Heavy work runs only when asked for: True once the button was pressed for exactly these
+    `settings` (remembered, so later reruns keep showing the result); otherwise the button is drawn
+    and False returned. A change of settings asks again."""
+    digest = hashlib.sha256(repr(settings).encode()).hexdigest()
+    if remembered(f"requested.{name}", None) == digest:
+        return True
+    if st.button(label, key=WIDGET_PREFIX + f"{name}.go", type="primary", help=help or None):
+        remember(f"requested.{name}", digest)
+        return True
+    return False
 
 
 def remembered(name: str, default: T) -> T:

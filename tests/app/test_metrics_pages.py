@@ -87,6 +87,9 @@ def test_failure_cases_sorts_and_opens_compare(env):
 def test_confidence_page_computes_table4_on_the_gallery(env):
     at = open_page("confidence_metrics")
     assert not at.error
+    assert len(at.dataframe) == 1  # on opening: the evaluation's table only, Table 4 waits for its button
+    at.button(key=widget("confidence.table4.go")).click()
+    run(at)
     table = at.dataframe[0].value
     assert list(table["equation"]) == ["Grad-CAM", "Grad-CAM", "Grad-CAM++", "Grad-CAM++", "Extended-CAM", "Extended-CAM"]
     assert ((table["Average Drop % (relative)"] >= 0) & (table["Average Drop % (relative)"] <= 100)).all()

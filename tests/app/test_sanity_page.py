@@ -22,6 +22,9 @@ def test_home_links_every_page_with_a_line_on_what_it_is_for() -> None:
 def test_sanity_page_randomises_block_by_block_and_says_what_survives() -> None:
     at = open_page("sanity_checks")
     assert not at.exception and not at.error
+    assert "press **Run the cascade**" in all_text(at) and not at.get("plotly_chart")  # nothing heavy on opening
+    at.button(key=widget("sanity.go")).click()
+    run(at)
     text = all_text(at)
     assert "Adebayo" in text
     assert "Random-CAM (bilinear)" in text and "Grad-CAM (gaussian)" in text
@@ -31,5 +34,7 @@ def test_sanity_page_randomises_block_by_block_and_says_what_survives() -> None:
     assert len(at.image) == 3 * 2 * 7  # methods x upsamplers x shown steps
     at.multiselect(key=widget("sanity.methods")).set_value(["eigencam"])
     run(at)
-    assert not at.error
+    assert not at.error and not at.image  # other settings: asked again
+    at.button(key=widget("sanity.go")).click()
+    run(at)
     assert len(at.image) == 2 * 7

@@ -29,6 +29,8 @@ def test_sanity_page_and_new_methods(page: Page, app_url: str, screenshot_dir: P
     expect(page.locator('[data-testid="stPageLink"]')).to_have_count(9)
 
     open_page_from_nav(page, "Sanity Checks", "Sanity Checks")
+    expect(page.locator(".js-plotly-plot")).to_have_count(0)  # nothing heavy runs on opening
+    page.get_by_role("button", name="Run the cascade").click()
     page.wait_for_selector(".js-plotly-plot")
     settle(page, '[data-testid="stImage"] img')
     expect(page.locator(".js-plotly-plot")).to_have_count(2)
@@ -38,7 +40,9 @@ def test_sanity_page_and_new_methods(page: Page, app_url: str, screenshot_dir: P
     expect(page.locator('[data-testid="stAlert"]', has_text="the upsampler, not the method")).to_have_count(1)
     shoot(page, screenshot_dir, "sanity-01-page")
 
-    add_option(page, "Methods", "Eigen-CAM", '[data-testid="stImage"] img')
+    add_option(page, "Methods", "Eigen-CAM", 'button:has-text("Run the cascade")')
+    page.get_by_role("button", name="Run the cascade").click()
+    settle(page, '[data-testid="stImage"] img')
     expect(page.locator('[data-testid="stImage"] img')).to_have_count(4 * 2 * 7)
     page.locator('[data-testid="stImage"]').last.scroll_into_view_if_needed()
     shoot(page, screenshot_dir, "sanity-02-eigencam-added")
