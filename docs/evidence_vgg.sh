@@ -10,10 +10,11 @@ EVAL=checkpoints/evaluations
 DATA=$($PY -c "from explorer.datasets.synthetic import ensure_synthetic; print(ensure_synthetic())")
 grep -qs '"version": 2' checkpoints/synthetic_vgg.json || $X train-classifier --arch synthetic_vgg --threads 2
 
-mkdir -p logs/erf-images
-find "$DATA/images/test" -name '*.jpg' | sort | sed -n '1,64p' | while read -r f; do cp -n "$f" logs/erf-images/; done
+# The ERF is fitted on validation images (the first 64 by path), never on the test split it is scored on.
+mkdir -p logs/erf-images-val
+find "$DATA/images/val" -name '*.jpg' | sort | sed -n '1,64p' | while read -r f; do cp -n "$f" logs/erf-images-val/; done
 [ -f checkpoints/erf/synthetic_vgg__conv5.json ] || \
-  $X erf --backbone synthetic_vgg --layer conv5 --images 64 --source folder:logs/erf-images
+  $X erf --backbone synthetic_vgg --layer conv5 --images 64 --source folder:logs/erf-images-val
 
 # Table 1's baselines (no CAM: the head is not GAP + linear) and Extended-CAM, bilinear and Gaussian
 # (sigma: the fitted ERF), controls, references, intervals: Tables 2-3 from the same run.
