@@ -105,3 +105,19 @@ def test_colourise_gives_matplotlibs_colours_from_its_table():
         unit = np.clip((values - scale.lo) / (scale.hi - scale.lo), 0, 1)
         expected = (colormaps[scale.cmap](unit)[..., :3] * 255).astype(np.uint8)
         np.testing.assert_array_equal(colourise(values, scale), expected)
+
+
+def test_no_two_series_of_a_chart_share_a_colour_and_dash():
+    """The reference and control curves of a precision-recall chart used to hash to one grey."""
+    from explorer.views.figures import precision_recall_figure
+
+    curve = (np.linspace(1, 0, 5), np.linspace(0, 1, 5), 50.0)
+    names = ["reference: object mask", "reference: discriminative part only", "control: HSV saturation",
+             "control: distance from the median colour", "control: centre Gaussian (the protocol's baseline)",
+             "control: frequency-tuned colour saliency (Achanta et al. 2009)", "Grad-CAM · bilinear",
+             "Grad-CAM · gaussian", "CAM · bilinear"]
+    fig = precision_recall_figure({name: curve for name in names})
+    styles = [(trace.line.color, trace.line.dash) for trace in fig.data]
+    assert len(set(styles)) == len(styles), styles
+    again = precision_recall_figure({name: (curve[0], curve[1], 12.0) for name in names})
+    assert [(t.line.color, t.line.dash) for t in again.data] == styles  # the score in the legend changes nothing

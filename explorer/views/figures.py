@@ -3,6 +3,7 @@ precision-recall curves, training curves) and the drawings the metrics pages put
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ def series_style(name: str) -> tuple[str, str]:
 
     labels = sorted(((spec.label, i) for i, spec in enumerate(METHODS.values())), key=lambda t: -len(t[0]))
     dash = next((d for up, d in UPSAMPLER_DASH.items() if up in name), "solid")
+    name = re.sub(r" \((PxAP|MaxBoxAcc)[^)]*\)$", "", name)  # a score in the legend does not change the colour
     if name.startswith(("control", "reference")):
         return GREYS[sum(map(ord, name)) % len(GREYS)], dash
     for label, index in labels:
@@ -41,9 +43,10 @@ def consistent_styles(fig):
     """Give every named trace its series' colour and dash; an unnamed trace (a marker drawn on a
     line) takes the colour of the trace before it."""
     last = None
+    taken: dict[tuple[str, str], str] = {}  # style -> the series that has it: two series never share one
     for trace in fig.data:
         if trace.name:
-            last = series_style(trace.name)
+            last = _free_style(series_style(trace.name), trace.name, taken)
         if last is None:
             continue
         colour, dash = last
@@ -55,6 +58,19 @@ def consistent_styles(fig):
             if trace.name:
                 trace.line.dash = dash
     return fig
+
+
+def _free_style(style: tuple[str, str], name: str, taken: dict[tuple[str, str], str]) -> tuple[str, str]:
+    """`style`, or the next colour of its family that no other series of this figure has."""
+    colour, dash = style
+    family = GREYS if colour in GREYS else PALETTE
+    start = family.index(colour) if colour in family else 0
+    for step in range(len(family) + 1):
+        candidate = (family[(start + step) % len(family)], dash)
+        if taken.get(candidate, name) == name:
+            taken[candidate] = name
+            return candidate
+    return style
 
 
 def colour_scale_for_plotly(name: str) -> list[tuple[float, str]]:
