@@ -23,11 +23,15 @@ st.markdown(
 )
 
 if state.backbone.has_gap_linear_head and state.layer == state.backbone.cam_layer:
-    st.info(f"Here Grad-CAM and Extended-CAM give the same grid map: `{state.layer}` feeds a global-average-pooling "
-            f"+ linear head, so dy_c/dA_kij = w_k / Z at every cell and Extended-CAM's per-cell weights equal "
-            f"Grad-CAM's pooled ones. Only the upsampling differs below. To see the two equations part, choose an "
-            f"earlier layer (for EfficientNet-Lite0, blocks.15 or blocks.10) or the backbone synthetic_vgg, whose "
-            f"head after conv5 is VGG16's kind (max-pool, FC-ReLU, FC).")
+    with st.container(border=True):
+        st.markdown(f"**Here Grad-CAM and Extended-CAM give the same grid map.** `{state.layer}` feeds a "
+                    "global-average-pooling + linear head, so the gradient of the class score is the same at every "
+                    "cell of a channel:")
+        st.latex(r"\frac{\partial y_c}{\partial A^k_{ij}} = \frac{w^c_k}{Z}\quad\text{for every cell } (i, j)")
+        st.markdown("and Extended-CAM's per-cell weights equal Grad-CAM's pooled ones: only the upsampling differs "
+                    "below. To see the two equations part, choose an earlier layer (for EfficientNet-Lite0, "
+                    "blocks.15 or blocks.10) or the backbone synthetic_vgg, whose head after conv5 is VGG16's kind "
+                    "(max-pool, FC-ReLU, FC).")
 result = ui.attempt("computing the maps",
                     lambda: ui.grid(state, ("gradcam", "extendedcam"), "published", ui.active_decoders(state)))
 if result is None:
