@@ -246,7 +246,8 @@ def test_compare_runs_every_method_the_peers_have() -> None:
 
 def test_smoothing_lab_follows_sigma() -> None:
     at = open_page("smoothing_lab")
-    assert "give the same grid map" in texts(at.info)  # Lite0's head: GAP + linear, the equations coincide
+    # Lite0's head: GAP + linear, the equations coincide (said in words and as a formula)
+    assert "give the same grid map" in texts(at.markdown) and len(at.get("latex")) == 1
     correlation = at.metric[0].value
     assert at.metric[0].label.startswith("Pearson correlation")
     assert len(at.image) == 2
