@@ -104,6 +104,29 @@ def _imagenet_class_names() -> tuple[str, ...]:
     return tuple(_IMAGENET_CATEGORIES)
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a transformer layer's output becomes a grid map: "tokens" (B x (s + h w) x C, the first
+    s tokens special: CLS, DeiT's distillation token, register tokens) or "nhwc" (B x h x w x C,
+    Swin's stages). `to_grid` gives B x C x h x w, the layout every method reads."""
+
+    kind: str
+    special: int
+    grid: tuple[int, int]
+
+    def to_grid(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.kind == "nhwc":
+            return tensor.permute(0, 3, 1, 2)
+        patches = tensor[:, self.special:, :]
+        return patches.reshape(patches.shape[0], self.grid[0], self.grid[1], patches.shape[2]).permute(0, 3, 1, 2)
+
+    def describe(self) -> str:
+        if self.kind == "nhwc":
+            return f"channels-last {self.grid[0]}x{self.grid[1]} grid, permuted"
+        dropped = f", {self.special} special token(s) dropped" if self.special else ""
+        return f"{self.grid[0] * self.grid[1]} patch tokens as a {self.grid[0]}x{self.grid[1]} grid{dropped}"
+
+
 @dataclass
 class Backbone:
     """A classifier ready for CAMs: the model in eval mode plus everything needed to use it.
@@ -128,6 +151,7 @@ class Backbone:
     cam_layer: str | None = None
     layer_notes: dict[str, str] = field(default_factory=dict)
     decoder: DecoderSpec | None = None  # where an F-CAM decoder taps this network
+    token_layouts: dict[str, TokenLayout] = field(default_factory=dict)  # transformer layers: how tokens become a grid
     _shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

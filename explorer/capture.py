@@ -91,6 +91,13 @@ def _single(recorded: list[torch.Tensor], layer: str) -> torch.Tensor:
     return recorded[0]
 
 
+def as_grid(backbone: Backbone, layer: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A layer's output (or its gradient) as B x C x h x w: a transformer layer's tokens or
+    channels-last map through its TokenLayout; a CNN's feature map as it is."""
+    layout = backbone.token_layouts.get(layer)
+    return tensor if layout is None else layout.to_grid(tensor).contiguous()
+
+
 def target_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """y_c per image: the score every gradient method differentiates unless told otherwise."""
     return logits.gather(1, targets[:, None])[:, 0]
@@ -161,13 +168,13 @@ def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Se
         stack.enter_context(torch.enable_grad() if gradient else torch.no_grad())
         logits = backbone.model(images)
         activations = _single(recorded, layer)
-        features = {t: _single(found, t) for t, found in tapped.items()}
+        features = {t: as_grid(backbone, t, _single(found, t)) for t, found in tapped.items()}
         grads = None
         if gradient:
             (grads,) = torch.autograd.grad(score(logits, targets).sum(), activations)
     return Capture(
-        activations=activations.detach().float(),
-        gradients=None if grads is None else grads.detach().float(),
+        activations=as_grid(backbone, layer, activations.detach()).float(),
+        gradients=None if grads is None else as_grid(backbone, layer, grads.detach()).float(),
         logits=logits.detach().float(),
         targets=targets,
         layer=layer,
@@ -214,7 +221,7 @@ def capture_layers(backbone: Backbone, images: torch.Tensor, targets: torch.Tens
         outputs = [_single(found, name) for found, name in zip(recorded, names)]
         grads = torch.autograd.grad(target_logits(logits, targets).sum(), outputs, allow_unused=True)
     logits = logits.detach().float()
-    return {name: Capture(activations=out.detach().float(),
-                          gradients=(torch.zeros_like(out) if g is None else g).detach().float(),
+    return {name: Capture(activations=as_grid(backbone, name, out.detach()).float(),
+                          gradients=as_grid(backbone, name, torch.zeros_like(out) if g is None else g.detach()).float(),
                           logits=logits, targets=targets, layer=name)
             for name, out, g in zip(names, outputs, grads)}

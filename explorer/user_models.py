@@ -37,6 +37,7 @@ from explorer.backbones import (
     RANDOM_WEIGHTS_SEED,
     Backbone,
     BackboneError,
+    TokenLayout,
     default_device,
     imagenet_class_names,
 )
@@ -59,11 +60,59 @@ def torchvision_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+MAX_SPECIAL_TOKENS = 8  # CLS, a distillation token and up to six register tokens
+
+
+def patch_grid(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int] | None:
+    """The patch grid of a vision transformer: the input size over the stride of its patch
+    embedding (the first convolution whose kernel equals its stride, at least 2); None for a
+    network without one (a CNN's stem overlaps its windows)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            if module.kernel_size == module.stride and min(module.stride) >= 2:
+                return input_size[0] // module.stride[0], input_size[1] // module.stride[1]
+            return None
+    return None
+
+
+def token_layout(shape: tuple[int, ...], grid: tuple[int, int] | None) -> TokenLayout | None:
+    """How an output of `shape` (batch first) maps onto the patch grid or one of its halvings
+    (Swin's patch merging): tokens with up to MAX_SPECIAL_TOKENS leading special tokens, or
+    channels-last; None when it is neither (a 4D output whose last two dims are such a grid is
+    channels-first, as a CNN's)."""
+    if grid is None:
+        return None
+    grids = [(grid[0] >> k, grid[1] >> k) for k in range(5) if grid[0] >> k and grid[1] >> k]
+    if len(shape) == 3:
+        for g in grids:
+            special = shape[1] - g[0] * g[1]
+            if 0 <= special <= MAX_SPECIAL_TOKENS:
+                return TokenLayout("tokens", special, g)
+    if len(shape) == 4 and tuple(shape[2:]) not in grids and tuple(shape[1:3]) in grids:
+        return TokenLayout("nhwc", 0, (int(shape[1]), int(shape[2])))
+    return None
+
+
+def _grid_shape(out: torch.Tensor, layout: TokenLayout | None) -> tuple[int, int, int]:
+    if layout is None:
+        return int(out.shape[1]), int(out.shape[2]), int(out.shape[3])
+    return int(out.shape[-1]), layout.grid[0], layout.grid[1]
+
+
+def transformer_default(layers: list[tuple[int, str, tuple[int, int, int]]], layouts: dict[str, TokenLayout]) -> str:
+    """Where the peers point ViT users: the last block's first norm (timm's blocks[-1].norm1,
+    torchvision's encoder_layer_N.ln_1); else the last token layer with a grid."""
+    tokens = [name for _, name, (_, gh, gw) in layers if name in layouts and gh * gw > 1]
+    firsts = [name for name in tokens if name.rsplit(".", 1)[-1] in ("norm1", "ln_1")]
+    return (firsts or tokens)[-1]
+
+
 def discover_layers(model: nn.Module, input_size: tuple[int, int], device: torch.device | None = None
-                    ) -> tuple[dict[str, str], dict[str, tuple[int, int, int]], str, int]:
+                    ) -> tuple[dict[str, str], dict[str, tuple[int, int, int]], str, int, dict[str, TokenLayout]]:
     """(layers: name -> module path, their (C, h, w) shapes, the default layer, the number of
-    outputs) from one dry forward."""
-    records: list[tuple[str, torch.Tensor]] = []  # (path, output) in completion order
+    outputs, the token layouts of a transformer's layers) from one dry forward."""
+    grid = patch_grid(model, input_size)
+    records: list[tuple[str, torch.Tensor, TokenLayout | None]] = []  # (path, output, layout) in completion order
     pooled: set[int] = set()
     handles = []
     for path, module in model.named_modules():
@@ -71,44 +120,58 @@ def discover_layers(model: nn.Module, input_size: tuple[int, int], device: torch
             continue
 
         def hook(_m, _i, out, path=path, module=module):
-            if isinstance(out, torch.Tensor) and out.dim() == 4:
-                records.append((path, out))  # kept alive, so no id is reused during the forward
+            if not isinstance(out, torch.Tensor) or out.dim() not in (3, 4):
+                return
+            layout = token_layout(tuple(out.shape), grid)
+            if out.dim() == 4 or layout is not None:
+                records.append((path, out, layout))  # kept alive, so no id is reused during the forward
                 if isinstance(module, POOLING):
                     pooled.add(id(out))
         handles.append(module.register_forward_hook(hook))
+    try:
+        outputs = _dry_forward(model, input_size, device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    groups: dict[int, list[tuple[int, str, torch.Tensor, TokenLayout | None]]] = {}
+    for order, (path, out, layout) in enumerate(records):
+        groups.setdefault(id(out), []).append((order, path, out, layout))
+    layers: list[tuple[int, str, tuple[int, int, int]]] = []
+    layouts: dict[str, TokenLayout] = {}
+    for key, members in groups.items():
+        if key in pooled:
+            continue
+        order, path, out, layout = min(members, key=lambda m: (m[1].count("."), len(m[1]), -m[0]))
+        layers.append((max(m[0] for m in members), path, _grid_shape(out, layout)))
+        if layout is not None:
+            layouts[path] = layout
+    layers.sort()
+    if not layers:
+        raise BackboneError("The network has no layer whose output is a 4D feature map or a grid of tokens: there is "
+                            "nothing to explain.")
+    spatial = [name for _, name, (_, gh, gw) in layers if gh * gw > 1]
+    if not spatial:
+        raise BackboneError("Every feature map of the network is 1x1: there is no grid for a CAM.")
+    names = {path: path for _, path, _ in layers}
+    shapes = {path: shape for _, path, shape in layers}
+    default = transformer_default(layers, layouts) if layouts else spatial[-1]
+    return names, shapes, default, outputs, layouts
+
+
+def _dry_forward(model: nn.Module, input_size: tuple[int, int], device: torch.device | None) -> int:
+    """One forward of zeros in eval mode; the number of outputs."""
     was_training = model.training
     model.eval()
     h, w = input_size
     try:
         with torch.no_grad():
             logits = model(torch.zeros(1, 3, h, w, device=device or next(model.parameters()).device))
-        outputs = int(logits.shape[1])
+        return int(logits.shape[1])
     except Exception as exc:
         raise BackboneError(f"A dry forward at {h}x{w} failed ({exc.__class__.__name__}: {str(exc)[:200]}); "
                             "give the input size the network expects.") from exc
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    groups: dict[int, list[tuple[int, str, torch.Tensor]]] = {}
-    for order, (path, out) in enumerate(records):
-        groups.setdefault(id(out), []).append((order, path, out))
-    layers: list[tuple[int, str, tuple[int, int, int]]] = []
-    for key, members in groups.items():
-        if key in pooled:
-            continue
-        order, path, out = min(members, key=lambda m: (m[1].count("."), len(m[1]), -m[0]))
-        last = max(m[0] for m in members)
-        layers.append((last, path, (int(out.shape[1]), int(out.shape[2]), int(out.shape[3]))))
-    layers.sort()
-    if not layers:
-        raise BackboneError("The network has no layer whose output is a 4D feature map: there is nothing to explain.")
-    spatial = [name for _, name, (_, gh, gw) in layers if gh * gw > 1]
-    if not spatial:
-        raise BackboneError("Every feature map of the network is 1x1: there is no grid for a CAM.")
-    names = {path: path for _, path, _ in layers}
-    shapes = {path: shape for _, path, shape in layers}
-    return names, shapes, spatial[-1], outputs
 
 
 def gap_linear_head(model: nn.Module, layer_path: str, input_size: tuple[int, int]) -> nn.Linear | None:
@@ -183,13 +246,13 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
     mean, std = check_normalisation(list(mean), list(std), name)
     model.eval()
     model.to(torch.device(device) if device is not None else default_device())
-    layers, shapes, default, outputs = discover_layers(model, size)
+    layers, shapes, default, outputs, layouts = discover_layers(model, size)
     if layer is not None:
         if layer not in layers:
             raise BackboneError(f"{name} has no target layer '{layer}'. Layers with a feature map: "
                                 f"{', '.join(list(layers)[-8:])} (and {max(len(layers) - 8, 0)} earlier).")
         default = layer
-    head = gap_linear_head(model, layers[default], size)
+    head = None if default in layouts else gap_linear_head(model, layers[default], size)
     if class_names is None:
         names = imagenet_class_names() if outputs == 1000 else [f"class {i}" for i in range(outputs)]
     elif isinstance(class_names, (str, os.PathLike)):
@@ -202,10 +265,21 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
                         mean=(float(mean[0]), float(mean[1]), float(mean[2])),
                         std=(float(std[0]), float(std[1]), float(std[2])), class_names=names, layers=layers,
                         default_layer=default, head=head, cam_layer=default if head is not None else None,
-                        layer_notes={default: "the last feature map before the classifier"
-                                     + (" (its GAP + linear head: plain CAM applies)" if head is not None else "")})
+                        layer_notes=_layer_notes(default, head is not None, layouts), token_layouts=layouts)
     backbone._shapes.update(shapes)
     return backbone
+
+
+def _layer_notes(default: str, gap_linear: bool, layouts: dict[str, TokenLayout]) -> dict[str, str]:
+    """What the UI says about the layers: the default's role, and how each token layer is read."""
+    notes = {name: layout.describe() for name, layout in layouts.items()}
+    if default in layouts:
+        notes[default] = ("the last block's first norm, where the peers point ViT users (a later layer feeds only "
+                          f"the class token, so its patch tokens get no gradient); {layouts[default].describe()}")
+    else:
+        notes[default] = "the last feature map before the classifier" + (
+            " (its GAP + linear head: plain CAM applies)" if gap_linear else "")
+    return notes
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,9 @@ def _layer_output(backbone: Backbone, module: nn.Module, inputs: torch.Tensor, l
     if not recorded:
         raise ErfError(f"Layer '{layer}' did not run in the forward pass of {backbone.name}; choose another layer.")
     out = recorded[0]
+    layout = backbone.token_layouts.get(layer)
+    if layout is not None and isinstance(out, torch.Tensor):
+        out = layout.to_grid(out)  # a transformer's layer: the ERF of one patch token, on the patch grid
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         raise ErfError(f"Layer '{layer}' does not output one B x C x h x w tensor; choose another layer.")
     return out
