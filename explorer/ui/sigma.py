@@ -15,24 +15,49 @@ from explorer.presets import MANUAL_LABEL, PAPER_LABEL, PAPER_SIGMA, CardError, 
 from explorer.smoothing import SmoothingError, SplitCurve, shipped_split_curve
 from explorer.ui.maps import GridResult
 from explorer.ui.sidebar import Selection
-from explorer.ui.widgets import STATE_PREFIX, remember, remembered, selectbox, set_widget, slider, toggle
+from explorer.ui.widgets import STATE_PREFIX, WIDGET_PREFIX, remember, remembered, selectbox, set_widget, slider, toggle
 
 SIGMA_MIN, SIGMA_MAX, SIGMA_STEP = 1.0, 150.0, 0.5
-LOCKED_HINT = "The sliders show the preset '{preset}' and are fixed; pick '{manual}' in the preset list to move them."
+POOR_FIT_R2 = 0.8  # below this the fitted Gaussian describes the ERF too loosely to lead a first look
 SIGMA_SWEEP = np.arange(SIGMA_MIN, SIGMA_MAX + SIGMA_STEP, SIGMA_STEP)  # the whole slider range
+_APPLIED = "sigma_applied"  # the (preset, values) last written onto the sliders
 
 
 def presets(state: Selection) -> dict[str, tuple[float, float] | None]:
-    """Sigma presets for this backbone/layer; a damaged ERF card is reported and skipped."""
+    """Sigma presets for this backbone/layer, the first being the opening default; a damaged ERF
+    card is reported and skipped. Where the layer's fitted ERF is a poor Gaussian (R² < 0.8, e.g.
+    EfficientNet-Lite0's head, 108 px at R² 0.54) the paper's VGG16 sigma leads instead: the fit
+    would spread every cell over the whole image and hide what Gaussian upsampling does, while the
+    paper's 32 px shows the grid's cells melting into a map. The fitted value stays in the list."""
     try:
-        return sigma_presets(state.backbone.name, state.layer, weights=state.backbone.weights)
+        options = sigma_presets(state.backbone.name, state.layer, weights=state.backbone.weights)
+        fit = fitted_sigma(state.backbone.name, state.layer)
     except CardError as exc:
         st.warning(str(exc))
         return {PAPER_LABEL: PAPER_SIGMA, MANUAL_LABEL: None}
+    if fit is not None and fit.r2 < POOR_FIT_R2 and next(iter(options)) == fit.label:
+        options = {PAPER_LABEL: PAPER_SIGMA, **{k: v for k, v in options.items() if k != PAPER_LABEL}}
+    return options
+
+
+def poor_fit_note(state: Selection) -> str | None:
+    """Why the opening sigma is not the layer's own fit, when it is not."""
+    try:
+        fit = fitted_sigma(state.backbone.name, state.layer)
+    except CardError:
+        return None
+    if fit is None or fit.r2 >= POOR_FIT_R2:
+        return None
+    return (f"σ opens at the Extended-CAM paper's VGG16 value ({PAPER_SIGMA[0]:g}, {PAPER_SIGMA[1]:g} px): this "
+            f"layer's fitted ERF is a loose Gaussian (R² {fit.r2:.2f} < {POOR_FIT_R2}) whose σ "
+            f"({fit.sigma_x:.0f}, {fit.sigma_y:.0f} px) spreads every cell over the whole image, so every Gaussian "
+            "map would be one even wash. Its value is in the preset list, one click away.")
 
 
 def _to_manual() -> None:
-    remember("sigma_preset", MANUAL_LABEL)
+    """A slider moved: the preset list says so (a preset sets the sliders, it never locks them)."""
+    set_widget("sigma_preset", MANUAL_LABEL)
+    remember(_APPLIED, (MANUAL_LABEL, None))
 
 
 def use_sigma(sigma: float) -> None:
@@ -42,12 +67,27 @@ def use_sigma(sigma: float) -> None:
     set_widget("sigma_y", float(sigma))
 
 
-def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, float]:
-    """The shared Gaussian sigma (pixels, per axis), the same on every page.
+def _apply(preset: str, values: tuple[float, float] | None) -> None:
+    """Write a preset onto the sliders once, when it is chosen (or its values change with the
+    backbone): afterwards the sliders are the user's."""
+    if values is None or remembered(_APPLIED, None) == (preset, values):
+        return
+    sx, sy = (float(np.clip(v, SIGMA_MIN, SIGMA_MAX)) for v in values)
+    set_widget("sigma_x", sx)
+    set_widget("sigma_y", sy)
+    remember(_APPLIED, (preset, values))
 
-    With `with_presets` a preset select leads and the sliders only move under "manual"; without
-    it (the Smoothing Lab) the sliders are always live and moving one switches to "manual".
-    """
+
+def _x_moved() -> None:
+    """σx moved: manual from now on, and σy follows while x and y are linked."""
+    _to_manual()
+    if remembered("sigma_linked", True):
+        set_widget("sigma_y", st.session_state[WIDGET_PREFIX + "sigma_x"])
+
+
+def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, float]:
+    """The shared Gaussian sigma (pixels, per axis), the same on every page: a preset sets the
+    sliders and moving a slider switches the preset to manual; the sliders are always live."""
     options = presets(state)
     labels = list(options)
     widths = [3.5, 1.6, 2, 2] if with_presets else [1.6, 2, 2]
@@ -55,35 +95,26 @@ def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, floa
     if with_presets:
         with columns[0]:
             preset = selectbox("Gaussian σ preset", "sigma_preset", labels, labels[0],
-                               help="A fitted effective receptive field of this layer when one is stored, "
-                                    "the Extended-CAM paper's VGG16 values, or your own.")
+                               help="Sets the sliders: a fitted effective receptive field of this layer when "
+                                    "one is stored, the Extended-CAM paper's VGG16 values, or your own.")
         columns = columns[1:]
     else:
         preset = remembered("sigma_preset", labels[0])
         preset = preset if preset in labels else labels[0]
-        if options[preset] is not None:
-            st.caption(f"σ comes from the Compare page's preset '{preset}'; moving a slider switches to manual.")
-    fixed = options[preset]
-    if fixed is not None:
-        for name, value in zip(("sigma_x", "sigma_y"), fixed):
-            set_widget(name, float(np.clip(value, SIGMA_MIN, SIGMA_MAX)))
-    locked = with_presets and fixed is not None
-    on_change = None if with_presets else _to_manual
+    _apply(preset, options[preset])
     with columns[0]:
         linked = toggle("Link x and y", "sigma_linked", True)
-    default = float(np.clip((fixed or PAPER_SIGMA)[0], SIGMA_MIN, SIGMA_MAX))
-    hint = LOCKED_HINT.format(preset=preset, manual=MANUAL_LABEL) if locked else None
+    default = float(np.clip((options[preset] or PAPER_SIGMA)[0], SIGMA_MIN, SIGMA_MAX))
     with columns[1]:
         sigma_x = slider("σx (pixels)", "sigma_x", SIGMA_MIN, SIGMA_MAX, default, step=SIGMA_STEP,
-                         disabled=locked, on_change=on_change, help=hint)
-    if linked and fixed is None:
-        set_widget("sigma_y", sigma_x)
+                         on_change=_x_moved, help="Moving it switches the preset to manual; σy follows while linked.")
     with columns[2]:
         sigma_y = slider("σy (pixels)", "sigma_y", SIGMA_MIN, SIGMA_MAX, default, step=SIGMA_STEP,
-                         disabled=locked or linked, on_change=on_change, help=hint)
-    if hint:
-        st.caption(hint)
-    return fixed if fixed is not None else (sigma_x, sigma_y)
+                         disabled=linked, on_change=_to_manual)
+    note = poor_fit_note(state)
+    if note and preset == labels[0]:
+        st.caption(note)
+    return sigma_x, sigma_y
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.ui import maps as ui_maps
 from tests.app.conftest import (
+    all_text,
     image_captions,
     open_page,
     run,
@@ -330,3 +331,47 @@ def test_choices_survive_a_page_switch() -> None:
     switch(at, "home")
     run(at)
     assert "layer `blocks.15`" in texts(at.markdown)
+
+
+def test_a_preset_sets_the_sliders_and_a_poor_fit_does_not_lead() -> None:
+    """Lite0's head has a fitted ERF of 108 px at R² 0.54: the opening sigma is the paper's, said
+    and explained, the fit is one click away, and no preset ever locks the sliders."""
+    from explorer.presets import PAPER_LABEL, PAPER_SIGMA, fitted_sigma
+
+    at = open_page("compare")
+    preset = at.selectbox(key=widget("sigma_preset"))
+    assert preset.value == PAPER_LABEL
+    assert "loose Gaussian (R² 0.54 < 0.8)" in all_text(at)
+    assert not at.slider(key=widget("sigma_x")).disabled
+    assert at.slider(key=widget("sigma_x")).value == pytest.approx(PAPER_SIGMA[0])
+    fit = fitted_sigma("efficientnet_lite0", "head")
+    preset.set_value(fit.label)
+    run(at)
+    assert at.slider(key=widget("sigma_x")).value == pytest.approx(fit.sigma_x)
+    assert f"gaussian σ=({fit.sigma_x:.4g}" in image_captions(at)
+    at.slider(key=widget("sigma_x")).set_value(12.0)
+    run(at)
+    assert at.selectbox(key=widget("sigma_preset")).value == "manual"
+    assert "gaussian σ=(12, 12)" in image_captions(at)  # linked: y followed x
+
+
+def test_the_opening_sigma_shows_a_visible_difference_between_bilinear_and_gaussian() -> None:
+    import torch
+
+    import explorer as ex
+    from explorer.presets import PAPER_SIGMA, fitted_sigma
+
+    backbone = ex.load_backbone("efficientnet_lite0", device="cpu")
+    x = backbone.preprocess([ex.load_image("gallery:chelsea")])
+    grid = ex.compute_cams(backbone, x, [285], ["gradcam"])["gradcam"]
+    bilinear = ex.normalise(ex.upsample(torch.relu(grid), 224, "bilinear"), "minmax")
+
+    def gaussian(sigma):
+        return ex.normalise(ex.upsample(grid, 224, "gaussian", sigma=sigma), "minmax")
+
+    fit = fitted_sigma("efficientnet_lite0", "head")
+    opening = float((gaussian(PAPER_SIGMA) - bilinear).abs().mean())
+    wash = gaussian((fit.sigma_x, fit.sigma_y))
+    assert opening > 0.05  # the Gaussian tile visibly differs from the bilinear one
+    spread = gaussian(PAPER_SIGMA)
+    assert float((wash - wash.mean()).abs().mean()) < float((spread - spread.mean()).abs().mean())  # the fit washes out
