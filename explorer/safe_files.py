@@ -88,6 +88,18 @@ def read_json(path: str | os.PathLike[str], max_bytes: int = MAX_CARD_BYTES) -> 
         raise UnsafeFileError(f"{path}: not valid JSON ({str(exc)[:120]})") from exc
 
 
+def read_json_object(path: str | os.PathLike[str], error: type[ExplorerError], advice: str,
+                     max_bytes: int = MAX_CARD_BYTES) -> dict:
+    """The JSON object in `path`, or `error` with why it cannot be read and `advice` (what to do)."""
+    try:
+        value = read_json(path, max_bytes)
+    except UnsafeFileError as exc:
+        raise error(f"{exc}; {advice}") from exc
+    if not isinstance(value, dict):
+        raise error(f"{path}: not a JSON object; {advice}")
+    return value
+
+
 def is_inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
     """True when `path`, with every symbolic link resolved, lies inside `root` (resolved too)."""
     try:

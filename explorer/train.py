@@ -39,7 +39,7 @@ from explorer.backbones import REGISTRY, BackboneError, build_lite, lite_weight_
 from explorer.checkpoints import CheckpointError, dequantize_state, load_state_dict, quantize_state
 from explorer.distributed import join
 from explorer.errors import ExplorerError
-from explorer.safe_files import UnsafeFileError, file_problem, read_json
+from explorer.safe_files import file_problem, read_json_object
 
 ARCHS = ("synthetic_cnn", "synthetic_lite0", "synthetic_vgg")
 FINE_TUNED = ("synthetic_lite0", "synthetic_vgg")  # ImageNet Lite0 layers inside, a new head on top
@@ -194,12 +194,7 @@ def init_from_record(name: str) -> dict:
                               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     card = path.with_suffix(".json")
     if card.is_file():
-        try:
-            source = read_json(card)
-        except UnsafeFileError as exc:
-            raise TrainError(f"the card of the starting weights cannot be read: {exc}") from exc
-        if not isinstance(source, dict):
-            raise TrainError(f"{card}: the card of the starting weights is not a JSON object")
+        source = read_json_object(card, TrainError, "the card of the starting weights cannot be used")
         record.update({key: source[key] for key in ("command", "test_accuracy", "val_accuracy", "best_epoch",
                                                        "train_seconds") if key in source})
         record["epochs"] = source.get("settings", {}).get("epochs")
@@ -661,10 +656,7 @@ def read_card(path: str | os.PathLike[str]) -> dict:
     path = Path(path)
     if file_problem(path) == "file not found":
         raise CheckpointError(f"{path}: no card")
-    try:
-        card = read_json(path)
-    except UnsafeFileError as exc:
-        raise CheckpointError(f"{exc}: the card is damaged; retrain or restore it") from exc
+    card = read_json_object(path, CheckpointError, "the card is damaged; retrain or restore it")
     if not isinstance(card, dict) or "command" not in card or "test_accuracy" not in card:
         raise CheckpointError(f"{path}: not a classifier card (no command or test_accuracy)")
     return card

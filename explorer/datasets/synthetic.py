@@ -54,7 +54,7 @@ from scipy import ndimage
 
 from explorer.datasets import synthetic_v2 as _v2
 from explorer.datasets.errors import DatasetError
-from explorer.safe_files import UnsafeFileError, file_problem, read_json
+from explorer.safe_files import file_problem, read_json_object
 
 __all__ = [
     "CLASSES",
@@ -239,13 +239,7 @@ def read_manifest(root: str | os.PathLike[str]) -> dict:
     path = Path(root) / "dataset.json"
     if file_problem(path) == "file not found":
         raise DatasetError(f"{path}: file not found; is this a synthetic dataset folder?")
-    try:
-        manifest = read_json(path)
-    except UnsafeFileError as exc:
-        raise DatasetError(f"{exc}; regenerate the dataset") from exc
-    if not isinstance(manifest, dict):
-        raise DatasetError(f"{path}: not a dataset manifest; regenerate the dataset")
-    return manifest
+    return read_json_object(path, DatasetError, "regenerate the dataset")
 
 
 def ensure_synthetic(
