@@ -21,6 +21,12 @@ st.markdown(
 )
 ui.context_banner(state)
 
+with st.container(border=True):
+    st.subheader("A lesson: smoothing in five steps")
+    st.caption("On the image and network in the sidebar. Each step asks the class to predict first, then one "
+               "click shows it.")
+    ui.smoothing_lesson(state)
+
 picture, predictions = st.columns(2, gap="large")
 with picture:
     height, width = state.size

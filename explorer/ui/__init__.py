@@ -65,6 +65,7 @@ from explorer.ui.fcam import (
     use_decoder,
     value_histograms,
 )
+from explorer.ui.lesson import smoothing_lesson
 from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone
 from explorer.ui.maps import (
     DEFAULT_METHODS,
@@ -177,7 +178,7 @@ __all__ = [
     "best_decoder", "evaluation_thresholds", "fallback_decoder_backbone",
     "card_settings_rows", "dataset_problem", "decoder_choices", "fcam_job", "fcam_view", "largest_box",
     "start_fcam_fit", "steps_per_epoch", "stop_fcam_fit", "use_decoder", "value_histograms",
-    "NETWORK_LOCK", "load_cached_backbone",
+    "NETWORK_LOCK", "load_cached_backbone", "smoothing_lesson",
     "DEFAULT_METHODS", "RELU_LABELS", "SMOOTHING", "STRIP_METHODS", "TILES_PER_LINE", "fused_layercam_tile", "layer_strip",
     "GridResult", "approve_slow_methods", "available_methods",
     "cam_unavailable_reason", "cost_notes", "grid", "export_settings", "faithfulness_curves", "grid_npz", "histograms",

@@ -38,3 +38,25 @@ def test_sanity_page_randomises_block_by_block_and_says_what_survives() -> None:
     at.button(key=widget("sanity.go")).click()
     run(at)
     assert len(at.image) == 2 * 7
+
+
+def test_home_teaches_smoothing_in_five_steps_each_asked_then_revealed() -> None:
+    from explorer.ui.lesson import STEPS
+
+    at = open_page("home")
+    for number, step in enumerate(STEPS, 1):
+        assert f"Step {number} of {len(STEPS)}: {step.title}" in all_text(at)
+        assert step.question in all_text(at)
+        shown = len(at.image) + len(at.get("plotly_chart"))
+        at.button(key=widget("lesson.reveal")).click()  # one click reveals
+        run(at)
+        assert len(at.image) + len(at.get("plotly_chart")) > shown
+        if number == 1:
+            assert "**7×7 cells**" in all_text(at)  # Lite0's head at 224 px: cells of 32 px
+        if number < len(STEPS):
+            at.button(key=widget("lesson.next")).click()
+            run(at)
+    assert "agree best at **σ =" in all_text(at)
+    at.button(key=widget("lesson.restart")).click()
+    run(at)
+    assert f"Step 1 of {len(STEPS)}" in all_text(at)
