@@ -99,6 +99,13 @@ def _grid_shape(out: torch.Tensor, layout: TokenLayout | None) -> tuple[int, int
     return int(out.shape[-1]), layout.grid[0], layout.grid[1]
 
 
+def is_transformer(layouts: dict[str, TokenLayout]) -> bool:
+    """Token outputs, or channels-last blocks with a first norm (Swin). A CNN with a patchify stem
+    and channels-last internals (ConvNeXt) keeps its CNN default layer, the last feature map."""
+    return any(layout.kind == "tokens" or name.rsplit(".", 1)[-1] in ("norm1", "ln_1")
+               for name, layout in layouts.items())
+
+
 def transformer_default(layers: list[tuple[int, str, tuple[int, int, int]]], layouts: dict[str, TokenLayout]) -> str:
     """Where the peers point ViT users: the last block's first norm (timm's blocks[-1].norm1,
     torchvision's encoder_layer_N.ln_1); else the last token layer with a grid."""
@@ -154,7 +161,7 @@ def discover_layers(model: nn.Module, input_size: tuple[int, int], device: torch
         raise BackboneError("Every feature map of the network is 1x1: there is no grid for a CAM.")
     names = {path: path for _, path, _ in layers}
     shapes = {path: shape for _, path, shape in layers}
-    default = transformer_default(layers, layouts) if layouts else spatial[-1]
+    default = transformer_default(layers, layouts) if is_transformer(layouts) else spatial[-1]
     return names, shapes, default, outputs, layouts
 
 
