@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluate(args, decoder, source)
             table = summary(args.backbone)
             write_text_atomically(OUT / "summary.md", table)
+            sync_readme(table)  # the README's table always matches the summary (a test holds them equal)
             print(table, flush=True)
     print(summary(args.backbone))
     return 0
