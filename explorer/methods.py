@@ -548,7 +548,8 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
     aug_smooth; a `cap` given with it must be the capture of `augment(images)`.
     """
     methods = validate_methods(methods)
-    images, targets = check_batch(backbone, images, targets)
+    if aug_smooth:  # its targets are repeated before any capture checks them; otherwise the capture checks the batch
+        images, targets = check_batch(backbone, images, targets)
     check_method_options(smooth_samples=smooth_samples, smooth_std=smooth_std, scorecam_chunk=scorecam_chunk,
                          score_samples=score_samples, seed=seed, batch_size=batch_size)
     if aug_smooth:

@@ -63,7 +63,8 @@ def fitted_sigma(backbone: str, layer: str, directory: Path = ERF_DIR) -> Fitted
 
 
 def sigma_presets(backbone: str, layer: str, directory: Path = ERF_DIR,
-                  weights: str | None = None) -> dict[str, tuple[float, float] | None]:
+                  weights: str | None = None, fit: FittedSigma | None | bool = False
+                  ) -> dict[str, tuple[float, float] | None]:
     """label -> (sigma_x, sigma_y); the first entry is the default; "manual" maps to None.
 
     A stored fit is the default only for the weights it was measured on: an ERF fitted on a
@@ -71,7 +72,9 @@ def sigma_presets(backbone: str, layer: str, directory: Path = ERF_DIR,
     the paper's measurement on pretrained weights comes first there. `weights` None skips the check.
     """
     presets: dict[str, tuple[float, float] | None] = {}
-    fit = fitted_sigma(backbone, layer, directory)
+    if fit is False:  # not read by the caller yet (a caller that has read the card passes it, or None)
+        fit = fitted_sigma(backbone, layer, directory)
+    assert fit is None or isinstance(fit, FittedSigma)
     matches = fit is not None and (weights is None or fit.weights == weights)
     if fit is not None and matches:
         presets[fit.label] = (fit.sigma_x, fit.sigma_y)

@@ -263,7 +263,9 @@ def unpack_zip(data: bytes, dest: Path, *, max_unpacked: int = MAX_UNPACKED_BYTE
                     out.write(chunk)
         staging.chmod(0o755)
         staging.rename(dest)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:  # damaged, or unreadable
+    # Damaged data (CRC, truncation); NotImplementedError / RuntimeError are zipfile's own words for a
+    # compression or encryption it cannot undo, which _entry_parts already refuses from the headers.
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ServerPathError(f"The zip is damaged ({exc}); nothing was unpacked.") from exc
     except OSError as exc:  # the server's disk refused (full, a name it cannot hold): say so, keep nothing

@@ -29,29 +29,30 @@ def presets(state: Selection) -> dict[str, tuple[float, float] | None]:
     EfficientNet-Lite0's head, 108 px at R² 0.54) the paper's VGG16 sigma leads instead: the fit
     would spread every cell over the whole image and hide what Gaussian upsampling does, while the
     paper's 32 px shows the grid's cells melting into a map. The fitted value stays in the list."""
-    try:
-        options = sigma_presets(state.backbone.name, state.layer, weights=state.backbone.weights)
-        fit = fitted_sigma(state.backbone.name, state.layer)
-    except CardError as exc:
-        st.warning(str(exc))
-        return {PAPER_LABEL: PAPER_SIGMA, MANUAL_LABEL: None}
-    if fit is not None and fit.r2 < POOR_FIT_R2 and next(iter(options)) == fit.label:
-        options = {PAPER_LABEL: PAPER_SIGMA, **{k: v for k, v in options.items() if k != PAPER_LABEL}}
-    return options
+    return _presets_and_note(state)[0]
 
 
 def poor_fit_note(state: Selection) -> str | None:
     """Why the opening sigma is not the layer's own fit, when it is not."""
+    return _presets_and_note(state)[1]
+
+
+def _presets_and_note(state: Selection) -> tuple[dict[str, tuple[float, float] | None], str | None]:
+    """The presets and the poor-fit sentence from ONE read of the layer's ERF card."""
     try:
         fit = fitted_sigma(state.backbone.name, state.layer)
-    except CardError:
-        return None
+        options = sigma_presets(state.backbone.name, state.layer, weights=state.backbone.weights, fit=fit)
+    except CardError as exc:
+        st.warning(str(exc))
+        return {PAPER_LABEL: PAPER_SIGMA, MANUAL_LABEL: None}, None
     if fit is None or fit.r2 >= POOR_FIT_R2:
-        return None
-    return (f"σ opens at the Extended-CAM paper's VGG16 value ({PAPER_SIGMA[0]:g}, {PAPER_SIGMA[1]:g} px): this "
-            f"layer's fitted ERF is a loose Gaussian (R² {fit.r2:.2f} < {POOR_FIT_R2}) whose σ "
-            f"({fit.sigma_x:.0f}, {fit.sigma_y:.0f} px) spreads every cell over the whole image, so every Gaussian "
-            "map would be one even wash. Its value is in the preset list, one click away.")
+        return options, None
+    if next(iter(options)) == fit.label:
+        options = {PAPER_LABEL: PAPER_SIGMA, **{k: v for k, v in options.items() if k != PAPER_LABEL}}
+    return options, (f"σ opens at the Extended-CAM paper's VGG16 value ({PAPER_SIGMA[0]:g}, {PAPER_SIGMA[1]:g} px): "
+                     f"this layer's fitted ERF is a loose Gaussian (R² {fit.r2:.2f} < {POOR_FIT_R2}) whose σ "
+                     f"({fit.sigma_x:.0f}, {fit.sigma_y:.0f} px) spreads every cell over the whole image, so every "
+                     "Gaussian map would be one even wash. Its value is in the preset list, one click away.")
 
 
 def _to_manual() -> None:
@@ -88,7 +89,7 @@ def _x_moved() -> None:
 def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, float]:
     """The shared Gaussian sigma (pixels, per axis), the same on every page: a preset sets the
     sliders and moving a slider switches the preset to manual; the sliders are always live."""
-    options = presets(state)
+    options, note = _presets_and_note(state)
     labels = list(options)
     widths = [3.5, 1.6, 2, 2] if with_presets else [1.6, 2, 2]
     columns = st.columns(widths, vertical_alignment="bottom")
@@ -111,7 +112,6 @@ def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, floa
     with columns[2]:
         sigma_y = slider("σy (pixels)", "sigma_y", SIGMA_MIN, SIGMA_MAX, default, step=SIGMA_STEP,
                          disabled=linked, on_change=_to_manual)
-    note = poor_fit_note(state)
     if note and preset == labels[0]:
         st.caption(note)
     return sigma_x, sigma_y
