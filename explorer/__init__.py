@@ -20,6 +20,15 @@ from explorer.methods import (
 )
 from explorer.notebook import Explanation, explain
 from explorer.pipeline import GridMaps, grid_maps, pixel_maps
+from explorer.targets import (
+    BoxScore,
+    ClassLogit,
+    ClassProbability,
+    CosineSimilarity,
+    RegressionOutput,
+    SegmentationRegion,
+    TargetError,
+)
 from explorer.upsample import FCAM, NORMALISERS, UPSAMPLERS, UpsampleError, gaussian_upsample, normalise, upsample
 from explorer.user_models import module_backbone, torchvision_architectures, torchvision_backbone
 
@@ -32,5 +41,7 @@ __all__ = [
     "METHODS", "RELU_POLICIES", "MethodError", "channel_sum", "compute_cams", "method_label",
     "GridMaps", "grid_maps", "pixel_maps", "Explanation", "explain",
     "module_backbone", "torchvision_architectures", "torchvision_backbone",
+    "BoxScore", "ClassLogit", "ClassProbability", "CosineSimilarity", "RegressionOutput", "SegmentationRegion",
+    "TargetError",
     "FCAM", "NORMALISERS", "UPSAMPLERS", "UpsampleError", "gaussian_upsample", "normalise", "upsample",
 ]

@@ -152,6 +152,7 @@ class Backbone:
     layer_notes: dict[str, str] = field(default_factory=dict)
     decoder: DecoderSpec | None = None  # where an F-CAM decoder taps this network
     token_layouts: dict[str, TokenLayout] = field(default_factory=dict)  # transformer layers: how tokens become a grid
+    task: str = "classification"  # or segmentation, detection, embedding, regression (explorer.targets.TASKS)
     _shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from explorer.backbones import Backbone
 from explorer.errors import ExplorerError
+from explorer.targets import TargetList, callable_targets, target_scores
 
 
 class CaptureError(ExplorerError, RuntimeError):
@@ -31,8 +32,9 @@ class Capture:
     """What one forward (+ one gradient) yields for a batch.
 
     activations: A, B x K x h x w; gradients: dy_c/dA (same shape) or None when no gradient was
-    asked for; logits: B x classes; targets: B class indices (c per image). All detached, on the
-    model's device. `features` holds the extra layers asked as `taps` (an F-CAM decoder's
+    asked for; logits: B x classes (B x 0 when the output is not a vector per image); targets: B
+    class indices (c per image; -1 where the target is a function, kept in `objectives`). All
+    detached, on the model's device. `features` holds the extra layers asked as `taps` (an F-CAM decoder's
     inputs), recorded in the same forward, detached.
     """
 
@@ -42,6 +44,7 @@ class Capture:
     targets: torch.Tensor
     layer: str
     features: dict[str, torch.Tensor] = field(default_factory=dict)
+    objectives: TargetList | None = None  # the function targets, when the batch has any
 
     @property
     def grads(self) -> torch.Tensor:
@@ -106,10 +109,10 @@ def target_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 MAX_TARGET = 2**31  # far beyond any head; keeps a target within torch.long before it is compared
 
 
-def check_batch(backbone: Backbone, images: object, targets: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image batch and its targets as the network needs them, or one CaptureError a notebook
-    user can act on: B x C x H x W real floats (C the first convolution's input channels, 3 for
-    RGB) on the network's device, finite, and one class index per image within its classes."""
+def check_images(backbone: Backbone, images: object) -> torch.Tensor:
+    """The image batch as the network needs it, or one CaptureError a notebook user can act on:
+    B x C x H x W real floats (C the first convolution's input channels, 3 for RGB) on the
+    network's device, finite."""
     if not isinstance(images, torch.Tensor):
         raise CaptureError(f"images must be a tensor B x 3 x H x W (backbone.preprocess([image]) makes one), "
                            f"not {type(images).__name__}.")
@@ -127,6 +130,11 @@ def check_batch(backbone: Backbone, images: object, targets: object) -> tuple[to
                            f"move them with images.to('{device}').")
     if not bool(torch.isfinite(images).all()):
         raise CaptureError("the images hold NaN or infinite values; no map can be computed from them.")
+    return images
+
+
+def check_classes(backbone: Backbone, targets: object, count: int, device: torch.device) -> torch.Tensor:
+    """One class index per image within the network's classes, as a long tensor."""
     if isinstance(targets, torch.Tensor):
         if targets.is_complex() or targets.is_floating_point() or targets.dtype == torch.bool:
             raise CaptureError(f"targets must be whole class indices, not {targets.dtype} values.")
@@ -136,50 +144,101 @@ def check_batch(backbone: Backbone, images: object, targets: object) -> tuple[to
         try:
             values = [operator.index(v) for v in items]  # type: ignore[attr-defined]
         except TypeError:
-            raise CaptureError(f"targets must be one class index per image (whole numbers), not {str(targets)[:60]}.") \
-                from None
+            raise CaptureError(f"targets must be one class index per image (whole numbers) or a function of the "
+                               f"model's output, not {str(targets)[:60]}.") from None
     classes = len(backbone.class_names)
     wrong = [v for v in values if not 0 <= v < min(classes, MAX_TARGET)]
     if wrong:
         raise CaptureError(f"target {wrong[0]} is not a class of {backbone.name}: it has {classes} classes, "
                            f"numbered 0 to {classes - 1}.")
-    if len(values) != images.shape[0]:
-        raise CaptureError(f"Got {images.shape[0]} images but {len(values)} targets; give one class per image.")
-    return images, torch.tensor(values, dtype=torch.long, device=images.device)
+    if len(values) != count:
+        raise CaptureError(f"Got {count} images but {len(values)} targets; give one class per image.")
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
-def capture(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
+def check_batch(backbone: Backbone, images: object, targets: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image batch and one class index per image (`check_images`, `check_classes`); a
+    function target is refused here with a message, for the paths that read class indices."""
+    images = check_images(backbone, images)
+    if callable_targets(targets) is not None:
+        raise CaptureError("This step scores images by a class index; give whole-number class targets here (function "
+                           "targets work with the capture-based methods: compute_cams, grid_maps, explain).")
+    return images, check_classes(backbone, targets, images.shape[0], images.device)
+
+
+def check_targets(backbone: Backbone, images: object, targets: object
+                  ) -> tuple[torch.Tensor, torch.Tensor, TargetList | None]:
+    """(images, class indices, function targets or None): whole numbers take the class path
+    unchanged; a batch with any function target keeps its functions (whole numbers among them
+    become ClassLogit, checked against the classes) and marks those images' class as -1."""
+    images = check_images(backbone, images)
+    functions = callable_targets(targets)
+    if functions is None:
+        return images, check_classes(backbone, targets, images.shape[0], images.device), None
+    if len(functions.objectives) != images.shape[0]:
+        raise CaptureError(f"Got {images.shape[0]} images but {len(functions.objectives)} targets; give one target "
+                           "per image.")
+    numbered = [c for c in functions.classes if c >= 0]
+    check_classes(backbone, numbered, len(numbered), images.device)
+    return images, torch.tensor(functions.classes, dtype=torch.long, device=images.device), functions
+
+
+def capture(backbone: Backbone, images: torch.Tensor, targets: object,
             layer: str | None = None, gradient: bool = True, taps: Sequence[str] = (),
             score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_logits) -> Capture:
     """One forward of `images` recording `layer` (and the layers named in `taps`), and (if
-    `gradient`) one torch.autograd.grad of sum_b score(logits, targets)_b w.r.t. the recorded A.
+    `gradient`) one torch.autograd.grad of sum_b t_b(output_b) w.r.t. the recorded A.
 
     Summing the per-image target scores gives each image its own dy_c/dA in a single backward,
-    because images in an eval-mode batch do not interact. `score` maps (B x classes logits,
-    B targets) to B scores; y_c by default (Finer-CAM differentiates a difference of logits).
+    because images in an eval-mode batch do not interact. `targets` are class indices (then
+    `score` maps the B x classes logits and the B targets to B scores: y_c by default, Finer-CAM
+    differentiates a difference of logits) or, per image, a function of that image's output
+    (`explorer.targets`). A target that does not depend on the image (a box no detection
+    matches) has a zero gradient.
     """
     layer = backbone.resolve_layer(layer)
     module = backbone.module(layer)
     tap_names = [backbone.resolve_layer(t) for t in dict.fromkeys(taps)]
-    images, targets = check_batch(backbone, images, targets)
+    images, classes, functions = check_targets(backbone, images, targets)
+    if functions is not None and score is not target_logits:
+        raise CaptureError("This method differentiates its own score of the class logits; it needs whole-number class "
+                           "targets, not function targets.")
     with ExitStack() as stack:
         recorded = stack.enter_context(recording(module, requires_grad=gradient))
         tapped = {t: stack.enter_context(recording(backbone.module(t), requires_grad=False)) for t in tap_names}
         stack.enter_context(torch.enable_grad() if gradient else torch.no_grad())
-        logits = backbone.model(images)
+        output = backbone.model(images)
         activations = _single(recorded, layer)
         features = {t: as_grid(backbone, t, _single(found, t)) for t, found in tapped.items()}
         grads = None
         if gradient:
-            (grads,) = torch.autograd.grad(score(logits, targets).sum(), activations)
+            scores = score(output, classes) if functions is None else target_scores(functions.objectives, output)
+            grads = _gradient(scores.sum(), activations)
     return Capture(
         activations=as_grid(backbone, layer, activations.detach()).float(),
         gradients=None if grads is None else as_grid(backbone, layer, grads.detach()).float(),
-        logits=logits.detach().float(),
-        targets=targets,
+        logits=_logits(output, images.shape[0]),
+        targets=classes,
         layer=layer,
         features=features,
+        objectives=functions,
     )
+
+
+def _gradient(total: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """d total / d A; zero where the total does not depend on A (no path, or a constant target)."""
+    if not total.requires_grad:
+        return torch.zeros_like(activations)
+    (grads,) = torch.autograd.grad(total, activations, allow_unused=True)
+    return torch.zeros_like(activations) if grads is None else grads
+
+
+def _logits(output: object, count: int) -> torch.Tensor:
+    """The B x classes logits of a classifier (or B x D of an encoder or regressor); B x 0 for a
+    model whose output is not one vector per image (a segmentation map, a detector's boxes)."""
+    if isinstance(output, torch.Tensor) and output.dim() == 2:
+        return output.detach().float()
+    return torch.zeros(count, 0)
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from explorer.perturbation import (
     scorecam_weights,
     sscam_weights,
 )
+from explorer.targets import callable_targets
 
 RELU_POLICIES = ("none", "after", "before")
 
@@ -369,6 +370,7 @@ class MethodSpec:
     pass_kind: str = "forward passes"
     map_only: bool = False  # the formula yields the grid map itself, not channel weights
     input_resolution: bool = False  # its map lies on the image's pixel grid, not the layer's
+    any_target: bool = False  # reads only A and dt/dA, so a function target works (explorer.targets)
 
     def describe_cost(self, channels: int, options: Mapping | None = None) -> str:
         n = self.extra_passes(channels, options or {})
@@ -386,20 +388,28 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in [
         MethodSpec("cam", "CAM", "Zhou et al. 2016", "none", False, False, _no_extra),
-        MethodSpec("gradcam", "Grad-CAM", "Selvaraju et al. 2017", "after", True, False, _no_extra),
-        MethodSpec("gradcampp", "Grad-CAM++", "Chattopadhay et al. 2018, eq. 19", "after", True, False, _no_extra),
+        MethodSpec("gradcam", "Grad-CAM", "Selvaraju et al. 2017", "after", True, False, _no_extra,
+                   any_target=True),
+        MethodSpec("gradcampp", "Grad-CAM++", "Chattopadhay et al. 2018, eq. 19", "after", True, False, _no_extra,
+                   any_target=True),
         MethodSpec("smoothgradcampp", "Smooth Grad-CAM++", "Omeiza et al. 2019", "after", False, False,
                    lambda _k, o: int(o.get("smooth_samples", 4)), pass_kind="forward + gradient passes"),
-        MethodSpec("xgradcam", "XGrad-CAM", "Fu et al. 2020", "after", True, False, _no_extra),
-        MethodSpec("layercam", "LayerCAM", "Jiang et al. 2021", "after", True, True, _no_extra),
+        MethodSpec("xgradcam", "XGrad-CAM", "Fu et al. 2020", "after", True, False, _no_extra,
+                   any_target=True),
+        MethodSpec("layercam", "LayerCAM", "Jiang et al. 2021", "after", True, True, _no_extra, any_target=True),
         MethodSpec("scorecam", "Score-CAM", "Wang et al. 2020", "after", False, False, lambda k, _o: k),
-        MethodSpec("extendedcam", "Extended-CAM", "Extended-CAM eq. 8", "none", True, True, _no_extra),
-        MethodSpec("eigencam", "Eigen-CAM", "Muhammad & Yeasin 2020, eq. 4-5", "after", False, False, _no_extra),
+        MethodSpec("extendedcam", "Extended-CAM", "Extended-CAM eq. 8", "none", True, True, _no_extra,
+                   any_target=True),
+        MethodSpec("eigencam", "Eigen-CAM", "Muhammad & Yeasin 2020, eq. 4-5", "after", False, False, _no_extra,
+                   any_target=True),
         MethodSpec("eigengradcam", "Eigen-Grad-CAM", "pytorch-grad-cam, after Eigen-CAM", "after", True, True,
-                   _no_extra),
-        MethodSpec("kpcacam", "KPCA-CAM", "Karmani et al. 2024", "after", False, False, _no_extra, map_only=True),
-        MethodSpec("fem", "FEM", "Fuad et al. 2020, eq. 1-3", "after", False, False, _no_extra),
-        MethodSpec("randomcam", "Random-CAM", "sanity baseline", "after", False, False, _no_extra),
+                   _no_extra, any_target=True),
+        MethodSpec("kpcacam", "KPCA-CAM", "Karmani et al. 2024", "after", False, False, _no_extra, map_only=True,
+                   any_target=True),
+        MethodSpec("fem", "FEM", "Fuad et al. 2020, eq. 1-3", "after", False, False, _no_extra,
+                   any_target=True),
+        MethodSpec("randomcam", "Random-CAM", "sanity baseline", "after", False, False, _no_extra,
+                   any_target=True),
         MethodSpec("ablationcam", "Ablation-CAM", "Desai & Ramaswamy 2020, eq. 3", "after", False, False,
                    lambda k, _o: k, pass_kind="forward passes of the layers after the target"),
         MethodSpec("sscam", "SS-CAM", "Wang et al. 2020 (Smoothed Score-CAM)", "after", False, False,
@@ -512,6 +522,19 @@ def weights_from_capture(method: str, cap: Capture, backbone: Backbone, images: 
     raise MethodError(f"Unknown method '{method}'.")
 
 
+def check_any_target(methods: Iterable[str], aug_smooth: bool = False) -> None:
+    """Function targets reach the methods that read only the capture (A and dt/dA); the others
+    score masked or perturbed copies by a class logit, or differentiate their own class score."""
+    if aug_smooth:
+        raise MethodError("aug-smooth flips and rescales each image, so a region or box target would no longer match "
+                          "it; turn aug-smooth off for function targets.")
+    fixed = [METHODS[m].label for m in methods if not METHODS[m].any_target]
+    if fixed:
+        usable = ", ".join(spec.label for spec in METHODS.values() if spec.any_target)
+        raise MethodError(f"{', '.join(fixed)} need(s) a whole-number class target; with a function target use "
+                          f"{usable}.")
+
+
 def check_method_options(**options: object) -> None:
     """The knobs of the methods with extra passes, bounded before any pass runs: whole counts
     from 1 (samples, chunk, batch; at most 4096, the batch at most 256), a seed from 0 to 2^32 - 1, and the noise of
@@ -529,7 +552,7 @@ def check_method_options(**options: object) -> None:
         raise MethodError(f"smooth_std must be a finite number from 0 to 10, not {std!r:.40}")
 
 
-def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | list[int],
+def compute_cams(backbone: Backbone, images: torch.Tensor, targets: object,
                  methods: Iterable[str], layer: str | None = None, *,
                  relu: str | Mapping[str, str] = "none", cap: Capture | None = None,
                  smooth_samples: int = 4, smooth_std: float = 0.3, scorecam_chunk: int = 16,
@@ -545,9 +568,13 @@ def compute_cams(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor
     method that is a sum over channels (then the ReLU policy "after" acts on the smoothed map).
     `aug_smooth` runs every method on the AUG_COUNT augmentations of `augment` in one batch and
     returns `average_augmented` of their maps (each after its ReLU policy), as pytorch-grad-cam's
-    aug_smooth; a `cap` given with it must be the capture of `augment(images)`.
+    aug_smooth; a `cap` given with it must be the capture of `augment(images)`. `targets` are
+    class indices or, per image, functions of the model's output (`explorer.targets`), for the
+    methods whose spec says `any_target`.
     """
     methods = validate_methods(methods)
+    if callable_targets(targets) is not None or (cap is not None and cap.objectives is not None):
+        check_any_target(methods, aug_smooth)
     if aug_smooth:  # its targets are repeated before any capture checks them; otherwise the capture checks the batch
         images, targets = check_batch(backbone, images, targets)
     check_method_options(smooth_samples=smooth_samples, smooth_std=smooth_std, scorecam_chunk=scorecam_chunk,

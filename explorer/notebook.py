@@ -28,6 +28,7 @@ from explorer.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_backb
 from explorer.images import load_image
 from explorer.methods import METHODS, MethodError, method_label
 from explorer.pipeline import grid_maps, pixel_maps
+from explorer.targets import Target, describe_target
 from explorer.upsample import UPSAMPLERS, UpsampleError, check_sigma
 from explorer.user_models import module_backbone
 
@@ -39,7 +40,7 @@ class Explanation:
     backbone: Backbone
     image: Image.Image  # as the network saw it (squashed to its input size)
     layer: str
-    target: int
+    target: int  # the class index; -1 when the target is a function (then `objective` holds it)
     methods: list[str]
     upsampler: str
     sigma: tuple[float, float] | None
@@ -48,9 +49,12 @@ class Explanation:
     maps: dict[str, np.ndarray]  # method -> h x w raw grid map (after the ReLU policy)
     pixels: dict[str, np.ndarray]  # method -> H x W upsampled and normalised
     seconds: dict[str, float] = field(default_factory=dict)
+    objective: Target | None = None
 
     @property
     def target_name(self) -> str:
+        if self.objective is not None:
+            return describe_target(self.objective, self.backbone.class_names)
         return self.backbone.class_names[self.target]
 
     def label(self, method: str) -> str:
@@ -80,7 +84,8 @@ class Explanation:
 
 def explain(model: Backbone | nn.Module | str, image: Image.Image | str | os.PathLike[str] | bytes, *,
             layer: str | None = None, methods: Sequence[str] = ("gradcam", "extendedcam"),
-            upsampler: str = "bilinear", sigma: float | Sequence[float] | None = None, target: int | None = None,
+            upsampler: str = "bilinear", sigma: float | Sequence[float] | None = None,
+            target: int | Target | None = None,
             relu: str = "published", normaliser: str = "minmax", input_size: Sequence[int] = (224, 224),
             mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
             class_names: Sequence[str] | str | None = None) -> Explanation:
@@ -90,7 +95,10 @@ def explain(model: Backbone | nn.Module | str, image: Image.Image | str | os.Pat
     `model` is a Backbone, the name of one (`"efficientnet_lite0"`, `"torchvision:resnet18"`
     with random weights), or any classifier `nn.Module`, then preprocessed with `input_size`,
     `mean` and `std`. `image` is a PIL image, a path, bytes or `"gallery:<name>"`. `target`
-    defaults to the top-1 prediction. The gradient methods share one forward and one gradient.
+    is a class index (default: the top-1 prediction) or a function of the model's output for the
+    image (`explorer.targets`: a class probability, a regression output, the cosine similarity to
+    a reference embedding, a segmentation region, a detected box). The gradient methods share one
+    forward and one gradient.
     """
     if isinstance(model, Backbone):
         backbone = model
@@ -113,18 +121,24 @@ def explain(model: Backbone | nn.Module | str, image: Image.Image | str | os.Pat
     picture = image if isinstance(image, Image.Image) else load_image(image)
     batch = backbone.preprocess(picture)
     chosen = backbone.resolve_layer(layer)
+    objective = target if callable(target) else None
     if target is None:
+        if backbone.task != "classification":
+            raise MethodError(f"A {backbone.task} model has no top-1 class: give a target (explorer.targets).")
         target = backbone.top_k(batch, 1)[0][0][0]
-    if isinstance(target, bool) or not isinstance(target, numbers.Integral) \
-            or not 0 <= int(target) < len(backbone.class_names):
-        raise MethodError(f"target must be a class index from 0 to {len(backbone.class_names) - 1}, not {target!r:.40}.")
-    result = grid_maps(backbone, batch, [int(target)], methods, chosen, relu=relu)
+    if objective is None and (isinstance(target, bool) or not isinstance(target, numbers.Integral)
+                              or not 0 <= int(target) < len(backbone.class_names)):
+        raise MethodError(f"target must be a class index from 0 to {len(backbone.class_names) - 1} or a function of "
+                          f"the model's output, not {target!r:.40}.")
+    result = grid_maps(backbone, batch, [objective if objective is not None else int(target)],
+                       methods, chosen, relu=relu)
     pixels = {m: pixel_maps(result.maps[m], backbone.input_size, upsampler, sigmas, normaliser)[0].cpu().numpy()
               for m in methods}
-    return Explanation(backbone=backbone, image=backbone.resize(picture), layer=chosen, target=int(target),
+    return Explanation(backbone=backbone, image=backbone.resize(picture), layer=chosen,
+                       target=-1 if objective is not None else int(target),
                        methods=methods, upsampler=upsampler, sigma=sigmas, normaliser=normaliser,
                        relu=dict(result.relu), maps={m: result.maps[m][0].cpu().numpy() for m in methods},
-                       pixels=pixels, seconds=dict(result.seconds))
+                       pixels=pixels, seconds=dict(result.seconds), objective=objective)
 
 
 def _device_of(model: nn.Module) -> torch.device | None:

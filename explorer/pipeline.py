@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from explorer.backbones import Backbone
-from explorer.capture import capture, check_batch
-from explorer.methods import AUG_COUNT, METHODS, augment, compute_cams, resolve_relu, validate_methods
+from explorer.capture import capture, check_targets
+from explorer.methods import AUG_COUNT, METHODS, augment, check_any_target, compute_cams, resolve_relu, validate_methods
 from explorer.upsample import FCAM, UpsampleError, normalise, upsample
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
+def grid_maps(backbone: Backbone, images: torch.Tensor, targets: object,
               methods: Iterable[str], layer: str | None = None,
               relu: str | Mapping[str, str] = "none", *,
               decoders: Mapping[str, FcamDecoder] | None = None, **options) -> GridMaps:
@@ -69,12 +69,15 @@ def grid_maps(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | 
     taps = tuple(dict.fromkeys(t for d in decoders.values() for t in d.taps))
     aug_smooth = bool(options.get("aug_smooth", False))
     count = images.shape[0]
-    images, targets = check_batch(backbone, images, targets)
+    images, classes, functions = check_targets(backbone, images, targets)
+    if functions is not None:
+        check_any_target(methods, aug_smooth)
+    targets = classes if functions is None else list(functions.objectives)
     start = time.perf_counter()
     need_grad = any(METHODS[m].needs_gradient for m in methods)
     # With aug-smooth the one shared capture is that of the augmented batch (the images are its first rows).
     cap = capture(backbone, augment(images) if aug_smooth else images,
-                  targets.repeat(AUG_COUNT) if aug_smooth else targets, layer, gradient=need_grad, taps=taps)
+                  classes.repeat(AUG_COUNT) if aug_smooth else targets, layer, gradient=need_grad, taps=taps)
     _sync(device)
     seconds = {"capture": time.perf_counter() - start}
     fcam = {}

@@ -42,6 +42,7 @@ from explorer.backbones import (
     imagenet_class_names,
 )
 from explorer.checkpoints import CheckpointError, check_shapes, load_state_dict
+from explorer.targets import TASKS
 
 TORCHVISION = "torchvision:"
 TIMM = "timm:"
@@ -58,6 +59,17 @@ def torchvision_architectures() -> list[str]:
     import torchvision
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def torchvision_task(arch: str) -> str | None:
+    """"classification", "segmentation" or "detection" for an architecture torchvision can build, else None."""
+    import torchvision
+
+    for task, module in (("classification", torchvision.models), ("segmentation", torchvision.models.segmentation),
+                         ("detection", torchvision.models.detection)):
+        if arch in torchvision.models.list_models(module=module):
+            return task
+    return None
 
 
 MAX_SPECIAL_TOKENS = 8  # CLS, a distillation token and up to six register tokens
@@ -127,8 +139,8 @@ def discover_layers(model: nn.Module, input_size: tuple[int, int], device: torch
             continue
 
         def hook(_m, _i, out, path=path, module=module):
-            if not isinstance(out, torch.Tensor) or out.dim() not in (3, 4):
-                return
+            if not isinstance(out, torch.Tensor) or out.dim() not in (3, 4) or out.shape[0] != 1:
+                return  # the dry forward holds one image: a first size of N is per proposal (a detector's RoIs)
             layout = token_layout(tuple(out.shape), grid)
             if out.dim() == 4 or layout is not None:
                 records.append((path, out, layout))  # kept alive, so no id is reused during the forward
@@ -172,13 +184,31 @@ def _dry_forward(model: nn.Module, input_size: tuple[int, int], device: torch.de
     h, w = input_size
     try:
         with torch.no_grad():
-            logits = model(torch.zeros(1, 3, h, w, device=device or next(model.parameters()).device))
-        return int(logits.shape[1])
+            output = model(torch.zeros(1, 3, h, w, device=device or next(model.parameters()).device))
+        return output_count(model, output)
     except Exception as exc:
         raise BackboneError(f"A dry forward at {h}x{w} failed ({exc.__class__.__name__}: {str(exc)[:200]}); "
                             "give the input size the network expects.") from exc
     finally:
         model.train(was_training)
+
+
+def output_count(model: nn.Module, output: object) -> int:
+    """How many classes (or values) the network outputs per image: a classifier's logits, a
+    segmentation model's class planes ({"out": B x C x H x W} in torchvision), a detector's
+    box classifier (its output is a list of detections, so the count is read from its head)."""
+    if isinstance(output, torch.Tensor):
+        return int(output.shape[1])
+    if isinstance(output, dict) and isinstance(output.get("out"), torch.Tensor):
+        return int(output["out"].shape[1])
+    classifier = getattr(getattr(getattr(model, "roi_heads", None), "box_predictor", None), "cls_score", None)
+    if isinstance(output, list) and isinstance(classifier, nn.Linear):
+        return int(classifier.out_features)
+    dense_head = getattr(getattr(model, "head", None), "classification_head", None)  # RetinaNet, FCOS, SSD
+    count = getattr(dense_head, "num_classes", getattr(dense_head, "num_columns", None))  # SSD: one column a class
+    if isinstance(output, list) and isinstance(count, int):
+        return count
+    raise TypeError(f"the output {type(output).__name__} is neither logits, class planes nor detections")
 
 
 def gap_linear_head(model: nn.Module, layer_path: str, input_size: tuple[int, int]) -> nn.Linear | None:
@@ -245,21 +275,26 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                     class_names: Sequence[str] | str | os.PathLike[str] | None = None, weights: str = "yours",
                     weights_label: str = "your weights", layer: str | None = None,
-                    device: str | torch.device | None = None) -> Backbone:
-    """Any classifier `nn.Module` (B x 3 x H x W -> B x classes) as a Backbone, layers found by
-    `discover_layers`; the module is put in eval mode and moved to `device` (default: CUDA when
-    present), never copied."""
+                    device: str | torch.device | None = None, task: str = "classification") -> Backbone:
+    """Any `nn.Module` over B x 3 x H x W images as a Backbone, layers found by `discover_layers`:
+    a classifier (B x classes), or for `task` an encoder or regressor (B x D), a segmentation
+    model (B x C x H x W, or {"out": ...}), a detector (a list of boxes, labels, scores per image).
+    The module is put in eval mode and moved to `device` (default: CUDA when present), never copied."""
     size = check_input_size(list(input_size) if isinstance(input_size, tuple) else input_size, name)
     mean, std = check_normalisation(list(mean), list(std), name)
+    if task not in TASKS:
+        raise BackboneError(f"{name}: the task '{str(task)[:40]}' is not one of {', '.join(TASKS)}.")
     model.eval()
     model.to(torch.device(device) if device is not None else default_device())
     layers, shapes, default, outputs, layouts = discover_layers(model, size)
+    if task in ("segmentation", "detection"):
+        default = dense_default(layers, shapes, default)
     if layer is not None:
         if layer not in layers:
             raise BackboneError(f"{name} has no target layer '{layer}'. Layers with a feature map: "
                                 f"{', '.join(list(layers)[-8:])} (and {max(len(layers) - 8, 0)} earlier).")
         default = layer
-    head = None if default in layouts else gap_linear_head(model, layers[default], size)
+    head = None if default in layouts or task != "classification" else gap_linear_head(model, layers[default], size)
     if class_names is None:
         names = imagenet_class_names() if outputs == 1000 else [f"class {i}" for i in range(outputs)]
     elif isinstance(class_names, (str, os.PathLike)):
@@ -272,9 +307,17 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
                         mean=(float(mean[0]), float(mean[1]), float(mean[2])),
                         std=(float(std[0]), float(std[1]), float(std[2])), class_names=names, layers=layers,
                         default_layer=default, head=head, cam_layer=default if head is not None else None,
-                        layer_notes=_layer_notes(default, head is not None, layouts), token_layouts=layouts)
+                        layer_notes=_layer_notes(default, head is not None, layouts), token_layouts=layouts, task=task)
     backbone._shapes.update(shapes)
     return backbone
+
+
+def dense_default(layers: dict[str, str], shapes: dict[str, tuple[int, int, int]], default: str) -> str:
+    """A segmentation or detection network's default layer: the last spatial map of its `backbone`
+    (torchvision's layer4 of an FCN or DeepLab, the last block of a detector's body), where the
+    peers point users; the heads after it predict from it."""
+    inside = [name for name in layers if name.startswith("backbone.") and shapes[name][1] * shapes[name][2] > 1]
+    return inside[-1] if inside else default
 
 
 def _layer_notes(default: str, gap_linear: bool, layouts: dict[str, TokenLayout]) -> dict[str, str]:
@@ -301,12 +344,22 @@ class Built:
     std: Sequence[float]
     weights: str
     weights_label: str
+    task: str = "classification"
+    class_names: tuple[str, ...] = ()  # the architecture's own (torchvision's metadata), used when the count fits
 
     def backbone(self, class_names: Sequence[str] | str | os.PathLike[str] | None = None,
                  device: str | torch.device | None = None) -> Backbone:
         return module_backbone(self.model, name=self.name, input_size=self.input_size, mean=self.mean, std=self.std,
-                               class_names=class_names, weights=self.weights, weights_label=self.weights_label,
-                               device=device)
+                               class_names=class_names if class_names is not None else self.own_names(),
+                               weights=self.weights, weights_label=self.weights_label, device=device, task=self.task)
+
+    def own_names(self) -> list[str] | None:
+        """The metadata's class names where the network has as many outputs (a segmentation or detection model's
+        VOC or COCO categories); None leaves the choice to `module_backbone`."""
+        if self.task == "classification" or not self.class_names:
+            return None
+        count = _classes_in(dict(self.model.named_parameters()), self.model, self.task)
+        return list(self.class_names) if count == len(self.class_names) else None
 
 
 def torchvision_backbone(arch: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
@@ -326,24 +379,45 @@ def check_class_count(num_classes: int | None, what: str) -> None:
 
 
 def build_torchvision(arch: str, weights: str | Path = "random", num_classes: int | None = None) -> Built:
+    """torchvision's classifier, segmentation model or detector `arch`, untrained or with the
+    user's weights; preprocessing from its metadata (a detector normalises and resizes inside,
+    so its images go in as [0, 1] pixels at the size it resizes to)."""
     import torchvision
 
     check_class_count(num_classes, f"torchvision's {arch}")
-
-    if arch not in torchvision_architectures():
-        raise BackboneError(f"torchvision has no classifier '{arch}'. Known: {', '.join(torchvision_architectures())}.")
+    task = torchvision_task(arch)
+    if task is None:
+        known = torchvision_architectures() + torchvision.models.list_models(module=torchvision.models.segmentation) \
+            + torchvision.models.list_models(module=torchvision.models.detection)
+        raise BackboneError(f"torchvision has no classifier, segmentation model or detector '{arch}'. Known: "
+                            f"{', '.join(sorted(known))}.")
     meta = torchvision.models.get_model_weights(arch).DEFAULT
-    transforms = meta.transforms()
-    crop = transforms.crop_size[0] if isinstance(transforms.crop_size, (list, tuple)) else transforms.crop_size
     state = _user_state(weights)
     num_classes = num_classes or len(meta.meta["categories"])  # random weights: as many as asked
+    extra: dict[str, Any] = {} if task == "classification" else {"weights_backbone": None}
+    if task == "segmentation" and state is not None and any(k.startswith("aux_classifier.") for k in state):
+        extra["aux_loss"] = True  # trained with the auxiliary head: its weights load, its output is not used
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        model = _build(arch, num_classes)
-        if state is not None and (classes := _classes_in(state, model)) not in (None, num_classes):
-            model = _build(arch, classes)  # the file decides how many classes
+        model = _build(arch, num_classes, extra)
+        if state is not None and (classes := _classes_in(state, model, task)) not in (None, num_classes):
+            model = _build(arch, classes, extra)  # the file decides how many classes
     kind, label = _fit(model, state, weights, f"torchvision's {arch}")
-    return Built(model, f"{TORCHVISION}{arch}", (crop, crop), transforms.mean, transforms.std, kind, label)
+    size, mean, std = _torchvision_preprocessing(model, meta.transforms(), task)
+    return Built(model, f"{TORCHVISION}{arch}", size, mean, std, kind, label, task=task,
+                 class_names=tuple(str(c) for c in meta.meta["categories"]))
+
+
+def _torchvision_preprocessing(model: nn.Module, transforms: Any, task: str
+                               ) -> tuple[tuple[int, int], Sequence[float], Sequence[float]]:
+    """(input size, mean, std) from torchvision's preset: a classifier's crop, a segmentation
+    model's resize; a detector's own resize with identity normalisation (it normalises inside)."""
+    if task == "detection":
+        side = int(model.transform.min_size[0])  # type: ignore[union-attr,index]
+        return (side, side), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    sizes = transforms.crop_size if task == "classification" else transforms.resize_size
+    side = sizes[0] if isinstance(sizes, (list, tuple)) else sizes
+    return (int(side), int(side)), transforms.mean, transforms.std
 
 
 def timm_backbone(name: str, weights: str | Path = "random", *, class_names: str | os.PathLike[str] | None = None,
@@ -532,7 +606,8 @@ def build_wsol(arch: str, weights: str | Path = "random", num_classes: int | Non
 # ------------------------------------------------------------------------------ model cards
 
 CARD = "card:"
-CARD_KEYS = {"architecture", "weights", "input_size", "mean", "std", "class_names", "layer", "name", "description"}
+CARD_KEYS = {"architecture", "weights", "input_size", "mean", "std", "class_names", "layer", "name", "description",
+             "task"}
 
 
 def _is_number(value: object) -> bool:
@@ -583,6 +658,8 @@ def check_card(card: object, where: str) -> dict:
         if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
             raise BackboneError(f"{where}: \"{key}\" must be text (at most {MAX_TEXT} characters), "
                                 f"not {type(value).__name__}.")
+    if "task" in card and card["task"] not in TASKS:
+        raise BackboneError(f"{where}: \"task\" must be one of {', '.join(TASKS)}, not {str(card['task'])[:40]}.")
     if "input_size" in card:
         check_input_size(card["input_size"], where)
     if "mean" in card or "std" in card:
@@ -605,7 +682,9 @@ def load_card(path: str | os.PathLike[str], weights: str | Path = "pretrained",
          "weights": "resnet18-mine.pt",          (relative to the card)
          "class_names": "names.txt" or [...],   (optional; ImageNet's for 1,000 outputs)
          "input_size": [224, 224], "mean": [...], "std": [...],   (optional: the architecture's)
-         "layer": "layer4", "name": "my resnet"}                  (optional)
+         "layer": "layer4", "name": "my resnet",                  (optional)
+         "task": "classification"}   (optional: or embedding, regression; segmentation and
+                                      detection follow from a torchvision architecture)
 
     `weights` "pretrained" means the card's file; "random" the architecture untrained."""
     from explorer.safe_files import UnsafeFileError, read_regular
@@ -646,8 +725,21 @@ def load_card(path: str | os.PathLike[str], weights: str | Path = "pretrained",
     built = builders[kind](rest, weights, count)
     return module_backbone(built.model, name=str(card.get("name") or f"{CARD}{card_path.name}"),
                            input_size=card.get("input_size", built.input_size), mean=card.get("mean", built.mean),
-                           std=card.get("std", built.std), class_names=class_names, weights=built.weights,
-                           weights_label=built.weights_label, layer=card.get("layer"), device=device)
+                           std=card.get("std", built.std),
+                           class_names=class_names if class_names is not None else built.own_names(),
+                           weights=built.weights, weights_label=built.weights_label, layer=card.get("layer"),
+                           device=device, task=card_task(card, built, card_path))
+
+
+def card_task(card: dict, built: Built, card_path: Path) -> str:
+    """The card's task: a segmentation model or detector is what its architecture is; a network
+    with one vector per image is a classifier unless the card calls it an embedding or regression."""
+    task = card.get("task", built.task)
+    vector_tasks = ("classification", "embedding", "regression")
+    if task != built.task and not (built.task == "classification" and task in vector_tasks):
+        raise BackboneError(f"The model card {card_path}: \"task\" is {task}, but {card['architecture']} is a "
+                            f"{built.task} model.")
+    return str(task)
 
 
 def model_cards(folder: str | os.PathLike[str]) -> list[Path]:
@@ -656,11 +748,11 @@ def model_cards(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in root.glob("*.json") if p.is_file()) if root.is_dir() else []
 
 
-def _build(arch: str, num_classes: int) -> nn.Module:
+def _build(arch: str, num_classes: int, extra: dict[str, Any] | None = None) -> nn.Module:
     import torchvision
 
     try:
-        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **(extra or {}))
     except Exception as exc:
         raise BackboneError(f"torchvision could not build {arch} with {num_classes} classes ({exc}).") from exc
 
@@ -695,9 +787,16 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _classes_in(state: dict[str, torch.Tensor], model: nn.Module) -> int | None:
-    """The output count of the file's last layer (the model's last parameter tensor's name)."""
-    last = [k for k, _ in model.named_parameters()][-1]
+def _classes_in(state: dict[str, torch.Tensor], model: nn.Module, task: str = "classification") -> int | None:
+    """The output count of the file's class layer: a classifier's last parameter, a segmentation
+    model's last `classifier.` bias, a detector's box classifier."""
+    names = [k for k, _ in model.named_parameters()]
+    if task == "detection":
+        last = "roi_heads.box_predictor.cls_score.bias"  # Faster / Mask R-CNN; other detectors keep their count
+    elif task == "segmentation":
+        last = [k for k in names if k.startswith("classifier.") and k.endswith("bias")][-1]
+    else:
+        last = names[-1]
     tensor = state.get(last)
     if tensor is None:
         return None

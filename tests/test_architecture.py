@@ -19,7 +19,8 @@ PACKAGE = ROOT / "explorer"
 
 # Each module's floor: a module may import from its own floor and the floors below, never above.
 FLOORS = {
-    0: ("errors", "atomic", "memo", "safe_files", "user_models", "runtime", "images", "checkpoints", "classifiers", "distributed",
+    0: ("errors", "targets", "atomic", "memo", "safe_files",
+        "user_models", "runtime", "images", "checkpoints", "classifiers", "distributed",
         "backbones", "upsample", "presets", "datasets"),
     1: ("capture", "methods", "perturbation", "input_gradients", "metrics", "erf", "fcam", "pipeline", "controls"),
     2: ("views",),

@@ -70,7 +70,7 @@ def test_a_file_with_other_classes_builds_that_many_outputs(tmp_path) -> None:
     assert backbone.class_names[6] == "bird 6" and backbone.head.out_features == 7
     with pytest.raises(BackboneError, match="names 7 classes, but the network has 1000"):
         torchvision_backbone("resnet18", "random", class_names=tmp_path / "names.txt")
-    with pytest.raises(BackboneError, match="torchvision has no classifier 'resnet19'"):
+    with pytest.raises(BackboneError, match="torchvision has no classifier, segmentation model or detector 'resnet19'"):
         load_backbone("torchvision:resnet19", "random")
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pt")
     with pytest.raises(BackboneError, match="do not fit torchvision's resnet18"):
