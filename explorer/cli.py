@@ -124,6 +124,10 @@ def _configure_cam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", default="pretrained", help="pretrained | random | path to a state_dict")
     p.add_argument("--layer", default=None, help="target layer (default: the backbone's)")
+    p.add_argument("--layers", choices=["auto"], default=None,
+                   help="auto: first print the layer advisor's table (grid, Grad-CAM deletion AUC, Spearman after "
+                        "re-initialising the head, the peers' choice) and draw at its suggested layer unless --layer "
+                        "is given")
     p.add_argument("--methods", type=names, default=["gradcam", "extendedcam"],
                    help=f"comma-separated, from: {','.join(METHODS)}")
     p.add_argument("--upsampler", type=names, default=["bilinear", "gaussian"],
@@ -191,6 +195,8 @@ def run_cam(args: argparse.Namespace) -> int:
     for rank, (index, name, prob) in enumerate(top5, 1):
         print(f"  {rank}. {name} (class {index}): {prob:.3f}")
     target = resolve_target(backbone.class_names, args.target, top5[0][0])
+    if args.layers == "auto":
+        args.layer = _advise(backbone, batch, target, args.layer)
     start = time.perf_counter()
     grid = grid_maps(backbone, batch, [target], methods, args.layer, relu=args.relu, decoders=decoders,
                      eigen=args.eigen_smooth, aug_smooth=args.aug_smooth)
@@ -230,6 +236,16 @@ def run_cam(args: argparse.Namespace) -> int:
         args.npz.write_bytes(views.npz_bytes(settings, arrays))
         print(f"wrote {args.npz} (settings, raw grid maps, upsampled maps)")
     return 0
+
+
+def _advise(backbone, batch, target: int, layer: str | None) -> str:
+    """Print the layer advisor's table; the layer to draw at: the one given, else the suggested."""
+    from explorer.layer_advisor import advice_table, advise_layers, suggested
+
+    rows = advise_layers(backbone, batch, target)
+    print(f"layer advisor for class {target} {backbone.class_names[target]}:")
+    print(advice_table(rows))
+    return layer if layer is not None else suggested(rows).layer
 
 
 # ------------------------------------------------------------------------------------- erf

@@ -24,7 +24,8 @@ FLOORS = {
         "backbones", "upsample", "presets", "datasets"),
     1: ("capture", "methods", "perturbation", "input_gradients", "metrics", "erf", "fcam", "pipeline", "controls"),
     2: ("views",),
-    3: ("server_files", "jobs", "train", "fcam_train", "fcam_ablation", "fcam_sweep", "evaluate", "runs", "smoothing", "sanity"),
+    3: ("server_files", "jobs", "train", "fcam_train", "fcam_ablation", "fcam_sweep", "evaluate", "runs", "smoothing", "sanity",
+        "layer_advisor"),
     4: ("ui",),
     5: ("cli", "cli_args", "__main__", "__init__", "notebook"),
 }
