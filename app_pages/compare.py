@@ -20,6 +20,9 @@ state = ui.selection()
 
 st.title("Compare CAM methods")
 ui.context_banner(state)
+if not state.is_classifier and state.objective is None:
+    st.info(f"Nothing to explain here: {state.target_name}. Try another image.")
+    st.stop()
 
 methods_column, relu_column, smoothing_column = st.columns([3, 1, 1])
 with methods_column:
@@ -30,7 +33,8 @@ with relu_column:
                         help="Each method's published choice; none (signed maps); after the channel sum "
                              "(Grad-CAM's, and with Extended-CAM it is HiResCAM); or before it (element-wise).")
 with smoothing_column:
-    smoothing = ui.multiselect("Smoothing", "smoothing", list(ui.SMOOTHING), (),
+    smoothing = ui.multiselect("Smoothing", "smoothing", [s for s in ui.SMOOTHING if s != "aug" or state.objective is None],
+                               (),
                                format_func=lambda name: f"{name}-smooth",
                                help=" · ".join(ui.SMOOTHING.values()) + " (pytorch-grad-cam's aug_smooth and "
                                     "eigen_smooth). They apply to every chosen method.")
@@ -81,9 +85,12 @@ def overlays() -> None:
     rows = {method: result.label(method) for method in result.maps}
     columns = {up: ui.upsampler_label(up, sigma) for up in upsamplers}
     ui.show_overlay_grid(state.seen, table, rows, columns, shared, alpha)
-    title = f"{state.backbone.name} / {state.layer} / {state.target_name} (class {state.target})"
+    title = f"{state.backbone.name} / {state.layer} / {state.target_name}" + (
+        f" (class {state.target})" if state.objective is None else "")
     with st.expander("Faithfulness of one map on this image (deletion and insertion, RISE)"):
-        pairs = [key for key in table if key[1] != FCAM]
+        pairs = [key for key in table if key[1] != FCAM] if state.is_classifier else []
+        if not state.is_classifier:
+            st.caption("Deletion and insertion follow a class probability: they apply to classifiers.")
         if pairs:
             chosen = ui.selectbox("Map", "faithfulness_map", pairs, pairs[0],
                                   format_func=lambda key: f"{rows[key[0]]} · {columns[key[1]]}")

@@ -10,6 +10,7 @@ import streamlit as st
 from explorer import ui, views
 
 state = ui.selection()
+ui.require_classifier(state, "F-CAM")
 
 st.title("F-CAM Decoder")
 st.markdown(

@@ -25,7 +25,11 @@ with st.container(border=True):
     st.subheader("A lesson: smoothing in five steps")
     st.caption("On the image and network in the sidebar. Each step asks the class to predict first, then one "
                "click shows it.")
-    ui.smoothing_lesson(state)
+    if state.is_classifier:
+        ui.smoothing_lesson(state)
+    else:
+        st.info(f"The lesson follows a classifier's class; `{state.backbone.name}` is a {state.backbone.task} model. "
+                "Open Compare to see its maps for the target chosen in the sidebar.")
 
 picture, predictions = st.columns(2, gap="large")
 with picture:
@@ -34,16 +38,20 @@ with picture:
     st.image(state.seen, caption=f"{state.image_choice.label}, resized to {width}×{height} as the network's "
                                  f"input (original {state.image.width}×{state.image.height}, aspect not kept)")
 with predictions:
-    st.subheader("Top-5 predictions")
-    if state.backbone.is_random:
-        st.caption("An untrained network's guesses: meaningless by design.")
-    st.dataframe(
-        [{"rank": rank, "class": name, "index": index, "probability": prob}
-         for rank, (index, name, prob) in enumerate(state.predictions, 1)],
-        hide_index=True,
-        column_config={"probability": st.column_config.ProgressColumn("probability", format="percent",
-                                                                       min_value=0.0, max_value=1.0)},
-    )
+    if state.is_classifier:
+        st.subheader("Top-5 predictions")
+        if state.backbone.is_random:
+            st.caption("An untrained network's guesses: meaningless by design.")
+        st.dataframe(
+            [{"rank": rank, "class": name, "index": index, "probability": prob}
+             for rank, (index, name, prob) in enumerate(state.predictions, 1)],
+            hide_index=True,
+            column_config={"probability": st.column_config.ProgressColumn("probability", format="percent",
+                                                                           min_value=0.0, max_value=1.0)},
+        )
+    else:
+        st.subheader(f"What the maps explain ({state.backbone.task})")
+        st.markdown(f"**{state.target_name}**, chosen in the sidebar.")
     st.subheader("Where to next")
     for path, label, icon, what in ui.PAGE_GUIDE:
         st.page_link(path, label=label, icon=icon)

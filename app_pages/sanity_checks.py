@@ -7,6 +7,7 @@ import streamlit as st
 from explorer import ui
 
 state = ui.selection()
+ui.require_classifier(state, "Sanity Checks")
 
 st.title("Sanity Checks: does the map depend on the network?")
 ui.context_banner(state)

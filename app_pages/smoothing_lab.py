@@ -10,6 +10,7 @@ import streamlit as st
 from explorer import ui, views
 
 state = ui.selection()
+ui.require_classifier(state, "Smoothing Lab")
 
 st.title("Smoothing Lab: explicit vs implicit smoothing")
 ui.context_banner(state)

@@ -267,20 +267,22 @@ def recording_with_graph(modules: Sequence[nn.Module]) -> Iterator[list[list[tor
             handle.remove()
 
 
-def capture_layers(backbone: Backbone, images: torch.Tensor, targets: torch.Tensor | Sequence[int],
+def capture_layers(backbone: Backbone, images: torch.Tensor, targets: object,
                    layers: Sequence[str]) -> dict[str, Capture]:
     """One forward and ONE gradient for several layers at once: each layer's output is recorded
     with the graph kept (a clone goes downstream, so later in-place ops leave it intact), and
-    dy_c/dA of every layer comes from a single torch.autograd.grad. A layer that runs more than
-    once per forward raises CaptureError, as in `capture`."""
+    dt/dA of every layer comes from a single torch.autograd.grad. A layer that runs more than
+    once per forward raises CaptureError, as in `capture`. Targets as in `capture`."""
     names = [backbone.resolve_layer(layer) for layer in dict.fromkeys(layers)]
-    images, targets = check_batch(backbone, images, targets)
+    images, classes, functions = check_targets(backbone, images, targets)
     with recording_with_graph([backbone.module(name) for name in names]) as recorded, torch.enable_grad():
-        logits = backbone.model(images)
+        output = backbone.model(images)
         outputs = [_single(found, name) for found, name in zip(recorded, names)]
-        grads = torch.autograd.grad(target_logits(logits, targets).sum(), outputs, allow_unused=True)
-    logits = logits.detach().float()
+        scores = target_logits(output, classes) if functions is None else target_scores(functions.objectives, output)
+        total = scores.sum()
+        grads = torch.autograd.grad(total, outputs, allow_unused=True) if total.requires_grad else [None] * len(outputs)
+    logits = _logits(output, images.shape[0])
     return {name: Capture(activations=as_grid(backbone, name, out.detach()).float(),
                           gradients=as_grid(backbone, name, torch.zeros_like(out) if g is None else g.detach()).float(),
-                          logits=logits, targets=targets, layer=name)
+                          logits=logits, targets=classes, layer=name, objectives=functions)
             for name, out, g in zip(names, outputs, grads)}

@@ -307,7 +307,8 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
                         mean=(float(mean[0]), float(mean[1]), float(mean[2])),
                         std=(float(std[0]), float(std[1]), float(std[2])), class_names=names, layers=layers,
                         default_layer=default, head=head, cam_layer=default if head is not None else None,
-                        layer_notes=_layer_notes(default, head is not None, layouts), token_layouts=layouts, task=task)
+                        layer_notes=_layer_notes(default, head is not None, layouts, task), token_layouts=layouts,
+                        task=task)
     backbone._shapes.update(shapes)
     return backbone
 
@@ -320,10 +321,13 @@ def dense_default(layers: dict[str, str], shapes: dict[str, tuple[int, int, int]
     return inside[-1] if inside else default
 
 
-def _layer_notes(default: str, gap_linear: bool, layouts: dict[str, TokenLayout]) -> dict[str, str]:
+def _layer_notes(default: str, gap_linear: bool, layouts: dict[str, TokenLayout],
+                 task: str = "classification") -> dict[str, str]:
     """What the UI says about the layers: the default's role, and how each token layer is read."""
     notes = {name: layout.describe() for name, layout in layouts.items()}
-    if default in layouts:
+    if task in ("segmentation", "detection"):
+        notes[default] = f"the backbone's last feature map, which the {task} heads read; where the peers point users"
+    elif default in layouts:
         notes[default] = ("the last block's first norm, where the peers point ViT users (a later layer feeds only "
                           f"the class token, so its patch tokens get no gradient); {layouts[default].describe()}")
     else:

@@ -92,6 +92,12 @@ def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def server_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's model cards folder ($CAM_EXPLORER_MODELS): tests put their cards there."""
+    return tmp_path_factory.mktemp("server-models")
+
+
+@pytest.fixture(scope="session")
 def app_url(app_server) -> str:
     return app_server[0]
 
@@ -102,7 +108,8 @@ def app_server_pid(app_server) -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory, server_runs_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def app_server(tmp_path_factory: pytest.TempPathFactory, server_runs_dir: Path,
+               server_models_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """`streamlit run app.py` from the repository root with this interpreter, stopped at teardown:
     (its URL, its process)."""
     port = _free_port()
@@ -119,7 +126,7 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, server_runs_dir: Path) 
         roots = os.pathsep.join(map(str, (tmp_path_factory.getbasetemp(), server_runs_dir, default_cache_root())))
         server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
                                   env={**os.environ, "CAM_EXPLORER_RUNS": str(server_runs_dir),
-                                       "CAM_EXPLORER_ROOTS": roots})
+                                       "CAM_EXPLORER_ROOTS": roots, "CAM_EXPLORER_MODELS": str(server_models_dir)})
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, server, log)

@@ -132,6 +132,7 @@ from explorer.ui.sidebar import (
     draw_sidebar,
     forget_selection,
     request_backbone,
+    require_classifier,
     selection,
     shape_text,
 )
@@ -192,7 +193,7 @@ __all__ = [
     "summary_table",
     "SANITY_METHODS", "sanity_curves", "sanity_result", "sanity_strip", "sanity_verdicts",
     "PAGE_GUIDE", "RANDOM_WARNING", "UPLOAD_TYPES", "ImageChoice", "Selection", "context_banner", "draw_sidebar",
-    "forget_selection", "request_backbone",
+    "forget_selection", "request_backbone", "require_classifier",
     "selection",
     "shape_text",
     "MANUAL_LABEL", "SIGMA_MAX", "SIGMA_MIN", "SigmaCurve", "shared_sigma", "sigma_controls", "sigma_correlation",

@@ -40,6 +40,7 @@ from explorer.methods import (
 )
 from explorer.perturbation import Stopped, Watch
 from explorer.pipeline import grid_maps, pixel_maps, single_threaded
+from explorer.targets import Target
 from explorer.ui.fcam import DecoderChoice, load_cached_decoder
 from explorer.ui.loading import NETWORK_LOCK, idle_timeout_s, server_governor, session_owner
 from explorer.ui.sidebar import Selection, shape_text
@@ -83,8 +84,9 @@ def cam_unavailable_reason(state: Selection) -> str | None:
 
 
 def available_methods(state: Selection) -> list[str]:
+    """Every method for a class target; for a function target those that read only the capture."""
     unavailable = cam_unavailable_reason(state) is not None
-    return [m for m in METHODS if not (m == "cam" and unavailable)]
+    return [m for m in METHODS if not (m == "cam" and unavailable) and (state.objective is None or METHODS[m].any_target)]
 
 
 def method_cost(state: Selection, method: str) -> str:
@@ -159,7 +161,7 @@ def grid(state: Selection, methods: Sequence[str], relu: str,
     if fast:
         shared = {m: chosen[m] for m in fast if m in chosen}
         parts.append(_grid(*_grid_key(state, fast, relu), _decoder_key(shared), smoothing, _backbone=state.backbone,
-                           _image=state.image, _decoders=shared))
+                           _image=state.image, _decoders=shared, _objective=state.objective))
     for method in slow:
         own = {method: chosen[method]} if method in chosen else {}
         part = slow_grid(state, method, relu, own, smoothing)
@@ -181,7 +183,7 @@ def _slow_jobs() -> dict[tuple, ThreadJob]:
 
 def _slow_key(state: Selection, method: str, own: dict[str, DecoderChoice], smoothing: tuple[str, ...]) -> tuple:
     # No ReLU policy in the key: the job keeps the map under every policy, so changing it is free.
-    return (state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer, state.target, method,
+    return (state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer, state.target_key, method,
             _decoder_key(own), smoothing)
 
 
@@ -299,9 +301,10 @@ def _slow_progress(key: tuple, name: str) -> None:
         job.request_stop()
 
 
-def _grid_key(state: Selection, methods: Sequence[str], relu: str) -> tuple[str, str, str, str, int, tuple[str, ...], str]:
+def _grid_key(state: Selection, methods: Sequence[str], relu: str
+              ) -> tuple[str, str, str, str, int | str, tuple[str, ...], str]:
     return (state.image_choice.key, state.backbone.name, state.backbone.weights, state.layer,
-            state.target, tuple(methods), relu)
+            state.target_key, tuple(methods), relu)
 
 
 def _decoder_key(decoders: dict[str, DecoderChoice]) -> tuple:
@@ -309,13 +312,16 @@ def _decoder_key(decoders: dict[str, DecoderChoice]) -> tuple:
 
 
 @st.cache_data(max_entries=24, show_spinner="Computing class activation maps…")
-def _grid(image_key: str, backbone_name: str, weights: str, layer: str, target: int,
+def _grid(image_key: str, backbone_name: str, weights: str, layer: str, target: int | str,
           methods: tuple[str, ...], relu: str, decoder_key: tuple = (), smoothing: tuple[str, ...] = (), *,
-          _backbone: Backbone, _image: Image.Image, _decoders: dict | None = None) -> GridResult:
+          _backbone: Backbone, _image: Image.Image, _decoders: dict | None = None,
+          _objective: Target | None = None) -> GridResult:
+    """`target` is the class, or the key of the function target `_objective` (which the cache cannot hash)."""
     decoders = {m: load_cached_decoder(choice, _backbone) for m, choice in (_decoders or {}).items()}
     with NETWORK_LOCK:
         batch = _backbone.preprocess(_image)
-        result = grid_maps(_backbone, batch, [target], methods, layer, relu=relu, decoders=decoders,
+        result = grid_maps(_backbone, batch, [_objective if _objective is not None else target], methods, layer,
+                           relu=relu, decoders=decoders,
                            eigen="eigen" in smoothing, aug_smooth="aug" in smoothing)
     key = hashlib.sha256(repr((image_key, backbone_name, weights, layer, target, methods, relu,
                                decoder_key, smoothing)).encode()).hexdigest()
@@ -467,17 +473,20 @@ STRIP_METHODS = tuple(GRADIENT_FORMULAS) + tuple(ACTIVATION_FORMULAS)  # need no
 
 
 @st.cache_data(max_entries=8, show_spinner="One forward and one gradient for every layer…")
-def _strip(image_key: str, backbone_name: str, weights: str, target: int, method: str, relu: str, *,
-           _backbone: Backbone, _image: Image.Image) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+def _strip(image_key: str, backbone_name: str, weights: str, target: int | str, method: str, relu: str, *,
+           _backbone: Backbone, _image: Image.Image, _objective: Target | None = None
+           ) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+    """`target` is the class, or the key of the function target `_objective`."""
     batch = _backbone.preprocess(_image)
     layers = list(_backbone.layers)
+    targets = [_objective if _objective is not None else target]
     try:
-        captures = capture_layers(_backbone, batch, [target], layers)
+        captures = capture_layers(_backbone, batch, targets, layers)
     except ExplorerError:  # a layer that runs twice: fall back to one capture per layer, skipping it
         captures = {}
         for layer in layers:
             try:
-                captures[layer] = capture(_backbone, batch, [target], layer)
+                captures[layer] = capture(_backbone, batch, targets, layer)
             except ExplorerError:
                 continue
     out = []
@@ -491,8 +500,8 @@ def _strip(image_key: str, backbone_name: str, weights: str, target: int, method
 def layer_strip(state: Selection, method: str, relu: str) -> list[tuple[bytes, str]]:
     """One method over every target layer of the backbone, from ONE forward and ONE gradient:
     (overlay JPEG, caption with the layer and its K x h x w) per layer, bilinear and min-max."""
-    rows = _strip(state.image_choice.key, state.backbone.name, state.backbone.weights, state.target, method, relu,
-                  _backbone=state.backbone, _image=state.image)
+    rows = _strip(state.image_choice.key, state.backbone.name, state.backbone.weights, state.target_key, method, relu,
+                  _backbone=state.backbone, _image=state.image, _objective=state.objective)
     base = np.asarray(state.seen)
     tiles = []
     for layer, shape, grid_map in rows:
@@ -507,8 +516,8 @@ def fused_layercam_tile(state: Selection, layers: Sequence[str], relu: str) -> t
     (overlay JPEG, caption), or None when fewer than two of the layers were captured. The fusion
     reads non-negative maps, so each strip map goes through a ReLU (LayerCAM's own map under the
     policies none, after and published)."""
-    rows = _strip(state.image_choice.key, state.backbone.name, state.backbone.weights, state.target, "layercam",
-                  relu, _backbone=state.backbone, _image=state.image)
+    rows = _strip(state.image_choice.key, state.backbone.name, state.backbone.weights, state.target_key, "layercam",
+                  relu, _backbone=state.backbone, _image=state.image, _objective=state.objective)
     chosen = [torch.from_numpy(grid_map).clamp_min(0)[None] for layer, _, grid_map in rows if layer in layers]
     if len(chosen) < 2:
         return None

@@ -3,6 +3,7 @@ router in app.py; every page reads its choices with `selection()`."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from explorer.backbones import Backbone, backbone_names
 from explorer.errors import ExplorerError
 from explorer.images import GALLERY, GALLERY_PREFIX, ImageError, gallery_image, gallery_names, image_digest
 from explorer.server_files import DATA_DIR
+from explorer.targets import Target
 from explorer.ui.loading import decode_upload, layer_shapes, load_cached_backbone, top5
+from explorer.ui.targets import choose_function_target
 from explorer.ui.widgets import WIDGET_PREFIX, attempt, radio, remember, remembered, selectbox, set_widget
 from explorer.user_models import model_cards
 
@@ -26,6 +29,7 @@ MAX_UPLOAD_MB = 25
 WEIGHT_LABELS = {"pretrained": "trained weights", "random": "RANDOM (untrained)"}
 CARD_WEIGHT_LABELS = {"pretrained": "the card's weights", "random": "RANDOM (untrained)"}
 MODELS_DIR = DATA_DIR / "models"
+MODELS_ENV = "CAM_EXPLORER_MODELS"  # a server's own folder of model cards, instead of data/models/
 RANDOM_BADGE = "RANDOM (untrained) weights: a baseline, not an explanation."
 RANDOM_WARNING = ("RANDOM (untrained) weights: this network has learnt nothing, so its predictions "
                   "and maps are a baseline to compare against, not an explanation.")
@@ -83,12 +87,24 @@ class Selection:
     backbone: Backbone
     layer: str
     layer_shape: tuple[int, int, int]  # (channels, h, w)
-    target: int
-    predictions: list[tuple[int, str, float]]  # top-5 (index, name, probability)
+    target: int  # the class index; for a function target its class where it has one, else -1
+    predictions: list[tuple[int, str, float]]  # top-5 (index, name, probability); none unless a classifier
+    objective: Target | None = None  # the function target of a segmentation, detection, embedding or regression model
+    target_key: int | str = -1  # what caches tell targets apart by: the class, or the function target's description
+    target_label: str = ""
 
     @property
     def target_name(self) -> str:
-        return self.backbone.class_names[self.target]
+        return self.target_label or self.backbone.class_names[self.target]
+
+    @property
+    def targets(self) -> list:
+        """The one image's target as the engine takes it: a class index or a function."""
+        return [self.objective if self.objective is not None else self.target]
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.backbone.task == "classification"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -124,9 +140,14 @@ def _choose() -> Selection:
     backbone = _choose_backbone()
     shapes = layer_shapes(backbone.name, backbone.weights, backbone)
     layer = _choose_layer(backbone, shapes)
+    if backbone.task != "classification":
+        picked = choose_function_target(backbone, choice.key, image)
+        return Selection(choice, image, backbone.resize(image), backbone, layer, shapes[layer], picked.target, [],
+                         picked.objective, picked.key, picked.label)
     predictions = top5(choice.key, backbone.name, backbone.weights, backbone, image)
     target = _choose_target(backbone, predictions)
-    return Selection(choice, image, backbone.resize(image), backbone, layer, shapes[layer], target, predictions)
+    return Selection(choice, image, backbone.resize(image), backbone, layer, shapes[layer], target, predictions,
+                     target_key=target)
 
 
 def _choose_image() -> tuple[ImageChoice, Image.Image]:
@@ -186,6 +207,11 @@ def weight_labels(name: str) -> dict[str, str]:
 PENDING_BACKBONE = "cam.pending_backbone"
 
 
+def models_dir() -> Path:
+    """Where the app finds model cards: $CAM_EXPLORER_MODELS when set, else data/models/."""
+    return Path(os.environ.get(MODELS_ENV) or MODELS_DIR)
+
+
 def request_backbone(name: str) -> None:
     """Make `name` the sidebar's backbone from the next run on (a page cannot change a widget
     that has already been drawn in this run); the caller reruns."""
@@ -194,7 +220,7 @@ def request_backbone(name: str) -> None:
 
 def _choose_backbone() -> Backbone:
     """The asked backbone when it loads; otherwise its error and the last backbone that loaded."""
-    cards = [f"card:{path}" for path in model_cards(MODELS_DIR)]  # the visitors' own networks (data/models/)
+    cards = [f"card:{path}" for path in model_cards(models_dir())]  # the visitors' own networks (data/models/)
     pending = st.session_state.pop(PENDING_BACKBONE, None)
     if pending is not None:  # a page asked for another backbone (request_backbone); applied before the widget exists
         set_widget("backbone", pending)
@@ -252,11 +278,22 @@ def _choose_target(backbone: Backbone, predictions: list[tuple[int, str, float]]
     return top[0] if choice == TOP1 else choice
 
 
+def require_classifier(state: Selection, page: str) -> None:
+    """Stop a page that explains a classifier's class with one line saying where to go instead."""
+    if state.is_classifier:
+        return
+    st.info(f"{page} explains a classifier's class (its numbers are class scores and probabilities); "
+            f"`{state.backbone.name}` is a {state.backbone.task} model. Compare shows its maps for the target in the "
+            "sidebar, and Receptive Field its layers' receptive fields.")
+    st.stop()
+
+
 def context_banner(state: Selection) -> None:
     """One line naming what every map on the page explains, plus the RANDOM warning."""
     backbone = state.backbone
+    target = f"**{state.target_name}** (class {state.target})" if state.objective is None else \
+        f"**{state.target_name}** ({backbone.task} target)"
     st.markdown(f"Image **{state.image_choice.label}** · `{backbone.name}` (weights: {backbone.weights_label}) · "
-                f"layer `{state.layer}` ({shape_text(state.layer_shape)}) · "
-                f"target **{state.target_name}** (class {state.target})")
+                f"layer `{state.layer}` ({shape_text(state.layer_shape)}) · target {target}")
     if backbone.is_random:
         st.warning(RANDOM_WARNING)

@@ -127,6 +127,16 @@ def slider(label: str, name: str, low: T, high: T, default: T, **kwargs: Any) ->
                       coerce=lambda v: kind(min(max(v, low), high)), **kwargs)
 
 
+def range_slider(label: str, name: str, low: int, high: int, default: tuple[int, int], **kwargs: Any
+                 ) -> tuple[int, int]:
+    """A persistent two-handle `st.slider` (low, high), each end clamped into [low, high] and ordered."""
+    def coerce(value: Any) -> tuple[int, int]:
+        ends = sorted(int(min(max(v, low), high)) for v in value)
+        return (ends[0], ends[-1])
+
+    return persistent(st.slider, label, name, default, low, high, coerce=coerce, **kwargs)
+
+
 def set_widget(name: str, value: Any) -> None:
     """Set a persistent widget's value (before it renders in this run, or from a callback)."""
     remember(name, value)
