@@ -144,6 +144,25 @@ if show_strip:
         elif len(fuse) < 2:
             fused_column.caption("Pick at least two layers to fuse.")
 
+with st.expander("Which layer? The layer advisor"):
+    if not state.is_classifier:
+        st.caption("The advisor scores layers by a class's probability: it applies to classifiers.")
+    else:
+        st.caption("Each stage's last layer: Grad-CAM's deletion and insertion AUCs there on this image (RISE), the "
+                   "Spearman ρ of its map before and after the head is re-initialised (a map that survives shows the "
+                   "image, not the learning), and the peers' usual layer. About 2 × 17 forwards per layer.")
+        if st.button("Score the layers", key="advisor.go"):
+            ui.remember(f"advisor.{state.backbone.name}", True)
+        if ui.remembered(f"advisor.{state.backbone.name}", False):
+            advice = ui.attempt("scoring the layers", lambda: ui.layer_advice(state))
+            if advice is not None:
+                rows, best = advice
+                st.dataframe(rows, hide_index=True)
+                st.caption(f"Suggested: `{best}`, the highest insertion − deletion among the layers that pass the "
+                           "sanity check.")
+                st.button(f"Use {best}", key="advisor.use",
+                          on_click=lambda: ui.set_widget(f"layer.{state.backbone.name}", best))
+
 st.subheader("Inside the grid")
 
 

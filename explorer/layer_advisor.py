@@ -24,6 +24,7 @@ sanity check (all layers when none passes).
 from __future__ import annotations
 
 import copy
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -80,9 +81,11 @@ def candidate_layers(backbone: Backbone, count: int = MAX_CANDIDATES) -> list[st
     return sorted(chosen, key=order.index)
 
 
-def _head_randomised(backbone: Backbone, seed: int) -> Backbone:
-    """A copy of `backbone` with its last parameterised block re-initialised (seeded)."""
-    model = copy.deepcopy(backbone.model).eval()
+def _head_randomised(backbone: Backbone, seed: int, lock: AbstractContextManager | None = None) -> Backbone:
+    """A copy of `backbone` with its last parameterised block re-initialised (seeded); `lock` is
+    held while the shared network is copied (the app's network lock)."""
+    with lock if lock is not None else nullcontext():
+        model = copy.deepcopy(backbone.model).eval()
     blocks = randomisation_blocks(model)
     if not blocks:
         raise AdvisorError(f"{backbone.name} has no parameterised block to re-initialise.")
@@ -98,7 +101,7 @@ def _head_randomised(backbone: Backbone, seed: int) -> Backbone:
 
 
 def advise_layers(backbone: Backbone, image: torch.Tensor, target: int, layers: list[str] | None = None, *,
-                  steps: int = 16, seed: int = 0) -> list[LayerAdvice]:
+                  steps: int = 16, seed: int = 0, lock: AbstractContextManager | None = None) -> list[LayerAdvice]:
     """The evidence for each candidate layer (`candidate_layers` unless `layers` are named) for
     one preprocessed image (1 x C x H x W) and its class `target`. Cost per layer: one capture on
     the trained network, one on the head-randomised copy, and 2 (steps + 1) forwards for the curves."""
@@ -108,7 +111,7 @@ def advise_layers(backbone: Backbone, image: torch.Tensor, target: int, layers: 
     if image.dim() != 4 or image.shape[0] != 1:
         raise AdvisorError("Give the advisor one image as a 1 x C x H x W tensor.")
     names = [backbone.resolve_layer(name) for name in (layers or candidate_layers(backbone))]
-    randomised = _head_randomised(backbone, seed)
+    randomised = _head_randomised(backbone, seed, lock)
     size = (int(image.shape[-2]), int(image.shape[-1]))
     rows = []
     for name in names:

@@ -295,7 +295,9 @@ def module_backbone(model: nn.Module, *, name: str = "your model", input_size: S
                                 f"{', '.join(list(layers)[-8:])} (and {max(len(layers) - 8, 0)} earlier).")
         default = layer
     head = None if default in layouts or task != "classification" else gap_linear_head(model, layers[default], size)
-    if class_names is None:
+    if class_names is None and task in ("embedding", "regression"):
+        names = [f"{'dimension' if task == 'embedding' else 'output'} {i}" for i in range(outputs)]
+    elif class_names is None:
         names = imagenet_class_names() if outputs == 1000 else [f"class {i}" for i in range(outputs)]
     elif isinstance(class_names, (str, os.PathLike)):
         names = read_class_names(class_names, outputs)

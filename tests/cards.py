@@ -43,3 +43,12 @@ def detection_card(folder: Path) -> Path:
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias[1] += 6.0
     return _card(folder, "frcnn-mbv3-320", model, architecture="torchvision:fasterrcnn_mobilenet_v3_large_320_fpn")
+
+
+def vector_card(folder: Path, task: str) -> Path:
+    """A small torchvision ResNet-18 whose 8 outputs are an embedding or regression outputs."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return _card(folder, f"resnet18-{task}", torchvision.models.resnet18(num_classes=8),
+                 architecture="torchvision:resnet18", task=task, input_size=[128, 128])

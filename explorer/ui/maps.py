@@ -23,6 +23,7 @@ from explorer.backbones import Backbone
 from explorer.capture import capture, capture_layers
 from explorer.errors import ExplorerError
 from explorer.jobs import JobStatus, ThreadJob
+from explorer.layer_advisor import advise_layers, suggested
 from explorer.memo import BoundedMemo, digest
 from explorer.methods import (
     ACTIVATION_FORMULAS,
@@ -526,6 +527,25 @@ def fused_layercam_tile(state: Selection, layers: Sequence[str], relu: str) -> t
     h, w = fused.shape[-2:]
     return (views.jpeg_bytes(views.overlay(np.asarray(state.seen), pixels)),
             f"LayerCAM fused over {len(chosen)} layers · {h}×{w}")
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the candidate layers (Grad-CAM, deletion, insertion, sanity)…")
+def _advice(image_key: str, backbone_name: str, weights: str, target: int, *, _backbone: Backbone,
+            _image: Image.Image) -> tuple[list[dict[str, object]], str]:
+    rows = advise_layers(_backbone, _backbone.preprocess(_image), target, lock=NETWORK_LOCK)
+    table = [{"layer": r.layer, "grid": f"{r.grid[0]}×{r.grid[1]}", "channels": r.channels,
+              "deletion AUC (lower better)": round(r.deletion_auc, 3),
+              "insertion AUC (higher better)": round(r.insertion_auc, 3),
+              "insertion − deletion": round(r.faithfulness, 3),
+              "sanity ρ after head reset (≤ 0.5 passes)": round(r.head_spearman, 2),
+              "peers' choice": "yes" if r.conventional else ""} for r in rows]
+    return table, suggested(rows).layer
+
+
+def layer_advice(state: Selection) -> tuple[list[dict[str, object]], str]:
+    """The layer advisor's table for the sidebar's image and class, and its suggested layer."""
+    return _advice(state.image_choice.key, state.backbone.name, state.backbone.weights, state.target,
+                   _backbone=state.backbone, _image=state.image)
 
 
 def scale_text(scale: views.ColourScale) -> str:

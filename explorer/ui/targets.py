@@ -128,4 +128,4 @@ def _regression(backbone: Backbone, output: Callable[[], object]) -> TargetChoic
     size = int(values.numel())
     index = selectbox("Output", f"output.{backbone.name}", list(range(size)), 0,
                       format_func=lambda i: f"{backbone.class_names[i]} = {float(values.reshape(-1)[i]):.3g}")
-    return TargetChoice(index, RegressionOutput(index), f"output:{index}", f"output {backbone.class_names[index]}")
+    return TargetChoice(index, RegressionOutput(index), f"output:{index}", backbone.class_names[index])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.conftest import all_text, open_page, run, switch, widget
-from tests.cards import detection_card, segmentation_card, vit_card
+from tests.cards import detection_card, segmentation_card, vector_card, vit_card
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
-    return {"vit": vit_card(folder), "segmentation": segmentation_card(folder), "detection": detection_card(folder)}
+    return {"vit": vit_card(folder), "segmentation": segmentation_card(folder), "detection": detection_card(folder),
+            "embedding": vector_card(folder, "embedding"), "regression": vector_card(folder, "regression")}
 
 
 @pytest.fixture
@@ -63,3 +64,32 @@ def test_a_vit_keeps_the_class_picker_at_its_first_norm(compare, cards) -> None:
     assert not at.error, [e.value for e in at.error]
     assert at.selectbox(key=widget("layer.vit-tiny")).value == "blocks.11.norm1"
     assert "first norm" in all_text(at) and len(at.image) >= 2
+
+
+def test_an_embedding_explains_its_similarity_to_a_reference(compare, cards) -> None:
+    at = choose_card(compare, cards["embedding"])
+    assert not at.error, [e.value for e in at.error]
+    assert "cosine similarity to (this image)" in all_text(at)
+    at.selectbox(key=widget("reference.resnet18-embedding")).set_value("astronaut")
+    run(at)
+    assert "cosine similarity to astronaut" in all_text(at) and not at.error and len(at.image) >= 2
+
+
+def test_a_regression_explains_one_output(compare, cards) -> None:
+    at = choose_card(compare, cards["regression"])
+    at.selectbox(key=widget("output.resnet18-regression")).set_value(5)
+    run(at)
+    assert "target **output 5** (regression target)" in all_text(at) and not at.error and len(at.image) >= 2
+
+
+def test_the_layer_advisor_scores_and_sets_a_layer(compare) -> None:
+    at = compare
+    at.button(key="advisor.go").click()
+    run(at)
+    table = next(d.value for d in at.dataframe if "layer" in d.value.columns)
+    assert "deletion AUC (lower better)" in table.columns and "head" in set(table["layer"])
+    assert table.loc[table["layer"] == "head", "peers' choice"].item() == "yes"
+    suggested = next(c.value for c in at.caption if str(c.value).startswith("Suggested:")).split("`")[1]
+    at.button(key="advisor.use").click()
+    run(at)
+    assert at.selectbox(key=widget("layer.efficientnet_lite0")).value == suggested
