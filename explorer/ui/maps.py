@@ -533,7 +533,7 @@ def fused_layercam_tile(state: Selection, layers: Sequence[str], relu: str) -> t
 def _advice(image_key: str, backbone_name: str, weights: str, target: int, *, _backbone: Backbone,
             _image: Image.Image) -> tuple[list[dict[str, object]], str]:
     rows = advise_layers(_backbone, _backbone.preprocess(_image), target, lock=NETWORK_LOCK)
-    table = [{"layer": r.layer, "grid": f"{r.grid[0]}×{r.grid[1]}", "channels": r.channels,
+    table: list[dict[str, object]] = [{"layer": r.layer, "grid": f"{r.grid[0]}×{r.grid[1]}", "channels": r.channels,
               "deletion AUC (lower better)": round(r.deletion_auc, 3),
               "insertion AUC (higher better)": round(r.insertion_auc, 3),
               "insertion − deletion": round(r.faithfulness, 3),
