@@ -1,7 +1,7 @@
 """The benchmark suite: `python -m benchmarks` runs every benchmark, prints one table of ratios and
 writes benchmarks/RESULTS.md with the machine it ran on.
 
-    python -m benchmarks [--quick] [--only cams,extra,metrics,fcam,app] [--out benchmarks/RESULTS.md]
+    python -m benchmarks [--quick] [--only cams,extra,metrics,fcam,app,targets] [--out benchmarks/RESULTS.md]
 
 Each row is a ratio measured in ONE process on the same inputs (each benchmark is its own
 script, run here as a subprocess so one's memory and threads never colour another's):
@@ -12,7 +12,9 @@ script, run here as a subprocess so one's memory and threads never colour anothe
 3. bench_cams.py: Gaussian against bilinear upsampling and against eq. 4's direct double sum;
 4. bench_metrics.py: MaxBoxAcc/V2 and PxAP against the per-threshold loop at 1000 thresholds;
 5. bench_fcam.py: F-CAM inference against the CAM it replaces;
-6. bench_app_latency.py: a sigma slider move and a method switch in a real browser.
+6. bench_app_latency.py: a sigma slider move and a method switch in a real browser;
+7. bench_targets.py: transformers' token layers and segmentation / detection targets against
+   pytorch-grad-cam: agreement (r) and time for equal work.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ SUITE = {
     "metrics": ("bench_metrics.py", [], ["--images", "100"]),
     "fcam": ("bench_fcam.py", [], ["--repeats", "3"]),
     "app": ("bench_app_latency.py", [], ["--moves", "10"]),
+    "targets": ("bench_targets.py", [], ["--repeats", "1"]),
 }
 
 
@@ -137,8 +140,11 @@ def main(argv=None) -> int:
         print(f"  done in {seconds:.0f} s")
     headers = ["measurement", "ratio / value", "target", "verdict"]
     print(format_table(headers, table))
-    lines = ["# Benchmark results", "", f"`python -m benchmarks{' --quick' if args.quick else ''}` on "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "", "Machine: " + machine, "",
+    when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    ran = (f"Summarised on {when} from the results kept in benchmarks/results/ (`--reuse`): each benchmark ran "
+           "on the machine and at the load its own output below names." if args.reuse else
+           f"`python -m benchmarks{' --quick' if args.quick else ''}` on {when}.\n\nMachine: {machine}")
+    lines = ["# Benchmark results", "", ran, "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table]
     lines += ["", "Ratios below 1 mean ours takes less time. Each benchmark's full output:", ""]
