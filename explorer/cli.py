@@ -180,6 +180,10 @@ def run_cam(args: argparse.Namespace) -> int:
                             "layers.")
     image = load_image(args.image)
     backbone = load_backbone(args.backbone, args.weights, device=args.device)
+    if backbone.task != "classification":
+        raise ExplorerError(f"cam explains a classifier's class; {backbone.name} is a {backbone.task} model. Use "
+                            "explorer.explain(..., target=...) with a target from explorer.targets, or the app's "
+                            "Compare page, whose target picker follows the task.")
     decoders = {m: load_decoder(p, backbone)
                 for m, p in resolve_decoders(backbone, methods, args.upsampler, args.decoder, args.layer).items()}
     sigma = args.sigma

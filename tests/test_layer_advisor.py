@@ -52,3 +52,4 @@ def test_cli_prints_the_advice_and_draws_at_the_suggested_layer(tmp_path, capsys
                  "--out", str(tmp_path / "x.png")])
     out = capsys.readouterr().out
     assert code == 0 and "<- suggested" in out and "layer4" in out and (tmp_path / "x.png").is_file()
+

@@ -18,6 +18,7 @@ from pytorch_grad_cam.utils.model_targets import (
 
 import explorer as ex
 from explorer.capture import CaptureError, capture
+from explorer.cli import main
 from explorer.methods import MethodError
 from explorer.targets import box_mask, per_image, region_of_class
 from tests.nets import conv_net, quadratic_net
@@ -198,3 +199,10 @@ def test_a_card_says_the_task(tmp_path) -> None:
     card.write_text(json.dumps({"architecture": "torchvision:resnet18", "task": "ranking"}))
     with pytest.raises(ex.BackboneError, match="must be one of classification"):
         ex.load_backbone(f"card:{card}", device="cpu")
+
+
+def test_cli_cam_says_what_to_use_for_a_segmentation_model(tmp_path, capsys) -> None:
+    code = main(["cam", "--image", "gallery:chelsea", "--backbone", "torchvision:lraspp_mobilenet_v3_large",
+                 "--weights", "random", "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a segmentation model" in err and "Traceback" not in err
