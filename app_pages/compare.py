@@ -72,10 +72,17 @@ def overlays() -> None:
     with scale_column:
         shared = ui.toggle("Shared colour scale", "shared_scale", False,
                            help="One colour range for every cell, so magnitudes compare across cells.")
+        live = ui.toggle("Live σ", "live_sigma", True,
+                         help="The Gaussian tiles repaint in your browser as σ moves (the server gets σ when you let "
+                              "go). Off: every move asks the server to redraw. With the shared colour scale the "
+                              "server redraws.")
     with alpha_column:
         alpha = ui.slider("Overlay opacity", "overlay_alpha", 0.0, 1.0, 0.5, step=0.05,
                           help="0 shows the image alone, 1 the map alone.")
-    sigma = ui.sigma_controls(state, with_presets=True)
+    use_live = live and "gaussian" in upsamplers and not shared
+    if use_live:
+        ui.adopt_released_sigma()
+    sigma = ui.sigma_controls(state, with_presets=True, sliders=not use_live)
     if not upsamplers:
         st.info("Choose at least one upsampler.")
         return
@@ -84,7 +91,11 @@ def overlays() -> None:
         return
     rows = {method: result.label(method) for method in result.maps}
     columns = {up: ui.upsampler_label(up, sigma) for up in upsamplers}
-    ui.show_overlay_grid(state.seen, table, rows, columns, shared, alpha)
+    if use_live:
+        ui.live_overlay_grid(state.seen, result, table, rows, columns, sigma, normaliser, alpha,
+                             ui.remembered("sigma_linked", True))
+    else:
+        ui.show_overlay_grid(state.seen, table, rows, columns, shared, alpha)
     title = f"{state.backbone.name} / {state.layer} / {state.target_name}" + (
         f" (class {state.target})" if state.objective is None else "")
     with st.expander("Faithfulness of one map on this image (deletion and insertion, RISE)"):

@@ -100,6 +100,11 @@ def rows_from(name: str, result: dict) -> list[list[str]]:
         rows.append([f"PxAP: per-threshold loop / ours (identical: {pxap['identical']})",
                      f"{pxap['loop_timing']['median_s'] / pxap['ours_timing']['median_s']:.1f}x faster", "", ""])
     elif name == "app":
+        if "live" in result:
+            live = result["live"]
+            rows.append([f"live sigma: slider input -> repainted tiles in the browser (median / p95 over {live['n']}; "
+                         f"server round trip below)", f"{live['median_ms']:.0f} / {live['p95_ms']:.0f} ms",
+                         "median <= 50 ms", live.get("verdict", "")])
         for key in ("sigma", "method"):
             s = result[key]
             what = "sigma slider move -> repainted grid" if key == "sigma" else "method switch -> redrawn heatmap"

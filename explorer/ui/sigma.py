@@ -61,6 +61,16 @@ def _to_manual() -> None:
     remember(_APPLIED, (MANUAL_LABEL, None))
 
 
+def adopt_sigma(sigma: tuple[float, float]) -> None:
+    """A sigma the browser's live slider settled on becomes the page's (manual) sigma, once."""
+    sx, sy = (float(np.clip(v, SIGMA_MIN, SIGMA_MAX)) for v in sigma)
+    if (remembered("sigma_x", None), remembered("sigma_y", None)) == (sx, sy):
+        return
+    _to_manual()
+    set_widget("sigma_x", sx)
+    set_widget("sigma_y", sy)
+
+
 def use_sigma(sigma: float) -> None:
     """Callback: make `sigma` (both axes) the shared manual sigma."""
     _to_manual()
@@ -86,9 +96,10 @@ def _x_moved() -> None:
         set_widget("sigma_y", st.session_state[WIDGET_PREFIX + "sigma_x"])
 
 
-def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, float]:
+def sigma_controls(state: Selection, *, with_presets: bool, sliders: bool = True) -> tuple[float, float]:
     """The shared Gaussian sigma (pixels, per axis), the same on every page: a preset sets the
-    sliders and moving a slider switches the preset to manual; the sliders are always live."""
+    sliders and moving a slider switches the preset to manual; the sliders are always live.
+    `sliders=False` leaves the sliders to the browser (live smoothing) and returns their value."""
     options, note = _presets_and_note(state)
     labels = list(options)
     widths = [3.5, 1.6, 2, 2] if with_presets else [1.6, 2, 2]
@@ -106,6 +117,10 @@ def sigma_controls(state: Selection, *, with_presets: bool) -> tuple[float, floa
     with columns[0]:
         linked = toggle("Link x and y", "sigma_linked", True)
     default = float(np.clip((options[preset] or PAPER_SIGMA)[0], SIGMA_MIN, SIGMA_MAX))
+    if not sliders:
+        if note and preset == labels[0]:
+            st.caption(note)
+        return float(remembered("sigma_x", default)), float(remembered("sigma_y", default))
     with columns[1]:
         sigma_x = slider("σx (pixels)", "sigma_x", SIGMA_MIN, SIGMA_MAX, default, step=SIGMA_STEP,
                          on_change=_x_moved, help="Moving it switches the preset to manual; σy follows while linked.")

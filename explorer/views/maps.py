@@ -78,6 +78,12 @@ def _colour_table(cmap: str) -> tuple[np.ndarray, int]:
     return (colours(np.arange(colours.N))[:, :3] * 255).astype(np.uint8), int(colours.N)
 
 
+def colour_table(cmap: str) -> np.ndarray:
+    """The colormap's N colours as an N x 3 uint8 table (what `colourise` indexes; the browser's live
+    tiles index the same table)."""
+    return _colour_table(cmap)[0]
+
+
 def colourise(values: np.ndarray, scale: ColourScale) -> np.ndarray:
     """H x W values -> H x W x 3 uint8 through the scale's colormap (NaN drawn as the scale's low).
 

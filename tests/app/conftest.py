@@ -34,9 +34,15 @@ def run(at: AppTest) -> AppTest:
     return at
 
 
-def open_page(page: str = HOME, timeout: float = TIMEOUT_S) -> AppTest:
-    """A fresh session on Home, switched to `page` (a name in app_pages/, e.g. "compare")."""
-    at = run(AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=timeout))
+def open_page(page: str = HOME, timeout: float = TIMEOUT_S, live: bool = False) -> AppTest:
+    """A fresh session on Home, switched to `page` (a name in app_pages/, e.g. "compare").
+
+    AppTest runs no JavaScript, so Compare's live (in-browser) Gaussian tiles cannot draw here:
+    unless `live`, the session starts with them off and the server draws every tile (the path a
+    browser without the component takes). tests/browser covers the live tiles."""
+    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=timeout)
+    at.session_state["cam.live_sigma"] = live
+    run(at)
     if page != HOME:
         switch(at, page)
     return at

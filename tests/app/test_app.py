@@ -375,3 +375,20 @@ def test_the_opening_sigma_shows_a_visible_difference_between_bilinear_and_gauss
     assert opening > 0.05  # the Gaussian tile visibly differs from the bilinear one
     spread = gaussian(PAPER_SIGMA)
     assert float((wash - wash.mean()).abs().mean()) < float((spread - spread.mean()).abs().mean())  # the fit washes out
+
+
+def test_live_sigma_hands_the_gaussian_tiles_to_the_browser_and_adopts_a_released_sigma() -> None:
+    at = open_page("compare", live=True)
+    assert not at.error and not at.exception
+    assert not [s for s in at.slider if s.key == widget("sigma_x")]  # the browser's slider replaces the server's
+    assert at.get("component_instance"), "the live component is on the page"
+    at.session_state["cam.live_gaussian"] = {"sigma": [41.5, 41.5]}  # what the browser sends on release
+    run(at)
+    assert (at.session_state["cam.sigma_x"], at.session_state["cam.sigma_y"]) == (41.5, 41.5)
+    assert at.selectbox(key=widget("sigma_preset")).value == "manual"
+    at.selectbox(key=widget("sigma_preset")).set_value(at.selectbox(key=widget("sigma_preset")).options[0])
+    run(at)  # a preset chosen after the release wins: the same release is not adopted twice
+    assert at.session_state["cam.sigma_x"] != 41.5
+    at.toggle(key=widget("live_sigma")).set_value(False)
+    run(at)
+    assert at.slider(key=widget("sigma_x")).value == at.session_state["cam.sigma_x"]

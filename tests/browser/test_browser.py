@@ -38,6 +38,17 @@ def open_page_from_nav(page: Page, label: str, title: str) -> None:
     settle(page, f'h1:has-text("{title}")')
 
 
+def server_sigma(page: Page) -> None:
+    """On Compare: switch the live (in-browser) Gaussian tiles off, so the server draws every tile
+    and its σ sliders show (tests/browser/test_live_browser.py covers the live tiles)."""
+    page.wait_for_selector('[data-testid="stCheckbox"]:has-text("Live σ")')
+    toggle = page.locator('[data-testid="stCheckbox"]', has_text="Live σ").locator("input")
+    if toggle.is_checked():
+        page.locator('[data-testid="stCheckbox"]', has_text="Live σ").locator("label").click()
+    page.wait_for_selector('[data-testid="stImage"] img')
+    settle(page, '[data-testid="stImage"] img')
+
+
 def choose(page: Page, label: str, option: str) -> None:
     """Pick `option` in the selectbox labelled `label` and wait for the rerun."""
     page.locator(f'input[aria-label="{label}"]').click()
@@ -68,7 +79,7 @@ def test_sigma_moves_redraw_the_grid_and_choices_survive_page_switches(page: Pag
     shoot(page, screenshot_dir, "01-landing")
 
     open_page_from_nav(page, "Compare", "Compare CAM methods")
-    page.wait_for_selector('[data-testid="stImage"] img')
+    server_sigma(page)
     shoot(page, screenshot_dir, "02-compare")
 
     choose(page, "Target layer", "blocks.15 (320×7×7)")

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.test_browser import server_sigma
+
 pytestmark = pytest.mark.browser
 
 READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -142,7 +144,7 @@ def test_card_live_estimate_log_scale_use_sigma_and_stop_continue(page: Page, ap
     expect(page.get_by_text(f"The other pages' Gaussian σ now: manual ({sigma_x}, {sigma_y}) px.")).to_be_visible()
     settle(page, '.js-plotly-plot')
     open_page_from_nav(page, "Compare", "Compare CAM methods")
-    page.wait_for_selector('[data-testid="stImage"] img')
+    server_sigma(page)
     expect(page.locator('input[aria-label="Gaussian σ preset"]')).to_have_value("manual")
     assert float(slider_value(page, "σx (pixels)")) == float(sigma_x)
     expect(page.locator('[data-testid="stImageCaption"]', has_text="gaussian").first).to_contain_text(

@@ -1,0 +1,93 @@
+"""Live smoothing in Chromium at a projector's 1280x720: Compare's Gaussian tiles repaint in the
+browser as the sigma slider moves, the browser's maps equal the engine's `upsample(...,
+"gaussian")` after the same normalisation (read back from the page, and the canvas's pixels from
+the same overlay), and the sigma reaches the server when the slider is released."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import Frame, Page
+
+import explorer as ex
+from explorer import views
+from tests.browser.test_browser import open_page_from_nav, settle, shoot, slider_value
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+PRESSES = 8
+
+
+@pytest.fixture
+def projector(browser, app_url: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    tab = context.new_page()
+    tab.set_default_timeout(120_000)
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def live_frame(page: Page) -> Frame:
+    page.wait_for_selector('iframe[title*="live_gaussian"]')
+    frame = next(f for f in page.frames if "live_gaussian" in f.url)
+    frame.wait_for_function("window.liveGaussian && window.liveGaussian.painted > 0 && window.liveGaussian.base")
+    return frame
+
+
+def engine_maps(methods: list[str], sigma: tuple[float, float]) -> dict[str, np.ndarray]:
+    backbone = ex.load_backbone("efficientnet_lite0", device="cpu")
+    x = backbone.preprocess([ex.gallery_image("chelsea")])
+    grid = ex.grid_maps(backbone, x, [285], methods, relu="published")
+    return {m: ex.normalise(ex.upsample(grid.maps[m], backbone.input_size, "gaussian", sigma).double(),
+                            "minmax")[0].numpy() for m in methods}
+
+
+def browser_maps(frame: Frame) -> dict[str, np.ndarray]:
+    tiles = frame.evaluate("window.liveGaussian.tiles.map(t => [t.name, Array.from(t.values)])")
+    return {name: np.asarray(values).reshape(224, 224) for name, values in tiles}
+
+
+def test_the_gaussian_tiles_repaint_in_the_browser(projector: Page, app_url: str, screenshot_dir: Path) -> None:
+    page = projector
+    page.goto(app_url)
+    settle(page, '[data-testid="stImage"]')
+    open_page_from_nav(page, "Compare", "Compare CAM methods")
+    frame = live_frame(page)
+    shoot(page, screenshot_dir, "live-01-compare-1280x720")
+    sigma = tuple(frame.evaluate("window.liveGaussian.sigma"))
+    ours = browser_maps(frame)
+    expected = engine_maps(list(ours), sigma)
+    for method, values in ours.items():
+        assert np.abs(values - expected[method]).max() <= 1e-3, method
+    # the canvas holds the same overlay the server would draw (one level for float rounding)
+    base = np.asarray(ex.load_backbone("efficientnet_lite0", device="cpu").resize(ex.gallery_image("chelsea")))
+    pixels = np.asarray(frame.evaluate("""() => { const c = document.querySelector('canvas');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }""")).reshape(224, 224, 4)
+    first = next(iter(ours))
+    drawn = views.overlay(base, ours[first], views.colour_scale(ours[first]), 0.5)
+    assert np.abs(pixels[..., :3].astype(int) - drawn.astype(int)).max() <= 1
+
+    slider = frame.locator('input[aria-label="live σx (pixels)"]')
+    slider.focus()
+    before = frame.evaluate("window.liveGaussian.painted")
+    for _ in range(PRESSES):
+        page.keyboard.press("ArrowRight")
+    frame.wait_for_function(f"window.liveGaussian.painted >= {before + 1}")
+    settle(page, 'iframe[title*="live_gaussian"]')
+    frame.wait_for_timeout(500)  # the last repaint
+    moved = tuple(frame.evaluate("window.liveGaussian.sigma"))
+    assert moved[0] > sigma[0] and moved[1] == moved[0]  # linked: y follows x
+    assert frame.evaluate("window.liveGaussian.latencies.length") >= 1
+    on_step = 1 + round((sigma[0] - 1) / 0.5) * 0.5  # the range input snaps to its 0.5 px steps
+    assert moved == (on_step + PRESSES * 0.5,) * 2  # every press kept: no server echo pulled the slider back
+    after = browser_maps(frame)
+    expected = engine_maps(list(after), moved)
+    assert all(np.abs(after[m] - expected[m]).max() <= 1e-3 for m in after)
+    shoot(page, screenshot_dir, "live-02-sigma-moved")
+    # the released sigma is the page's: the server's own sliders show it once live is off
+    page.get_by_text("Live σ", exact=True).click()
+    settle(page, '[data-testid="stImage"]')
+    assert float(slider_value(page, "σx (pixels)")) == pytest.approx(moved[0])
