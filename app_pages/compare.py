@@ -70,7 +70,7 @@ def overlays() -> None:
                                   help="With 'none' or 'max' a signed map stays signed and is drawn with a "
                                        "diverging colour map centred on zero.")
     with scale_column:
-        shared = ui.toggle("Shared colour scale", "shared_scale", False,
+        shared = ui.toggle("Shared scale", "shared_scale", False,
                            help="One colour range for every cell, so magnitudes compare across cells.")
         live = ui.toggle("Live σ", "live_sigma", True,
                          help="The Gaussian tiles repaint in your browser as σ moves (the server gets σ when you let "

@@ -52,6 +52,7 @@ if grid is not None:
                f"{'the image label' if grid['policy'] == 'label' else 'the top-1 prediction'}; Gaussian σ = "
                f"({sigma[0]:g}, {sigma[1]:g})." + (f" {len(grid['skipped'])} images skipped." if grid["skipped"] else ""))
     st.dataframe(ui.confidence_table(grid["rows"]), hide_index=True)
+    st.caption("Each cell: the measure and [its 95 % bootstrap interval] over the images.")
     for note in ui.confidence_warnings(grid["rows"], grid["images"]):
         st.warning(note)
     st.caption("The paper (VGG16, ImageNet, relative masking) finds Extended-CAM with Gaussian upsampling best "
@@ -67,6 +68,11 @@ if run is not None:
         st.caption(f"n = {run.summary.get('num_images', '?')} images of {run.summary['config']['dataset']} "
                    f"({run.summary['config']['split']}); intervals: {run.summary.get('interval_method', 'none stored')}.")
         st.dataframe(ui.confidence_table(rows), hide_index=True)
+        faithfulness = ui.confidence_table(rows, "faithfulness")
+        if faithfulness:
+            st.markdown("**Faithfulness of the same maps**")
+            st.dataframe(faithfulness, hide_index=True)
+            st.caption(ui.FAITHFULNESS_NOTE)
         for note in ui.confidence_warnings(rows, run.summary.get("num_images", 0)):
             st.warning(note)
         categories = [ui.combo_label(r["method"], r["upsampler"]) for r in rows]

@@ -32,7 +32,7 @@ if result is None:
     st.stop()
 curves = {"bilinear upsampling": result["curves"]["bilinear"],
           f"Gaussian upsampling (σ = {sigma_cells:g} z px)": result["curves"]["gaussian"]}
-chart, table = st.columns([3, 2], gap="large")
+chart, table = st.container(), st.container()  # one above the other: the table's five columns need the width
 chart.plotly_chart(views.downscale_figure(result["zooms"], curves,
                                           title=f"PxAP ceiling against z ({result['images']} test images)"))
 table.dataframe([{"z": z, "grid at 224 px": f"{round(224 / z)}×{round(224 / z)}",

@@ -35,7 +35,7 @@ def side_by_side() -> None:
     if failed:
         st.caption("No Gaussian fits " + ", ".join(failed) + "; it is left out.")
     if shown:
-        outline_column, table_column = st.columns([3, 2], gap="large")
+        outline_column, table_column = st.container(), st.container()  # stacked: the table needs the width
         outline_column.plotly_chart(views.erf_outlines_figure([o for _, (o, _) in shown]), key="erf.outlines")
         table_column.dataframe([{"ERF": o.label, "from": o.origin, "σx (px)": round(o.sigma_x, 2),
                                  "σy (px)": round(o.sigma_y, 2), "R²": round(o.r2, 3)} for _, (o, _) in shown],
@@ -78,7 +78,7 @@ if card is None:
             f"`python -m explorer erf --backbone {backbone.name} --layer {state.layer}"
             f"{' --weights random' if backbone.is_random else ''}`.")
 else:
-    numbers, picture = st.columns([2, 3], gap="large")
+    numbers, picture = st.columns(2, gap="large")  # three metrics side by side need half the page at 1280 px
     with numbers:
         r2_column, sx_column, sy_column = st.columns(3)
         r2_column.metric("R²", f"{card['r2']:.3f}")

@@ -31,7 +31,8 @@ curves = ui.attempt("reading the evaluation", lambda: ui.run_curves(run))
 if curves is None:
     st.stop()
 
-st.dataframe(ui.summary_table(run, combos), hide_index=True)
+st.dataframe(ui.summary_table(run, combos, localisation_only=True), hide_index=True)
+st.caption("Average Drop and % Increase of the same rows: Confidence Metrics.")
 labels = {c: ui.combo_label(*c) for c in combos}
 keys = {c: f"{c[0]}@{c[1]}" for c in combos}
 
@@ -66,7 +67,7 @@ with box_column:
             box_curves[labels[combo]] = table[row]
     if box_curves:
         st.plotly_chart(views.box_acc_figure(curves["thresholds"], box_curves, {k: 0 for k in box_curves},
-                                             title=f"BoxAcc against τ ({variant}); × marks the best τ"))
+                                             title=f"BoxAcc against τ ({variant.replace('MaxBoxAcc ', '')}); × best τ"))
     else:
         st.caption("This dataset has no boxes, so there is no BoxAcc curve.")
 with pr_column:

@@ -136,9 +136,11 @@ def _run_records(stamp: str, method: str, upsampler: str, *, _run) -> list[dict]
     return load_records(_run, method, upsampler)
 
 
-def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+def summary_table(run, combos: Sequence[tuple[str, str]] | None = None,
+                  localisation_only: bool = False) -> list[dict[str, Any]]:
     """The evaluation's rows as a table (percentages to 0.1). A cell a row cannot have (a control or
-    reference map has no class, hence no top-1 localisation or Average Drop) reads "—", never None."""
+    reference map has no class, hence no top-1 localisation or Average Drop) reads "—", never None.
+    `localisation_only` keeps the localisation columns (a page's width holds them at 1280 px)."""
     names = {"max_box_acc": "MaxBoxAcc", "max_box_acc_v2": "MaxBoxAccV2", "pxap": "PxAP", "top1_loc": "top-1 loc",
              "top5_loc": "top-5 loc", "best_threshold": "best τ", "average_drop": "Average Drop %",
              "increase": "% Increase", "average_drop_relative": "Avg Drop % (relative)",
@@ -155,7 +157,9 @@ def summary_table(run, combos: Sequence[tuple[str, str]] | None = None) -> list[
             else:
                 out[label] = "—"
         rows.append(out)
-    present = [label for label in names.values() if any(r[label] != "—" for r in rows)]
+    confidence = {"Average Drop %", "% Increase", "Avg Drop % (relative)", "% Increase (relative)"}
+    present = [label for label in names.values() if any(r[label] != "—" for r in rows)
+               and not (localisation_only and label in confidence)]
     return [{k: v for k, v in r.items() if k == "method and upsampler" or k in present} for r in rows]
 
 
@@ -184,7 +188,7 @@ def decoder_test_rows(decoder_path: str) -> list[dict[str, Any]]:
         for label, box, pxap in ((METHODS[method].label, before, pxap_before),
                                  (f"{METHODS[method].label} + F-CAM", after, pxap_after),
                                  ("centre baseline", TABLE1_CENTRE["cub_max_box_acc"], TABLE1_CENTRE["openimages_pxap"])):
-            table.append({"evaluation": "F-CAM paper, Table 1 (VGG16; MaxBoxAcc on CUB, PxAP on OpenImages)",
+            table.append({"evaluation": "F-CAM paper, Table 1 (VGG16)",
                           "map": label, "MaxBoxAcc": f"{box:.1f}", "MaxBoxAccV2": "—", "PxAP": f"{pxap:.1f}"})
     return table
 
@@ -192,36 +196,40 @@ def decoder_test_rows(decoder_path: str) -> list[dict[str, Any]]:
 SMALL_N = 100  # below this many images, a table of Average Drop / % Increase is a sketch, not a ranking
 
 
-def _interval(row: dict, key: str, digits: int = 1) -> str:
+def _interval(row: dict, key: str, digits: int = 1, between: str = " to ") -> str:
     interval = row.get(f"{key}_ci")
-    return f"{interval[0]:.{digits}f} to {interval[1]:.{digits}f}" if interval else "not stored"
+    return f"{interval[0]:.{digits}f}{between}{interval[1]:.{digits}f}" if interval else "not stored"
 
 
-def confidence_table(rows: Sequence[dict]) -> list[dict[str, Any]]:
-    """Extended-CAM Tables 2-4 as rows: each number (sortable) and its 95 % bootstrap interval."""
+CONFIDENCE_COLUMNS = (("average_drop_relative", "Avg Drop % (relative)"), ("increase_relative", "% Increase (relative)"),
+                      ("average_drop", "Avg Drop % (normal)"), ("increase", "% Increase (normal)"))
+
+
+def confidence_table(rows: Sequence[dict], part: str = "confidence") -> list[dict[str, Any]]:
+    """Extended-CAM Tables 2-4 (`part` "confidence") or the faithfulness measures an evaluation
+    took with them (`part` "faithfulness") as rows: each cell a number and its 95 % bootstrap
+    interval, "39.86 [37.1, 42.5]", so that a table of four or five measures fits the page at
+    1280 px. None when no row holds the part's measures."""
+    columns = CONFIDENCE_COLUMNS if part == "confidence" else FAITHFULNESS_COLUMNS
+    digits = (2, 1) if part == "confidence" else (3, 2)
     table = []
     for r in rows:
-        if "average_drop" not in r:
+        if "average_drop" not in r or not any(key in r for key, _ in columns):
             continue
-        line: dict[str, Any] = {"equation": method_name(r["method"]), "upsampling": r["upsampler"], "n": r.get("images")}
-        for key, label in (("average_drop_relative", "Average Drop % (relative)"),
-                           ("increase_relative", "% Increase (relative)"), ("average_drop", "Average Drop % (normal)"),
-                           ("increase", "% Increase (normal)")):
-            line[label] = round(r[key], 2)
-            line[f"{label}, 95 % interval"] = _interval(r, key)
-        for key, label in FAITHFULNESS_COLUMNS:  # when the evaluation measured them (evaluate --faithfulness)
+        line: dict[str, Any] = {"map": combo_label(r["method"], r["upsampler"]), "n": r.get("images")}
+        for key, label in columns:
             if key in r:
-                line[label] = round(r[key], 4)
-                line[f"{label}, 95 % interval"] = _interval(r, key, 3)
+                line[label] = f"{r[key]:.{digits[0]}f} [{_interval(r, key, digits[1], ', ')}]"
         table.append(line)
     return table
 
 
-FAITHFULNESS_COLUMNS = (("confidence_change", "confidence change p_c(x*M) - p_c(x)"),
-                        ("deletion_auc", "deletion AUC (lower is better)"),
-                        ("insertion_auc", "insertion AUC (higher is better)"),
-                        ("road_morf", "ROAD MoRF mean p_c (lower is better)"),
-                        ("road_lerf", "ROAD LeRF mean p_c (higher is better)"))
+FAITHFULNESS_COLUMNS = (("confidence_change", "Δ p_c (masked)"), ("deletion_auc", "deletion AUC ↓"),
+                        ("insertion_auc", "insertion AUC ↑"), ("road_morf", "ROAD MoRF ↓"), ("road_lerf", "ROAD LeRF ↑"))
+FAITHFULNESS_NOTE = ("Δ p_c (masked): p_c(x·M) − p_c(x); deletion / insertion: the AUC of p_c as the map's pixels are "
+                     "removed or inserted (RISE); ROAD: mean p_c after removing the most (MoRF) or least (LeRF) "
+                     "relevant pixels with noisy linear imputation. ↓ lower is better, ↑ higher is better; "
+                     "[95 % bootstrap interval].")
 
 
 def confidence_warnings(rows: Sequence[dict], images: int) -> list[str]:

@@ -388,7 +388,7 @@ def erf_outlines_figure(outlines: Sequence[ErfOutline], height: int = 420):
     fig.update_xaxes(range=[-0.5 - w / 4, w - 0.5 + w / 4], title="x (pixels)", constrain="domain")
     fig.update_yaxes(range=[h - 0.5 + h / 4, -0.5 - h / 4], title="y (pixels)", scaleanchor="x",
                      constrain="domain")
-    fig.update_layout(title=f"Fitted ERFs, 1σ solid and 2σ dashed, centred in a {w}×{h} px input (dotted)",
+    fig.update_layout(title=f"Fitted ERFs (1σ solid, 2σ dashed) in a {w}×{h} input",
                       height=height, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.2))
     return fig

@@ -1,0 +1,43 @@
+"""Nothing is clipped, at a projector's 1280x720 and at 1920x1080, on any page: no label or text
+cut by its box (an ellipsis or hidden overflow), no table wider than its box (its right-hand
+columns behind a scroll bar), no chart title or axis title outside its figure. Each page is
+screenshotted at both sizes for a person to look at."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.browser.test_browser import settle
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+OVERFLOW_JS = (Path(__file__).parent / "overflow.js").read_text()
+ROUTER = (Path(__file__).resolve().parents[2] / "app.py").read_text()
+PAGES = re.findall(r'url_path="([^"]+)"', ROUTER)  # every page the router serves
+SIZES = [(1280, 720), (1920, 1080)]
+
+
+@pytest.mark.parametrize("width, height", SIZES)
+def test_no_page_clips_its_text_tables_or_titles(browser, app_url: str, screenshot_dir: Path, width: int,
+                                                 height: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page: Page = context.new_page()
+    page.set_default_timeout(120_000)
+    problems = {}
+    try:
+        assert len(PAGES) == ROUTER.count("st.Page(")
+        for path in PAGES:
+            page.goto(f"{app_url}/{path}")
+            settle(page, "h1")
+            page.wait_for_timeout(1500)  # charts and tables draw after the run ends
+            settle(page, "h1")
+            found = page.evaluate(OVERFLOW_JS)
+            if found:
+                problems[path] = found
+            page.screenshot(path=str(screenshot_dir / f"layout-{path}-{width}x{height}.png"))
+    finally:
+        context.close()
+    assert not problems, problems
