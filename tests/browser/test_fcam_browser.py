@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from explorer.datasets import make_synthetic
+from tests.browser.test_browser import server_sigma
 
 from .test_receptive_field_browser import open_page_from_nav, settle, shoot, slider_value
 
@@ -84,7 +85,7 @@ def test_fcam_page_and_the_fcam_column_in_compare(page: Page, app_url: str, synt
     shoot(page, screenshot_dir, "fcam-02-threshold-and-draw")
 
     open_page_from_nav(page, "Compare", "Compare CAM methods")
-    page.wait_for_selector('[data-testid="stImage"] img')
+    server_sigma(page)  # the server draws every tile (live σ off): these captions are the server's
     box = page.locator('[data-testid="stMultiSelect"]', has_text="Upsamplers")
     box.locator("input").click()
     page.locator('[role="option"]', has_text="F-CAM decoder").first.click()

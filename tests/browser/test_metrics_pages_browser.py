@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 from explorer.datasets import make_synthetic
 from explorer.evaluate import EvalConfig, evaluate
+from tests.browser.test_browser import server_sigma
 
 from .test_receptive_field_browser import open_page_from_nav, settle, shoot, slider_value
 
@@ -64,7 +65,7 @@ def test_metrics_pages(page: Page, app_url: str, tiny_run: Path, screenshot_dir:
     image_name = page.locator('[data-testid="stImageCaption"]').first.inner_text().split(" · ")[0]
     page.get_by_role("button", name="Open in Compare").first.click()
     settle(page, 'h1:has-text("Compare CAM methods")')
-    page.wait_for_selector('[data-testid="stImage"] img')
+    server_sigma(page)  # the server draws every tile (live σ off): these captions are the server's
     shoot(page, screenshot_dir, "metrics-03-opened-in-compare")
     expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(image_name)
     expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="(weights: RANDOM").first).to_contain_text(

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.test_browser import server_sigma
+
 from .test_receptive_field_browser import open_page_from_nav, settle, shoot
 
 pytestmark = pytest.mark.browser
@@ -48,7 +50,7 @@ def test_sanity_page_and_new_methods(page: Page, app_url: str, screenshot_dir: P
     shoot(page, screenshot_dir, "sanity-02-eigencam-added")
 
     open_page_from_nav(page, "Compare", "Compare CAM methods")
-    page.wait_for_selector('[data-testid="stImage"] img')
+    server_sigma(page)  # the server draws every tile (live σ off): these captions are the server's
     for label in ("Eigen-CAM", "Shapley-CAM", "FEM"):
         add_option(page, "Methods", label, '[data-testid="stImage"] img')
     expect(page.locator('[data-testid="stMarkdownContainer"]', has_text="Shapley-CAM").first).to_be_visible()
@@ -61,7 +63,7 @@ def test_a_slow_method_runs_in_the_background_with_progress_and_stop(page: Page,
     page.goto(app_url)
     settle(page, '[data-testid="stDataFrame"]')
     open_page_from_nav(page, "Compare", "Compare CAM methods")
-    page.wait_for_selector('[data-testid="stImage"] img')
+    server_sigma(page)  # the server draws every tile (live σ off): these captions are the server's
     # Score-CAM at Lite0's head: about 530 masked forwards, half a minute here, so Stop surely lands
     # while it runs (Ablation-CAM's tail-only passes can finish before the click on an idle machine).
     add_option(page, "Methods", "Score-CAM", '[data-testid="stImage"] img')

@@ -36,7 +36,7 @@ def choose_backbone(page: Page, name: str) -> None:
     field.click()
     field.fill(name)  # the list is long and drawn lazily: typing filters it to the card
     page.locator('[role="option"]', has_text=f"your model: {name}").first.click()
-    settle(page, '[data-testid="stImage"]')
+    settle(page, 'iframe[title*="live_gaussian"]')
 
 
 @pytest.mark.parametrize("name, picker", [("vit-tiny", "Target class"), ("deeplab-mbv3", "Region"),
@@ -46,10 +46,13 @@ def test_each_task_draws_its_maps(projector: Page, app_url: str, cards, screensh
     projector.goto(app_url)
     settle(projector, '[data-testid="stImage"]')
     open_page_from_nav(projector, "Compare", "Compare CAM methods")
+    settle(projector, 'iframe[title*="live_gaussian"]')
     choose_backbone(projector, name)
     sidebar = projector.locator('[data-testid="stSidebar"]')
     assert sidebar.get_by_text(picker, exact=True).count() >= 1
-    assert projector.locator('[data-testid="stImage"] img').count() >= 2
+    frame = next(f for f in projector.frames if "live_gaussian" in f.url)  # the overlay grid, drawn in the browser
+    frame.wait_for_function("window.liveGaussian && window.liveGaussian.painted > 0 && window.liveGaussian.tiles.length >= 2")
+    assert frame.locator("img").count() >= 2  # the bilinear tiles beside the live Gaussian canvases
     assert projector.locator('[data-testid="stException"]').count() == 0
     assert projector.locator('[data-testid="stAlert"]', has_text="went wrong").count() == 0
     shoot(projector, screenshot_dir, f"targets-{name}-1280x720")
