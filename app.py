@@ -27,6 +27,7 @@ PAGES = [
 ]
 
 st.set_page_config(page_title="CAM Explorer", layout="wide")
+ui.compact_top()
 page = st.navigation(PAGES)
 ui.draw_sidebar()
 with st.sidebar:

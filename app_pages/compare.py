@@ -82,7 +82,8 @@ def overlays() -> None:
     use_live = live and "gaussian" in upsamplers and not shared
     if use_live:
         ui.adopt_released_sigma()
-    sigma = ui.sigma_controls(state, with_presets=True, sliders=not use_live)
+    notes: list[str] = []
+    sigma = ui.sigma_controls(state, with_presets=True, sliders=not use_live, notes=notes)
     if not upsamplers:
         st.info("Choose at least one upsampler.")
         return
@@ -96,6 +97,8 @@ def overlays() -> None:
                              ui.remembered("sigma_linked", True))
     else:
         ui.show_overlay_grid(state.seen, table, rows, columns, shared, alpha)
+    for note in notes:
+        st.caption(note)
     title = f"{state.backbone.name} / {state.layer} / {state.target_name}" + (
         f" (class {state.target})" if state.objective is None else "")
     with st.expander("Faithfulness of one map on this image (deletion and insertion, RISE)"):

@@ -12,27 +12,11 @@ from explorer import ui, views
 state = ui.selection()
 ui.require_classifier(state, "Smoothing Lab")
 
-st.title("Smoothing Lab: explicit vs implicit smoothing")
+st.title("Smoothing Lab")
 ui.context_banner(state)
-st.markdown(
-    "Grad-CAM keeps only the positive part of its grid map (a ReLU after the channel sum) and then "
-    "upsamples it bilinearly, so its smoothing is *implicit*: fixed by the size of a grid cell. "
-    "Extended-CAM keeps the signed map and spreads every cell as a Gaussian of width σ (Extended-CAM, "
-    "eq. 4), so its smoothing is *explicit*. Section 5 of the Extended-CAM paper compares the two; "
-    "for VGG16 it finds explicit smoothing mimics Grad-CAM best near σ ≈ 20 pixels. Move σ, watch the "
-    "correlation and the profiles, and find the σ where the two agree for this network and layer."
-)
-
-if state.backbone.has_gap_linear_head and state.layer == state.backbone.cam_layer:
-    with st.container(border=True):
-        st.markdown(f"**Here Grad-CAM and Extended-CAM give the same grid map.** `{state.layer}` feeds a "
-                    "global-average-pooling + linear head, so the gradient of the class score is the same at every "
-                    "cell of a channel:")
-        st.latex(r"\frac{\partial y_c}{\partial A^k_{ij}} = \frac{w^c_k}{Z}\quad\text{for every cell } (i, j)")
-        st.markdown("and Extended-CAM's per-cell weights equal Grad-CAM's pooled ones: only the upsampling differs "
-                    "below. To see the two equations part, choose an earlier layer (for EfficientNet-Lite0, "
-                    "blocks.15 or blocks.10) or the backbone synthetic_vgg, whose head after conv5 is VGG16's kind "
-                    "(max-pool, FC-ReLU, FC).")
+st.markdown("Grad-CAM's **implicit** smoothing (bilinear) against Extended-CAM's **explicit** one (Gaussian, eq. 4): "
+            "where do they agree? Why they differ: below.")
+same_grid = state.backbone.has_gap_linear_head and state.layer == state.backbone.cam_layer
 result = ui.attempt("computing the maps",
                     lambda: ui.grid(state, ("gradcam", "extendedcam"), "published", ui.active_decoders(state)))
 if result is None:
@@ -69,6 +53,26 @@ def lab() -> None:
 
 
 lab()
+
+st.subheader("What the page compares")
+st.markdown(
+    "Grad-CAM keeps only the positive part of its grid map (a ReLU after the channel sum) and then "
+    "upsamples it bilinearly, so its smoothing is *implicit*: fixed by the size of a grid cell. "
+    "Extended-CAM keeps the signed map and spreads every cell as a Gaussian of width σ (Extended-CAM, "
+    "eq. 4), so its smoothing is *explicit*. Section 5 of the Extended-CAM paper compares the two; "
+    "for VGG16 it finds explicit smoothing mimics Grad-CAM best near σ ≈ 20 pixels. Move σ, watch the "
+    "correlation and the profiles, and find the σ where the two agree for this network and layer."
+)
+if same_grid:
+    with st.container(border=True):
+        st.markdown(f"**Here Grad-CAM and Extended-CAM give the same grid map.** `{state.layer}` feeds a "
+                    "global-average-pooling + linear head, so the gradient of the class score is the same at every "
+                    "cell of a channel:")
+        st.latex(r"\frac{\partial y_c}{\partial A^k_{ij}} = \frac{w^c_k}{Z}\quad\text{for every cell } (i, j)")
+        st.markdown("and Extended-CAM's per-cell weights equal Grad-CAM's pooled ones: only the upsampling differs "
+                    "above. To see the two equations part, choose an earlier layer (for EfficientNet-Lite0, "
+                    "blocks.15 or blocks.10) or the backbone synthetic_vgg, whose head after conv5 is VGG16's kind "
+                    "(max-pool, FC-ReLU, FC).")
 
 split = ui.split_sigma_curve(state)
 if split is not None:

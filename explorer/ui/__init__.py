@@ -157,6 +157,7 @@ from explorer.ui.uploads import data_uploader
 from explorer.ui.widgets import (
     attempt,
     checkbox,
+    compact_top,
     multiselect,
     number_input,
     persistent,
@@ -174,6 +175,7 @@ from explorer.ui.widgets import (
 tune_allocator()  # the app's server process: reuse freed activations instead of re-faulting them
 
 __all__ = [
+    "compact_top",
     "LIVE_KEY", "adopt_released_sigma", "live_overlay_grid",
     "ERF_BATCH", "ERF_IMAGES", "ERF_MODE_LABELS", "ERF_SOURCES", "continue_erf", "erf_alternative_fit", "erf_card",
     "erf_comparison", "erf_comparison_choices", "erf_convergence", "erf_fit", "erf_job", "folder_problem",

@@ -96,10 +96,13 @@ def _x_moved() -> None:
         set_widget("sigma_y", st.session_state[WIDGET_PREFIX + "sigma_x"])
 
 
-def sigma_controls(state: Selection, *, with_presets: bool, sliders: bool = True) -> tuple[float, float]:
+def sigma_controls(state: Selection, *, with_presets: bool, sliders: bool = True,
+                   notes: list[str] | None = None) -> tuple[float, float]:
     """The shared Gaussian sigma (pixels, per axis), the same on every page: a preset sets the
     sliders and moving a slider switches the preset to manual; the sliders are always live.
-    `sliders=False` leaves the sliders to the browser (live smoothing) and returns their value."""
+    `sliders=False` leaves the sliders to the browser (live smoothing) and returns their value;
+    a `notes` list receives the poor-fit sentence for the page to show lower down (under the maps
+    on Compare, so that they start above a projector's fold) instead of a caption here."""
     options, note = _presets_and_note(state)
     labels = list(options)
     widths = [3.5, 1.6, 2, 2] if with_presets else [1.6, 2, 2]
@@ -117,6 +120,9 @@ def sigma_controls(state: Selection, *, with_presets: bool, sliders: bool = True
     with columns[0]:
         linked = toggle("Link x and y", "sigma_linked", True)
     default = float(np.clip((options[preset] or PAPER_SIGMA)[0], SIGMA_MIN, SIGMA_MAX))
+    if note and preset == labels[0] and notes is not None:
+        notes.append(note)
+        note = None
     if not sliders:
         if note and preset == labels[0]:
             st.caption(note)

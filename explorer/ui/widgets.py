@@ -159,3 +159,10 @@ def number_input(label: str, name: str, low: int, high: int, default: int, **kwa
                       coerce=lambda v: int(min(max(int(v if v is not None else default), low), high)), **kwargs)
 
 
+COMPACT_TOP = "<style>[data-testid='stMainBlockContainer'] { padding-top: 1rem; }</style>"
+
+
+def compact_top() -> None:
+    """Streamlit leaves 6 rem above a page's title; at a projector's 720 px that pushes the first
+    maps below the fold, so the app keeps 1 rem (the header bar stays clear)."""
+    st.markdown(COMPACT_TOP, unsafe_allow_html=True)

@@ -41,3 +41,28 @@ def test_no_page_clips_its_text_tables_or_titles(browser, app_url: str, screensh
     finally:
         context.close()
     assert not problems, problems
+
+
+@pytest.mark.parametrize("width, height", SIZES)
+def test_the_first_maps_show_without_scrolling(browser, app_url: str, width: int, height: int) -> None:
+    """Compare's first overlay tile (drawn in the live component) and the Smoothing Lab's first map
+    lie wholly inside the first screen, controls and all."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page: Page = context.new_page()
+    page.set_default_timeout(120_000)
+    try:
+        page.goto(f"{app_url}/Compare")
+        settle(page, 'iframe[title*="live_gaussian"]')
+        frame = next(f for f in page.frames if "live_gaussian" in f.url)
+        frame.wait_for_function("window.liveGaussian && window.liveGaussian.painted > 0")
+        settle(page, 'iframe[title*="live_gaussian"]')
+        top = page.locator('iframe[title*="live_gaussian"]').bounding_box()["y"]
+        tile = frame.evaluate("(() => { const r = document.querySelector('figure img, figure canvas')"
+                              ".getBoundingClientRect(); return r.bottom; })()")
+        assert top + tile <= height, f"Compare's first tile ends at {top + tile:.0f} px of {height}"
+        page.goto(f"{app_url}/Smoothing_Lab")
+        settle(page, '[data-testid="stImage"] img')
+        first = page.locator('[data-testid="stImage"] img').first.bounding_box()
+        assert first["y"] + first["height"] <= height, f"the Smoothing Lab's first map ends at {first['y'] + first['height']:.0f}"
+    finally:
+        context.close()
