@@ -1,7 +1,7 @@
 """The benchmark suite: `python -m benchmarks` runs every benchmark, prints one table of ratios and
 writes benchmarks/RESULTS.md with the machine it ran on.
 
-    python -m benchmarks [--quick] [--only cams,extra,metrics,fcam,app,targets] [--out benchmarks/RESULTS.md]
+    python -m benchmarks [--quick] [--only cams,extra,metrics,fcam,app,targets,pages] [--out benchmarks/RESULTS.md]
 
 Each row is a ratio measured in ONE process on the same inputs (each benchmark is its own
 script, run here as a subprocess so one's memory and threads never colour another's):
@@ -14,7 +14,8 @@ script, run here as a subprocess so one's memory and threads never colour anothe
 5. bench_fcam.py: F-CAM inference against the CAM it replaces;
 6. bench_app_latency.py: a sigma slider move and a method switch in a real browser;
 7. bench_targets.py: transformers' token layers and segmentation / detection targets against
-   pytorch-grad-cam: agreement (r) and time for equal work.
+   pytorch-grad-cam: agreement (r) and time for equal work;
+8. bench_pages.py: how long each page takes to answer when opened (warm), in a real browser.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SUITE = {
     "fcam": ("bench_fcam.py", [], ["--repeats", "3"]),
     "app": ("bench_app_latency.py", [], ["--moves", "10"]),
     "targets": ("bench_targets.py", [], ["--repeats", "1"]),
+    "pages": ("bench_pages.py", [], ["--rounds", "1"]),
 }
 
 
@@ -99,6 +101,10 @@ def rows_from(name: str, result: dict) -> list[list[str]]:
                      f">= {box['target']:g}x", "PASS" if box["ratio_vs_reference_style"] >= box["target"] else "MISS"])
         rows.append([f"PxAP: per-threshold loop / ours (identical: {pxap['identical']})",
                      f"{pxap['loop_timing']['median_s'] / pxap['ours_timing']['median_s']:.1f}x faster", "", ""])
+    elif name == "pages":
+        for title, page in result["pages"].items():
+            rows.append([f"open {title} (warm, median of {page['n']}, real browser)", f"{page['median_s']:.2f} s",
+                         f"<= {result['target_s']:g} s", page["verdict"]])
     elif name == "app":
         if "live" in result:
             live = result["live"]
