@@ -153,16 +153,26 @@ def browser(chromium_path: Path):
             instance.close()
 
 
-@pytest.fixture
-def page(browser, app_url: str):
-    """A fresh 1600x2000 page (tall, so a screenshot shows a whole page) (a new Streamlit session) per test."""
-    context = browser.new_context(viewport={"width": 1600, "height": 2000})
+def _fresh_page(browser, width: int, height: int):
+    context = browser.new_context(viewport={"width": width, "height": height})
     tab = context.new_page()
     tab.set_default_timeout(120_000)
     try:
         yield tab
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser, app_url: str):
+    """A fresh 1600x2000 page (tall, so a screenshot shows a whole page) (a new Streamlit session) per test."""
+    yield from _fresh_page(browser, 1600, 2000)
+
+
+@pytest.fixture
+def projector(browser, app_url: str):
+    """A fresh page at a projector's 1280x720 (a new Streamlit session) per test."""
+    yield from _fresh_page(browser, 1280, 720)
 
 
 @pytest.fixture(scope="session")

@@ -19,15 +19,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PRESSES = 8
 
 
-@pytest.fixture
-def projector(browser, app_url: str):
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    tab = context.new_page()
-    tab.set_default_timeout(120_000)
-    try:
-        yield tab
-    finally:
-        context.close()
 
 
 def live_frame(page: Page) -> Frame:

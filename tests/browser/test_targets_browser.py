@@ -20,15 +20,6 @@ def cards(server_models_dir: Path) -> dict[str, Path]:
             "frcnn-mbv3-320": detection_card(server_models_dir)}
 
 
-@pytest.fixture
-def projector(browser, app_url: str):
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    tab = context.new_page()
-    tab.set_default_timeout(120_000)
-    try:
-        yield tab
-    finally:
-        context.close()
 
 
 def choose_backbone(page: Page, name: str) -> None:
