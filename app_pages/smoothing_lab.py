@@ -25,10 +25,31 @@ if result is None:
 
 @st.fragment
 def lab() -> None:
-    """Re-upsampling only: sigma, the profile row and everything drawn from them."""
-    sigma = ui.sigma_controls(state, with_presets=False)
+    """Re-upsampling only: sigma, the profile row and everything drawn from them (in the browser
+    with live σ: the maps, r, the profiles and the curve's marker repaint as σ moves)."""
     height, _ = state.size
-    row = ui.slider("Profile row (pixels from the top)", "profile_row", 0, height - 1, height // 2)
+    live_column, link_column, row_column = st.columns([1, 1.3, 5], vertical_alignment="bottom")
+    with live_column:
+        live = ui.toggle("Live σ", "live_sigma", True,
+                         help="The Extended-CAM map, the correlation, the profiles and the curve's marker repaint in "
+                              "your browser as σ moves (the server gets σ when you let go). Off: every move asks the "
+                              "server.")
+    if live:  # one row: the σ sliders are the browser's
+        ui.adopt_released_sigma(ui.LAB_KEY)
+        with link_column:
+            sigma = ui.sigma_controls(state, with_presets=False, sliders=False, compact=True)
+        with row_column:
+            row = ui.slider("Profile row (pixels from the top)", "profile_row", 0, height - 1, height // 2)
+    else:
+        sigma = ui.sigma_controls(state, with_presets=False)
+        row = ui.slider("Profile row (pixels from the top)", "profile_row", 0, height - 1, height // 2)
+    if live:
+        curve = ui.sigma_correlation(result, state.size)
+        ui.live_lab(state.seen, result, {"extendedcam": result.label("extendedcam"),
+                                         "gradcam": f"{result.label('gradcam')}, bilinear"},
+                    sigma, row, curve, ui.remembered("sigma_linked", True))
+        st.button(f"Use σ = {curve.best:g} (the curve's best)", on_click=ui.use_sigma, args=(curve.best,))
+        return
     explicit = ui.pixel_map(result, "extendedcam", state.size, "gaussian", sigma, "minmax")
     implicit = ui.pixel_map(result, "gradcam", state.size, "bilinear", None, "minmax")
     explicit_label = f"{result.label('extendedcam')}, Gaussian σ=({sigma[0]:.4g}, {sigma[1]:.4g})"

@@ -66,7 +66,7 @@ from explorer.ui.fcam import (
     value_histograms,
 )
 from explorer.ui.lesson import smoothing_lesson
-from explorer.ui.live import LIVE_KEY, adopt_released_sigma, live_overlay_grid
+from explorer.ui.live import LAB_KEY, LIVE_KEY, adopt_released_sigma, live_lab, live_overlay_grid
 from explorer.ui.loading import NETWORK_LOCK, load_cached_backbone
 from explorer.ui.maps import (
     DEFAULT_METHODS,
@@ -176,7 +176,7 @@ tune_allocator()  # the app's server process: reuse freed activations instead of
 
 __all__ = [
     "compact_top",
-    "LIVE_KEY", "adopt_released_sigma", "live_overlay_grid",
+    "LAB_KEY", "LIVE_KEY", "adopt_released_sigma", "live_lab", "live_overlay_grid",
     "ERF_BATCH", "ERF_IMAGES", "ERF_MODE_LABELS", "ERF_SOURCES", "continue_erf", "erf_alternative_fit", "erf_card",
     "erf_comparison", "erf_comparison_choices", "erf_convergence", "erf_fit", "erf_job", "folder_problem",
     "folder_source", "run_erf_job", "start_erf", "stop_erf", "stored_erf_cards",

@@ -16,11 +16,12 @@ from PIL import Image
 
 from explorer import views
 from explorer.ui.maps import TILES_PER_LINE, GridResult, overlay_tile, scale_text
-from explorer.ui.sigma import SIGMA_MAX, SIGMA_MIN, SIGMA_STEP, adopt_sigma
+from explorer.ui.sigma import SIGMA_MAX, SIGMA_MIN, SIGMA_STEP, SigmaCurve, adopt_sigma
 from explorer.ui.widgets import remember, remembered
 from explorer.upsample import FCAM
 
 LIVE_KEY = "cam.live_gaussian"
+LAB_KEY = LIVE_KEY + ".lab"
 _COMPONENT = components.declare_component("live_gaussian", path=str(Path(__file__).parent / "live"))
 
 
@@ -32,13 +33,14 @@ def _colour_table(cmap: str) -> list[int]:
     return [int(v) for v in views.colour_table(cmap).reshape(-1)]
 
 
-def adopt_released_sigma() -> None:
-    """Before the sigma controls draw: a sigma the browser sent on release becomes the page's,
-    once (a preset chosen afterwards is not overridden by the same release again)."""
-    released = st.session_state.get(LIVE_KEY)
-    if released == remembered("live_adopted", None):
+def adopt_released_sigma(key: str = LIVE_KEY) -> None:
+    """Before the sigma controls draw: a sigma the browser sent on release (from the component
+    under `key`) becomes the page's, once (a preset chosen afterwards is not overridden by the same
+    release again)."""
+    released = st.session_state.get(key)
+    if released == remembered(f"live_adopted.{key}", None):
         return
-    remember("live_adopted", released)
+    remember(f"live_adopted.{key}", released)
     sigma = released.get("sigma") if isinstance(released, dict) else None
     if isinstance(sigma, list) and len(sigma) == 2 and all(isinstance(v, (int, float)) for v in sigma):
         adopt_sigma((float(sigma[0]), float(sigma[1])))
@@ -71,7 +73,7 @@ def live_overlay_grid(seen: Image.Image, result: GridResult, table: dict[tuple[s
                         "w": int(grid.shape[1]), "grid": [float(v) for v in grid.reshape(-1)]})
     key = hashlib.sha256(repr((result.key, normaliser, float(alpha), base_digest, tuple(upsamplers),
                                tuple(row_labels.items()))).encode()).hexdigest()
-    _COMPONENT(key=LIVE_KEY, default=None, methods=methods, image=_data_url(views.png_bytes(seen), "png"),
+    _COMPONENT(key=LIVE_KEY, default=None, mode="grid", methods=methods, image=_data_url(views.png_bytes(seen), "png"),
                width=int(base.shape[1]), height=int(base.shape[0]), sigma=[float(sigma[0]), float(sigma[1])],
                sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, sigma_step=SIGMA_STEP, linked=bool(linked),
                normaliser=normaliser, alpha=float(alpha), blocks_per_line=max(1, TILES_PER_LINE // len(upsamplers)),
@@ -80,3 +82,25 @@ def live_overlay_grid(seen: Image.Image, result: GridResult, table: dict[tuple[s
     signed = any(views.is_signed(values) for values in table.values())
     shown = views.ColourScale(-1.0, 1.0, True) if signed else views.ColourScale(0.0, 1.0, False)
     st.markdown(views.colourbar_html(shown, shared=False), unsafe_allow_html=True)
+
+
+def live_lab(seen: Image.Image, result: GridResult, labels: dict[str, str], sigma: tuple[float, float], row: int,
+             curve: SigmaCurve, linked: bool) -> None:
+    """The Smoothing Lab drawn by the browser: Extended-CAM + Gaussian (repainted as σ moves)
+    beside Grad-CAM + bilinear, their Pearson r, the profiles along `row` and r against σ with
+    the current σx marked; the curve itself (upsampling only, over the slider's range) comes
+    from the server once."""
+    base = np.asarray(seen)
+    explicit, implicit = result.maps["extendedcam"].astype(np.float64), result.maps["gradcam"].astype(np.float64)
+    key = hashlib.sha256(repr((result.key, "lab", hashlib.sha256(base.tobytes()).hexdigest())).encode()).hexdigest()
+    _COMPONENT(key=LAB_KEY, default=None, mode="lab", image=_data_url(views.png_bytes(seen), "png"),
+               width=int(base.shape[1]), height=int(base.shape[0]), sigma=[float(sigma[0]), float(sigma[1])],
+               sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, sigma_step=SIGMA_STEP, linked=bool(linked), alpha=0.5,
+               normaliser="minmax", row=int(row), maps_key=key,
+               explicit={"label": labels["extendedcam"], "h": int(explicit.shape[0]), "w": int(explicit.shape[1]),
+                         "grid": [float(v) for v in explicit.reshape(-1)]},
+               implicit={"label": labels["gradcam"], "h": int(implicit.shape[0]), "w": int(implicit.shape[1]),
+                         "grid": [float(v) for v in implicit.reshape(-1)]},
+               curve={"sigma": [float(v) for v in curve.sigmas], "r": [float(v) for v in curve.correlations],
+                      "best": curve.best, "best_r": curve.best_correlation},
+               sequential=_colour_table(views.SEQUENTIAL_CMAP), diverging=_colour_table(views.DIVERGING_CMAP))

@@ -97,12 +97,21 @@ def _x_moved() -> None:
 
 
 def sigma_controls(state: Selection, *, with_presets: bool, sliders: bool = True,
-                   notes: list[str] | None = None) -> tuple[float, float]:
+                   notes: list[str] | None = None, compact: bool = False) -> tuple[float, float]:
     """The shared Gaussian sigma (pixels, per axis), the same on every page: a preset sets the
     sliders and moving a slider switches the preset to manual; the sliders are always live.
     `sliders=False` leaves the sliders to the browser (live smoothing) and returns their value;
     a `notes` list receives the poor-fit sentence for the page to show lower down (under the maps
-    on Compare, so that they start above a projector's fold) instead of a caption here."""
+    on Compare, so that they start above a projector's fold) instead of a caption here. `compact`
+    (without presets or sliders) draws the link toggle alone, in the caller's column."""
+    if compact:
+        options, _ = _presets_and_note(state)
+        preset = remembered("sigma_preset", next(iter(options)))
+        preset = preset if preset in options else next(iter(options))
+        _apply(preset, options[preset])
+        toggle("Link x and y", "sigma_linked", True)
+        default = float(np.clip((options[preset] or PAPER_SIGMA)[0], SIGMA_MIN, SIGMA_MAX))
+        return float(remembered("sigma_x", default)), float(remembered("sigma_y", default))
     options, note = _presets_and_note(state)
     labels = list(options)
     widths = [3.5, 1.6, 2, 2] if with_presets else [1.6, 2, 2]

@@ -61,8 +61,12 @@ def test_the_first_maps_show_without_scrolling(browser, app_url: str, width: int
                               ".getBoundingClientRect(); return r.bottom; })()")
         assert top + tile <= height, f"Compare's first tile ends at {top + tile:.0f} px of {height}"
         page.goto(f"{app_url}/Smoothing_Lab")
-        settle(page, '[data-testid="stImage"] img')
-        first = page.locator('[data-testid="stImage"] img').first.bounding_box()
-        assert first["y"] + first["height"] <= height, f"the Smoothing Lab's first map ends at {first['y'] + first['height']:.0f}"
+        settle(page, 'iframe[title*="live_gaussian"]')
+        frame = next(f for f in page.frames if "live_gaussian" in f.url)
+        frame.wait_for_function("window.liveGaussian && window.liveGaussian.lab && window.liveGaussian.lab.r !== null")
+        settle(page, 'iframe[title*="live_gaussian"]')
+        top = page.locator('iframe[title*="live_gaussian"]').bounding_box()["y"]
+        end = top + frame.evaluate("document.querySelector('canvas').getBoundingClientRect().bottom")
+        assert end <= height, f"the Smoothing Lab's first map ends at {end:.0f} px of {height}"
     finally:
         context.close()

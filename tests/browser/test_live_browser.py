@@ -82,3 +82,38 @@ def test_the_gaussian_tiles_repaint_in_the_browser(projector: Page, app_url: str
     page.get_by_text("Live σ", exact=True).click()
     settle(page, '[data-testid="stImage"]')
     assert float(slider_value(page, "σx (pixels)")) == pytest.approx(moved[0])
+
+
+def test_the_smoothing_lab_repaints_in_the_browser(projector: Page, app_url: str, screenshot_dir: Path) -> None:
+    """Its Extended-CAM map, the two maps' Pearson r, the profiles and the curve's marker follow σ in
+    the browser; the maps and r equal the engine's (explorer.views.pearson) at every σ read."""
+    page = projector
+    page.goto(f"{app_url}/Smoothing_Lab")
+    frame = live_frame(page)
+    frame.wait_for_function("window.liveGaussian.lab && window.liveGaussian.lab.r !== null")
+    backbone = ex.load_backbone("efficientnet_lite0", device="cpu")
+    x = backbone.preprocess([ex.gallery_image("chelsea")])
+    grid = ex.grid_maps(backbone, x, [285], ["gradcam", "extendedcam"], relu="published")
+    implicit = ex.normalise(ex.upsample(grid.maps["gradcam"], 224, "bilinear").double(), "minmax")[0].numpy()
+
+    def check() -> tuple[float, float]:
+        sigma, r, explicit, theirs = frame.evaluate("""() => { const l = window.liveGaussian;
+            return [l.sigma, l.lab.r, Array.from(l.lab.explicit), Array.from(l.lab.implicit)]; }""")
+        expected = ex.normalise(ex.upsample(grid.maps["extendedcam"], 224, "gaussian", tuple(sigma)).double(),
+                                "minmax")[0].numpy()
+        assert np.abs(np.asarray(explicit).reshape(224, 224) - expected).max() <= 1e-3
+        assert np.abs(np.asarray(theirs).reshape(224, 224) - implicit).max() <= 1e-3
+        assert r == pytest.approx(views.pearson(expected, implicit), abs=1e-4)
+        return sigma[0], r
+
+    sigma, r = check()
+    shoot(page, screenshot_dir, "live-03-smoothing-lab-1280x720")
+    frame.locator('input[aria-label="live σx (pixels)"]').focus()
+    for _ in range(PRESSES):
+        page.keyboard.press("ArrowLeft")
+    settle(page, 'iframe[title*="live_gaussian"]')
+    frame.wait_for_timeout(500)
+    moved, moved_r = check()
+    assert moved < sigma and moved_r != r
+    assert frame.locator("#curve line[stroke='rgb(255, 75, 75)']").count() == 1  # the current σx on the curve
+    shoot(page, screenshot_dir, "live-04-smoothing-lab-sigma-moved")
