@@ -27,7 +27,20 @@ with sigma_column:
 with method_column:
     downscale = ui.radio("Downscale by", "downscale.method", ("bilinear", "area"), "bilinear",
                          format_func={"bilinear": "bilinear interpolation (paper)", "area": "cell average"}.get)
-result = ui.attempt("simulating", lambda: ui.downscale_curves(spec.strip(), "test", count, sigma_cells, downscale))
+# The default simulation shows on opening (cached for every visitor); any other runs on its button.
+asked = (spec.strip(), int(count), float(sigma_cells), downscale)
+shown = ui.remembered("downscale.shown", ui.DOWNSCALE_DEFAULT)
+if asked != shown:
+    if ui.requested("downscale", asked, "Simulate these settings",
+                    help="Downscales and restores the masks of the chosen images at every z (a few seconds per "
+                         "hundred images on a CPU)."):
+        shown = asked
+        ui.remember("downscale.shown", shown)
+    else:
+        st.caption(f"Showing the last simulation ({shown[1]} images of {shown[0]}, σ {shown[2]:g} per cell, "
+                   f"{shown[3]}); press the button to simulate the settings above.")
+spec_shown, count, sigma_cells, downscale = shown
+result = ui.attempt("simulating", lambda: ui.downscale_curves(spec_shown, "test", count, sigma_cells, downscale))
 if result is None:
     st.stop()
 curves = {"bilinear upsampling": result["curves"]["bilinear"],

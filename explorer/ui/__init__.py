@@ -98,6 +98,7 @@ from explorer.ui.maps import (
     upsampler_label,
 )
 from explorer.ui.runs import (
+    DOWNSCALE_DEFAULT,
     DOWNSCALE_IMAGES,
     FAITHFULNESS_NOTE,
     choose_combo,
@@ -192,7 +193,7 @@ __all__ = [
     "cam_unavailable_reason", "cost_notes", "grid", "export_settings", "faithfulness_curves", "grid_npz", "histograms",
     "heatmap_chart", "histogram_chart", "method_name", "pixel_map",
     "pixel_table", "sheet_png", "show_overlay_grid", "timing_rows", "upsampler_label",
-    "DOWNSCALE_IMAGES", "FAITHFULNESS_NOTE",
+    "DOWNSCALE_DEFAULT", "DOWNSCALE_IMAGES", "FAITHFULNESS_NOTE",
     "FAILURE_TYPES", "choose_combo", "choose_combos", "choose_run", "combo_label", "confidence_grid",
     "confidence_table", "confidence_warnings",
     "downscale_curves", "evaluation_form", "failure_counts", "failure_tiles", "failure_types",

@@ -504,6 +504,7 @@ def _confidence_grid(spec: str, backbone_name: str, weights: str, layer: str, si
 
 
 DOWNSCALE_IMAGES = (10, 300, 100)
+DOWNSCALE_DEFAULT = ("synthetic", 100, 0.5, "bilinear")  # (masks dataset, images, σ per cell, downscale): on opening
 
 
 def downscale_curves(spec: str, split: str, count: int, sigma_cells: float, downscale: str) -> dict:

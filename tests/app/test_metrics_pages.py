@@ -121,7 +121,11 @@ def test_confidence_page_computes_table4_on_the_gallery(env):
 
 def test_downscale_page_draws_the_ceiling(env, runs, tmp_path):
     at = open_page("downscale_simulation")
+    assert len(at.dataframe) == 1  # the default simulation shows on opening
     at.text_input(key=widget("downscale.dataset")).set_value(f"synthetic:{runs.parent / 'synthetic'}")
+    run(at)
+    assert "press the button" in all_text(at)  # other settings wait for their button
+    at.button(key=widget("downscale.go")).click()
     run(at)
     assert not at.error
     table = at.dataframe[0].value
@@ -129,6 +133,8 @@ def test_downscale_page_draws_the_ceiling(env, runs, tmp_path):
     assert table["PxAP bilinear"].iloc[0] > table["PxAP bilinear"].iloc[-1]
     assert list(table["Gaussian σ (px)"]) == [1.0, 2.0, 4.0, 8.0, 16.0]  # sigma in pixels, as on every page
     at.text_input(key=widget("downscale.dataset")).set_value("folder:/nowhere")
+    run(at)
+    at.button(key=widget("downscale.go")).click()
     run(at)
     assert "'/nowhere' is not a folder this server shares" in all_text(at)
 
