@@ -4,7 +4,7 @@ switch to the redrawn heatmap.
     python benchmarks/bench_app_latency.py [--moves 30] [--json PATH]
 
 Starts `streamlit run app.py` headless on a free port, drives Debian's Chromium with Playwright
-(never a downloaded browser), opens Compare with the default image and backbone, picks the manual
+(never a downloaded browser) at a projector's 1280x720, opens Compare with the default image and backbone, picks the manual
 sigma preset, then:
 
 * live sigma: Compare's default, the Gaussian tiles repainted in the browser (explorer/ui/live):
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
         server, url, launched = start_server(log)
         try:  # the cold start first, on the fresh server
             healthy = time.perf_counter() - launched
-            page = browser.new_context(viewport={"width": 1600, "height": 1400}).new_page()
+            page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()  # a projector's
             page.set_default_timeout(120_000)
             page.goto(f"{url}/Compare")
             page.wait_for_selector('iframe[title*="live_gaussian"]')
