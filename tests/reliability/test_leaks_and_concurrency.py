@@ -167,10 +167,10 @@ def test_eight_browser_sessions_against_one_server(browser, app_url, app_server_
                 page.locator('[data-testid="stSidebar"] label', has_text="RANDOM (untrained)").click()
                 settle(page, '[data-testid="stDataFrame"]')
             page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
-            settle(page, '[data-testid="stImage"] img')
+            settle(page, '.js-plotly-plot')
             if method != HEATMAP_CHOICES[0]:  # the box starts on Compare's first method
                 show_heatmap_of(page, method)
-                settle(page, '[data-testid="stImage"] img')
+                settle(page, '.js-plotly-plot')
         shown = [method for _, _, method in SESSIONS]
         # The soak's duration is the clicking, not the eight sessions' first loads (on two cores those
         # alone can take most of a minute, which left a 60 s soak a single round).
@@ -188,7 +188,7 @@ def test_eight_browser_sessions_against_one_server(browser, app_url, app_server_
                     # Another method than the one shown: typing the shown one lists every option.
                     shown[session] = rng.choice([m for m in HEATMAP_CHOICES if m != shown[session]])
                     show_heatmap_of(page, shown[session])
-                settle(page, '[data-testid="stImage"] img')
+                settle(page, '.js-plotly-plot')
                 expect(page.locator('[data-testid="stException"]')).to_have_count(0)
                 banner = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"]', has_text="target")
                 expect(banner.first).to_contain_text(f"{backbone} (weights:")
