@@ -48,6 +48,7 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 from explorer.targets import per_image, region_of_class  # noqa: E402
+from tests.test_targets import PlanesOnly  # noqa: E402  (the wrapper pytorch-grad-cam's tutorial puts on a segmentation model)
 
 R_TARGET = 0.999
 
@@ -106,15 +107,6 @@ def token_rows(photo, repeats: int) -> list[dict]:
                                       64 if method == "scorecam" else None),
                             1 if method == "scorecam" else repeats))
     return rows
-
-
-class PlanesOnly(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
 
 
 def built(arch: str, size: int) -> ex.Backbone:

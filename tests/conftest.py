@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,9 @@ def browser(chromium_path: Path):
             instance.close()
 
 
-def _fresh_page(browser, width: int, height: int):
+@contextmanager
+def fresh_page(browser, width: int, height: int):
+    """A page of its own (a new Streamlit session) at width x height, closed afterwards."""
     context = browser.new_context(viewport={"width": width, "height": height})
     tab = context.new_page()
     tab.set_default_timeout(120_000)
@@ -166,13 +169,15 @@ def _fresh_page(browser, width: int, height: int):
 @pytest.fixture
 def page(browser, app_url: str):
     """A fresh 1600x2000 page (tall, so a screenshot shows a whole page) (a new Streamlit session) per test."""
-    yield from _fresh_page(browser, 1600, 2000)
+    with fresh_page(browser, 1600, 2000) as tab:
+        yield tab
 
 
 @pytest.fixture
 def projector(browser, app_url: str):
     """A fresh page at a projector's 1280x720 (a new Streamlit session) per test."""
-    yield from _fresh_page(browser, 1280, 720)
+    with fresh_page(browser, 1280, 720) as tab:
+        yield tab
 
 
 @pytest.fixture(scope="session")

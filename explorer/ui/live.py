@@ -15,6 +15,7 @@ import streamlit.components.v1 as components
 from PIL import Image
 
 from explorer import views
+from explorer.memo import BoundedMemo
 from explorer.ui.maps import TILES_PER_LINE, GridResult, overlay_tile, scale_text
 from explorer.ui.sigma import SIGMA_MAX, SIGMA_MIN, SIGMA_STEP, SigmaCurve, adopt_sigma
 from explorer.ui.widgets import remember, remembered
@@ -27,6 +28,17 @@ _COMPONENT = components.declare_component("live_gaussian", path=str(Path(__file_
 
 def _data_url(data: bytes, kind: str) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+_IMAGES: BoundedMemo[str] = BoundedMemo(max_bytes=8 * 2**20)  # PNG data URLs of the images shown, by digest
+
+
+def _image(seen: Image.Image) -> tuple[np.ndarray, str, str]:
+    """(pixels, their digest, the PNG data URL): encoded once per image, not on every rerun."""
+    base = np.asarray(seen)
+    digest = hashlib.sha256(base.tobytes()).hexdigest()
+    url = _IMAGES.get_or_make(digest, lambda: _data_url(views.png_bytes(seen), "png"), size=base.nbytes)
+    return base, digest, url
 
 
 def _colour_table(cmap: str) -> list[int]:
@@ -52,8 +64,7 @@ def live_overlay_grid(seen: Image.Image, result: GridResult, table: dict[tuple[s
     """The overlay grid with its Gaussian column drawn by the browser: per method a block of
     tiles, the server's JPEG overlays for the other upsamplers and a canvas for the Gaussian."""
     upsamplers = [u for u in col_labels if any(key[1] == u for key in table) or u == "gaussian"]
-    base = np.asarray(seen)
-    base_digest = hashlib.sha256(base.tobytes()).hexdigest()
+    base, base_digest, image_url = _image(seen)
     methods = []
     for method in dict.fromkeys(m for m, _ in table):
         tiles: list[dict[str, object]] = []
@@ -73,7 +84,7 @@ def live_overlay_grid(seen: Image.Image, result: GridResult, table: dict[tuple[s
                         "w": int(grid.shape[1]), "grid": [float(v) for v in grid.reshape(-1)]})
     key = hashlib.sha256(repr((result.key, normaliser, float(alpha), base_digest, tuple(upsamplers),
                                tuple(row_labels.items()))).encode()).hexdigest()
-    _COMPONENT(key=LIVE_KEY, default=None, mode="grid", methods=methods, image=_data_url(views.png_bytes(seen), "png"),
+    _COMPONENT(key=LIVE_KEY, default=None, mode="grid", methods=methods, image=image_url,
                width=int(base.shape[1]), height=int(base.shape[0]), sigma=[float(sigma[0]), float(sigma[1])],
                sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, sigma_step=SIGMA_STEP, linked=bool(linked),
                normaliser=normaliser, alpha=float(alpha), blocks_per_line=max(1, TILES_PER_LINE // len(upsamplers)),
@@ -90,10 +101,10 @@ def live_lab(seen: Image.Image, result: GridResult, labels: dict[str, str], sigm
     beside Grad-CAM + bilinear, their Pearson r, the profiles along `row` and r against σ with
     the current σx marked; the curve itself (upsampling only, over the slider's range) comes
     from the server once."""
-    base = np.asarray(seen)
+    base, base_digest, image_url = _image(seen)
     explicit, implicit = result.maps["extendedcam"].astype(np.float64), result.maps["gradcam"].astype(np.float64)
-    key = hashlib.sha256(repr((result.key, "lab", hashlib.sha256(base.tobytes()).hexdigest())).encode()).hexdigest()
-    _COMPONENT(key=LAB_KEY, default=None, mode="lab", image=_data_url(views.png_bytes(seen), "png"),
+    key = hashlib.sha256(repr((result.key, "lab", base_digest)).encode()).hexdigest()
+    _COMPONENT(key=LAB_KEY, default=None, mode="lab", image=image_url,
                width=int(base.shape[1]), height=int(base.shape[0]), sigma=[float(sigma[0]), float(sigma[1])],
                sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, sigma_step=SIGMA_STEP, linked=bool(linked), alpha=0.5,
                normaliser="minmax", row=int(row), maps_key=key,

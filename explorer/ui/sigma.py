@@ -104,18 +104,13 @@ def sigma_controls(state: Selection, *, with_presets: bool, sliders: bool = True
     a `notes` list receives the poor-fit sentence for the page to show lower down (under the maps
     on Compare, so that they start above a projector's fold) instead of a caption here. `compact`
     (without presets or sliders) draws the link toggle alone, in the caller's column."""
-    if compact:
-        options, _ = _presets_and_note(state)
-        preset = remembered("sigma_preset", next(iter(options)))
-        preset = preset if preset in options else next(iter(options))
-        _apply(preset, options[preset])
-        toggle("Link x and y", "sigma_linked", True)
-        default = float(np.clip((options[preset] or PAPER_SIGMA)[0], SIGMA_MIN, SIGMA_MAX))
-        return float(remembered("sigma_x", default)), float(remembered("sigma_y", default))
     options, note = _presets_and_note(state)
     labels = list(options)
-    widths = [3.5, 1.6, 2, 2] if with_presets else [1.6, 2, 2]
-    columns = st.columns(widths, vertical_alignment="bottom")
+    if compact:  # the link toggle alone, in the caller's column; the poor-fit sentence is not shown here
+        columns, notes = [st.container()], []
+    else:
+        widths = [3.5, 1.6, 2, 2] if with_presets else [1.6, 2, 2]
+        columns = st.columns(widths, vertical_alignment="bottom")
     if with_presets:
         with columns[0]:
             preset = selectbox("Gaussian σ preset", "sigma_preset", labels, labels[0],

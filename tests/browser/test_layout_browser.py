@@ -12,6 +12,8 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.browser.test_browser import settle
+from tests.browser.test_live_browser import LIVE, live_frame
+from tests.conftest import fresh_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 OVERFLOW_JS = (Path(__file__).parent / "overflow.js").read_text()
@@ -23,12 +25,9 @@ SIZES = [(1280, 720), (1920, 1080)]
 @pytest.mark.parametrize("width, height", SIZES)
 def test_no_page_clips_its_text_tables_or_titles(browser, app_url: str, screenshot_dir: Path, width: int,
                                                  height: int) -> None:
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page: Page = context.new_page()
-    page.set_default_timeout(120_000)
     problems = {}
-    try:
-        assert len(PAGES) == ROUTER.count("st.Page(")
+    assert len(PAGES) == ROUTER.count("st.Page(")
+    with fresh_page(browser, width, height) as page:
         for path in PAGES:
             page.goto(f"{app_url}/{path}")
             settle(page, "h1")
@@ -38,8 +37,6 @@ def test_no_page_clips_its_text_tables_or_titles(browser, app_url: str, screensh
             if found:
                 problems[path] = found
             page.screenshot(path=str(screenshot_dir / f"layout-{path}-{width}x{height}.png"))
-    finally:
-        context.close()
     assert not problems, problems
 
 
@@ -47,26 +44,18 @@ def test_no_page_clips_its_text_tables_or_titles(browser, app_url: str, screensh
 def test_the_first_maps_show_without_scrolling(browser, app_url: str, width: int, height: int) -> None:
     """Compare's first overlay tile (drawn in the live component) and the Smoothing Lab's first map
     lie wholly inside the first screen, controls and all."""
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page: Page = context.new_page()
-    page.set_default_timeout(120_000)
-    try:
+    with fresh_page(browser, width, height) as page:
         page.goto(f"{app_url}/Compare")
-        settle(page, 'iframe[title*="live_gaussian"]')
-        frame = next(f for f in page.frames if "live_gaussian" in f.url)
-        frame.wait_for_function("window.liveGaussian && window.liveGaussian.painted > 0")
-        settle(page, 'iframe[title*="live_gaussian"]')
-        top = page.locator('iframe[title*="live_gaussian"]').bounding_box()["y"]
-        tile = frame.evaluate("(() => { const r = document.querySelector('figure img, figure canvas')"
-                              ".getBoundingClientRect(); return r.bottom; })()")
-        assert top + tile <= height, f"Compare's first tile ends at {top + tile:.0f} px of {height}"
+        tile = first_drawn_bottom(page, "window.liveGaussian.painted > 0", "figure img, figure canvas")
+        assert tile <= height, f"Compare's first tile ends at {tile:.0f} px of {height}"
         page.goto(f"{app_url}/Smoothing_Lab")
-        settle(page, 'iframe[title*="live_gaussian"]')
-        frame = next(f for f in page.frames if "live_gaussian" in f.url)
-        frame.wait_for_function("window.liveGaussian && window.liveGaussian.lab && window.liveGaussian.lab.r !== null")
-        settle(page, 'iframe[title*="live_gaussian"]')
-        top = page.locator('iframe[title*="live_gaussian"]').bounding_box()["y"]
-        end = top + frame.evaluate("document.querySelector('canvas').getBoundingClientRect().bottom")
-        assert end <= height, f"the Smoothing Lab's first map ends at {end:.0f} px of {height}"
-    finally:
-        context.close()
+        lab = first_drawn_bottom(page, "window.liveGaussian.lab && window.liveGaussian.lab.r !== null", "canvas")
+        assert lab <= height, f"the Smoothing Lab's first map ends at {lab:.0f} px of {height}"
+
+
+def first_drawn_bottom(page: Page, ready: str, selector: str) -> float:
+    """Where, in the page, the live component's first `selector` element ends once `ready` holds."""
+    frame = live_frame(page, ready)
+    settle(page, LIVE)
+    top = page.locator(LIVE).bounding_box()["y"]
+    return top + frame.evaluate(f"document.querySelector('{selector}').getBoundingClientRect().bottom")

@@ -21,10 +21,14 @@ PRESSES = 8
 
 
 
-def live_frame(page: Page) -> Frame:
-    page.wait_for_selector('iframe[title*="live_gaussian"]')
+LIVE = 'iframe[title*="live_gaussian"]'
+
+
+def live_frame(page: Page, ready: str = "window.liveGaussian.painted > 0 && window.liveGaussian.base") -> Frame:
+    """The live component's frame once `ready` (a JavaScript condition on window.liveGaussian) holds."""
+    page.wait_for_selector(LIVE)
     frame = next(f for f in page.frames if "live_gaussian" in f.url)
-    frame.wait_for_function("window.liveGaussian && window.liveGaussian.painted > 0 && window.liveGaussian.base")
+    frame.wait_for_function(f"window.liveGaussian && {ready}")
     return frame
 
 
@@ -89,8 +93,7 @@ def test_the_smoothing_lab_repaints_in_the_browser(projector: Page, app_url: str
     the browser; the maps and r equal the engine's (explorer.views.pearson) at every σ read."""
     page = projector
     page.goto(f"{app_url}/Smoothing_Lab")
-    frame = live_frame(page)
-    frame.wait_for_function("window.liveGaussian.lab && window.liveGaussian.lab.r !== null")
+    frame = live_frame(page, "window.liveGaussian.lab && window.liveGaussian.lab.r !== null")
     backbone = ex.load_backbone("efficientnet_lite0", device="cpu")
     x = backbone.preprocess([ex.gallery_image("chelsea")])
     grid = ex.grid_maps(backbone, x, [285], ["gradcam", "extendedcam"], relu="published")

@@ -15,30 +15,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.test_browser import server_sigma
+from tests.browser.test_browser import open_page_from_nav, server_sigma, settle, slider_value
 
 pytestmark = pytest.mark.browser
 
-READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 PROGRESS = '[data-testid="stProgress"]'
-
-
-def settle(page: Page, marker: str) -> None:
-    """Wait until `marker` is on the page and no script run is in progress (as test_browser.py)."""
-    page.wait_for_selector(marker)
-    page.wait_for_selector(READY, state="attached")
-    page.wait_for_timeout(300)
-    page.wait_for_selector(READY, state="attached")
-
-
-def open_page_from_nav(page: Page, label: str, title: str) -> None:
-    page.locator('[data-testid="stSidebarNavLink"]', has_text=label).click()
-    settle(page, f'h1:has-text("{title}")')
-
-
-def slider_value(page: Page, label: str) -> str:
-    slider = page.locator('[data-testid="stSlider"]', has_text=label)
-    return slider.locator('[data-testid="stSliderThumbValue"]').inner_text().strip()
 
 
 def shoot(page: Page, directory: Path, name: str) -> None:
@@ -100,14 +81,25 @@ def test_card_live_estimate_log_scale_use_sigma_and_stop_continue(page: Page, ap
     settle(page, '[data-testid="stDataFrame"]')
     open_page_from_nav(page, "Receptive Field", "Effective receptive field")
 
-    # The stored card of EfficientNet-Lite0's head, at once.
+    stored_card(page, screenshot_dir)
+    live_estimate(page, screenshot_dir)
+    side_by_side(page, screenshot_dir)
+    log_scale(page, screenshot_dir)
+    use_sigma_on_compare(page, screenshot_dir)
+    stop_and_continue(page, screenshot_dir)
+
+
+def stored_card(page: Page, screenshot_dir: Path) -> None:
+    """The stored card of EfficientNet-Lite0's head, shown at once."""
     expect(page.locator('[data-testid="stMetric"]', has_text="R²").first).to_contain_text("0.542")
     assert metric_value(page, "σx (px)") == "108.07"
     expect(page.locator('[data-testid="stAlert"]', has_text="Not one Gaussian").first).to_be_visible()
     expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()
     shoot(page, screenshot_dir, "rf-01-card")
 
-    # A small live estimate: 8 noise images.
+
+def live_estimate(page: Page, screenshot_dir: Path) -> None:
+    """A small live estimate: 8 noise images."""
     set_images(page, 8)
     page.get_by_role("button", name="Estimate").click()
     settle(page, 'button:has-text("on the other pages"):has-text("Use σ =")')
@@ -117,7 +109,9 @@ def test_card_live_estimate_log_scale_use_sigma_and_stop_continue(page: Page, ap
     expect(page.locator('.js-plotly-plot')).to_have_count(7)  # six of the estimate, the side-by-side outlines
     shoot(page, screenshot_dir, "rf-02-live-estimate")
 
-    # Side by side: this estimate next to the stored cards, with their sigmas and R².
+
+def side_by_side(page: Page, screenshot_dir: Path) -> None:
+    """This estimate next to the stored cards, with their sigmas and R²."""
     chooser = page.locator('[data-testid="stMultiSelect"]', has_text="ERFs to compare")
     chooser.locator("input").click()
     page.keyboard.type("this session")  # the options are filtered as one types
@@ -131,13 +125,17 @@ def test_card_live_estimate_log_scale_use_sigma_and_stop_continue(page: Page, ap
     page.locator('.js-plotly-plot', has_text="Fitted ERFs").scroll_into_view_if_needed()
     shoot(page, screenshot_dir, "rf-02b-side-by-side")
 
-    # Log colour scale.
+
+def log_scale(page: Page, screenshot_dir: Path) -> None:
+    """The log colour scale."""
     page.locator("label", has_text="Log colour scale").click()
     settle(page, '.js-plotly-plot')
     expect(page.locator('.js-plotly-plot').first).to_contain_text("log10 |ERF|")
     shoot(page, screenshot_dir, "rf-03-log-scale")
 
-    # Use the fitted sigma on the other pages.
+
+def use_sigma_on_compare(page: Page, screenshot_dir: Path) -> None:
+    """The fitted sigma used on the other pages."""
     use = page.get_by_role("button", name=re.compile(r"Use σ = \("))
     sigma_x, sigma_y = re.search(r"Use σ = \(([\d.]+), ([\d.]+)\)", use.inner_text()).groups()
     use.click()
@@ -151,7 +149,9 @@ def test_card_live_estimate_log_scale_use_sigma_and_stop_continue(page: Page, ap
         f"gaussian σ=({sigma_x}, {sigma_y})")
     shoot(page, screenshot_dir, "rf-04-compare-uses-the-fitted-sigma")
 
-    # A long estimate, stopped, continued, stopped again: nothing averaged is lost.
+
+def stop_and_continue(page: Page, screenshot_dir: Path) -> None:
+    """A long estimate, stopped, continued, stopped again: nothing averaged is lost."""
     open_page_from_nav(page, "Receptive Field", "Effective receptive field")
     expect(page.get_by_text("Done: 8 noise images, mode abs, seed 0")).to_be_visible()  # kept
     set_images(page, 256)
